@@ -1,0 +1,42 @@
+"""Shared fixtures. Tests write only into tmp_path; nothing touches the network."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED = REPO_ROOT.parent / "shared"
+TERRAMESH_DIR = SHARED / "data" / "terramesh_examples"
+
+
+def ref_dir() -> Path:
+    """Reference fixtures directory ($TERRAMIND_REF_DIR, default ../shared/fixtures/terramind_ref)."""
+    return Path(os.environ.get("TERRAMIND_REF_DIR", SHARED / "fixtures" / "terramind_ref"))
+
+
+@pytest.fixture(scope="session")
+def terramind_ref() -> Path:
+    path = ref_dir()
+    if not (path / "cases.json").exists():
+        pytest.skip(f"TerraMind reference fixtures not found at {path}; set TERRAMIND_REF_DIR to the folder "
+                    "holding cases.json and golden_TerraMind_v1_tiny_subset.pt")
+    return path
+
+
+@pytest.fixture(scope="session")
+def terramesh_dir() -> Path:
+    if not TERRAMESH_DIR.exists():
+        pytest.skip(f"real TerraMesh chips not found at {TERRAMESH_DIR}")
+    return TERRAMESH_DIR
+
+
+@pytest.fixture(autouse=True)
+def _offline_and_seeded(monkeypatch, tmp_path):
+    """No test may reach the network or write into a shared cache."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    torch.manual_seed(0)
