@@ -65,3 +65,11 @@ class DataNotFoundError(DataError, FileNotFoundError):
 
 class RasterMismatchError(DataError):
     """Rasters of one sample disagree in size, band count, CRS or transform."""
+
+
+class InferenceError(TerraMindFTError, RuntimeError):
+    """Prediction cannot run or produced an unusable result (model output shape, uncovered pixels, ...)."""
+
+
+class TrainingError(TerraMindFTError, RuntimeError):
+    """Training cannot go on (e.g. a NaN loss); the message names the step and what to try."""

@@ -1,0 +1,8 @@
+"""Lightning tasks: SemanticSegmentationTask, ClassificationTask, PixelwiseRegressionTask."""
+
+from terramind_ft.tasks.base import BaseTask
+from terramind_ft.tasks.classification import ClassificationTask
+from terramind_ft.tasks.regression import PixelwiseRegressionTask
+from terramind_ft.tasks.segmentation import SemanticSegmentationTask
+
+__all__ = ["BaseTask", "ClassificationTask", "PixelwiseRegressionTask", "SemanticSegmentationTask"]

@@ -1,0 +1,556 @@
+"""``GenericMultiModalDataModule``: folders of GeoTIFFs per modality -> standardised multi-modal batches.
+
+The parameter names are the ones TerraTorch users already write (``modalities``, ``*_data_root``,
+``*_label_data_root``, ``*_split``, ``image_grep``, ``label_grep``, ``no_data_replace``, ``no_label_replace``,
+``means``/``stds``, ``dataset_bands``/``output_bands``, ``*_transform`` ...), so a TerraMind config's
+``data.init_args`` works after changing its ``class_path``. Differences, all on purpose:
+
+* ``no_data_replace`` is applied **after** standardisation (0 = the modality mean); TerraTorch replaces in
+  raw units, where 0 dB of S1 is strong backscatter (+2.4 sigma), not "missing".
+* ``means``/``stds`` default to the TerraMind pretraining statistics of :mod:`terramind_ft.modalities`.
+* Problems are found in ``setup()`` / :meth:`check` from raster headers and reported in full (missing,
+  ambiguous, unreadable files, band counts, sizes, CRS/transform), never by dropping samples or shrinking the
+  batch size.
+* Transforms use our own small schema (TerraTorch's albumentations entries are mapped); predict never crops or
+  resizes, so predictions stay on the input pixel grid.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lightning as L
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from terramind_ft.data.dataset import ModalitySpec, ModalityBatchSampler, MultiModalDataset
+from terramind_ft.data.files import (
+    SPLITS, DataNotice, Grep, SampleRecord, discover, normalise_roots, parse_grep, parse_target,
+)
+from terramind_ft.data.raster import RasterHeader, cached_header, read_text_label, same_georeference
+from terramind_ft.data.transforms import Compose, build_transform
+from terramind_ft.errors import ConfigError, DataError, RasterMismatchError
+from terramind_ft.modalities import S2_BAND_IDS, find_modality
+
+log = logging.getLogger(__name__)
+
+Task = Literal["segmentation", "classification", "regression"]
+KEY = "data.init_args"
+MAX_LISTED = 10
+# Splits whose labels a stage needs.
+STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
+
+
+@dataclass
+class CheckReport:
+    """What :meth:`GenericMultiModalDataModule.check` found: samples per split and the raster size(s)."""
+
+    samples: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)  # split -> distinct (H, W)
+    files_checked: int = 0
+
+    def __str__(self) -> str:
+        lines = [f"{split}: {n} samples, raster size(s) {', '.join(f'{h}x{w}' for h, w in self.sizes.get(split, []))}"
+                 for split, n in self.samples.items()]
+        return "\n".join(lines + [f"{self.files_checked} files checked"])
+
+
+def _canonical_band(name: str) -> str:
+    return S2_BAND_IDS.get(str(name).upper(), str(name).upper())
+
+
+class GenericMultiModalDataModule(L.LightningDataModule):
+    """Multi-modal segmentation / classification / regression data from folders of GeoTIFFs.
+
+    Args:
+        modalities: modality names in order (catalogue names or aliases: S2L1C, S2L2A, S1GRD, S1RTC, RGB, DEM,
+            ...). They are the keys of ``batch["image"]``. The first one drives discovery without split files.
+        task: ``segmentation`` (label rasters -> ``mask`` int64), ``classification`` (a ``prefix,class`` csv
+            or one text file per sample -> ``label`` int64) or ``regression`` (label rasters -> float ``mask``;
+            a csv -> float ``label``).
+        batch_size: samples per batch, for every split. Never changed behind your back.
+        num_workers: DataLoader worker processes.
+        train_data_root / val_data_root / test_data_root / predict_data_root: ``{modality: folder}`` or one
+            folder shared by all modalities.
+        train_label_data_root / val_label_data_root / test_label_data_root: folder of label rasters (or text
+            files), or a csv ``prefix,class`` for classification/regression.
+        train_split / val_split / test_split / predict_split: txt (one prefix per line) or csv (prefix or
+            file name in the first column; Sen1Floods11 csv rows ``X_S1Hand.tif,X_LabelHand.tif`` work).
+        image_grep: file-name glob per modality (or one for all), e.g. ``{S2L1C: "*_S2Hand.tif"}``.
+        label_grep: file-name glob of the label files.
+        allow_substring_file_names: also accept ``<prefix>*<suffix>`` names when ``<prefix><suffix>`` is absent.
+        dataset_bands: per modality, the band names the files hold, in file order (default: the catalogue's).
+        output_bands: per modality, the bands to feed the model (a subset of dataset_bands, any order).
+        means / stds: per modality, per output band (or per dataset band); default: TerraMind pretraining
+            statistics. Keys of modalities not in ``modalities`` are ignored.
+        no_data_replace: value that NaN and declared-nodata pixels get **after** standardisation (0 = mean).
+            ``null`` keeps NaN (only for models that handle it).
+        no_label_replace: value of label nodata / NaN pixels; also the ignore index of loss and metrics.
+        reduce_zero_label: labels are 1-based with 0 = nodata: subtract 1, 0 -> ignore index.
+        nodata_to_ignore: also set the label to the ignore index where any input modality is nodata.
+        train_transform / val_transform / test_transform: joint augmentations (see
+            :mod:`terramind_ft.data.transforms`); predict never applies any.
+        num_classes / class_names: for the task, metrics and plots.
+        rgb_modality / rgb_indices: what :meth:`plot` shows as RGB (default: the first modality, its RED,
+            GREEN, BLUE bands when known).
+        allow_missing_modalities: samples may lack modalities; batches then group samples with the same set.
+        sample_num_modalities: draw this many of the available modalities per batch (modality dropout).
+        drop_last: drop the last incomplete train batch.
+        pin_memory / persistent_workers: DataLoader options.
+        check_files: in ``setup()``, read every raster header (and its last block) to check band counts, sizes
+            and georeference before training. Turn off only for huge, already-checked datasets.
+    """
+
+    def __init__(
+        self,
+        modalities: list[str],
+        task: Task = "segmentation",
+        batch_size: int = 8,
+        num_workers: int = 0,
+        train_data_root: str | dict[str, str] | None = None,
+        val_data_root: str | dict[str, str] | None = None,
+        test_data_root: str | dict[str, str] | None = None,
+        predict_data_root: str | dict[str, str] | None = None,
+        train_label_data_root: str | None = None,
+        val_label_data_root: str | None = None,
+        test_label_data_root: str | None = None,
+        train_split: str | None = None,
+        val_split: str | None = None,
+        test_split: str | None = None,
+        predict_split: str | None = None,
+        image_grep: str | dict[str, str] = "*",
+        label_grep: str = "*",
+        allow_substring_file_names: bool = True,
+        dataset_bands: dict[str, list[str]] | None = None,
+        output_bands: dict[str, list[str]] | None = None,
+        means: dict[str, list[float]] | None = None,
+        stds: dict[str, list[float]] | None = None,
+        no_data_replace: float | None = 0.0,
+        no_label_replace: int | None = -1,
+        reduce_zero_label: bool = False,
+        nodata_to_ignore: bool = False,
+        train_transform: list[str | dict[str, Any]] | None = None,
+        val_transform: list[str | dict[str, Any]] | None = None,
+        test_transform: list[str | dict[str, Any]] | None = None,
+        num_classes: int | None = None,
+        class_names: list[str] | None = None,
+        rgb_modality: str | None = None,
+        rgb_indices: list[int] | None = None,
+        allow_missing_modalities: bool = False,
+        sample_num_modalities: int | None = None,
+        drop_last: bool = True,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
+        check_files: bool = True,
+    ):
+        super().__init__()
+        self.save_hyperparameters(logger=False)
+        if task not in ("segmentation", "classification", "regression"):
+            raise ConfigError(f"task must be segmentation, classification or regression, got {task!r}", key=f"{KEY}.task")
+        if not modalities or isinstance(modalities, str):
+            raise ConfigError("give a list of modality names, e.g. [S2L1C, S1GRD]", key=f"{KEY}.modalities")
+        if "mask" in modalities or "label" in modalities:
+            raise ConfigError("'mask' and 'label' are batch keys, not modality names; give the label folder as "
+                              "*_label_data_root", key=f"{KEY}.modalities")
+        if len(set(modalities)) != len(modalities):
+            raise ConfigError(f"duplicate modality names in {modalities}", key=f"{KEY}.modalities")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}", key=f"{KEY}.batch_size")
+        if sample_num_modalities is not None and not 1 <= sample_num_modalities <= len(modalities):
+            raise ConfigError(f"sample_num_modalities must be in [1, {len(modalities)}], got {sample_num_modalities}",
+                              key=f"{KEY}.sample_num_modalities")
+
+        self.task = task
+        self.modalities = list(modalities)
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.no_data_replace = no_data_replace
+        self.no_label_replace = no_label_replace
+        self.reduce_zero_label = reduce_zero_label
+        self.nodata_to_ignore = nodata_to_ignore
+        self.allow_substring_file_names = allow_substring_file_names
+        self.allow_missing_modalities = allow_missing_modalities
+        self.sample_num_modalities = sample_num_modalities
+        self.drop_last = drop_last
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers and num_workers > 0
+        self.check_files = check_files
+        if no_data_replace is None:
+            warnings.warn(f"{KEY}.no_data_replace: null leaves NaN in the batches; most models turn NaN into a NaN "
+                          "loss", DataNotice, stacklevel=2)
+
+        # Classes.
+        if class_names is not None and num_classes is not None and len(class_names) != num_classes:
+            raise ConfigError(f"{len(class_names)} class_names for num_classes={num_classes}", key=f"{KEY}.class_names")
+        self.num_classes = num_classes if num_classes is not None else (len(class_names) if class_names else None)
+        self.class_names = list(class_names) if class_names else (
+            [str(i) for i in range(self.num_classes)] if self.num_classes else None)
+
+        # Files.
+        data_roots = {"train": train_data_root, "val": val_data_root, "test": test_data_root,
+                      "predict": predict_data_root}
+        self.roots = {split: normalise_roots(root, self.modalities, key=f"{KEY}.{split}_data_root",
+                                             allow_missing=allow_missing_modalities)
+                      for split, root in data_roots.items()}
+        self.label_roots = {"train": train_label_data_root, "val": val_label_data_root, "test": test_label_data_root}
+        self.split_files = {"train": train_split, "val": val_split, "test": test_split, "predict": predict_split}
+        self.image_greps = self._parse_image_greps(image_grep)
+        self.label_grep = parse_grep(label_grep, key=f"{KEY}.label_grep", what="the label")
+
+        # Bands and standardisation.
+        self.specs = self._build_specs(dataset_bands or {}, output_bands or {}, means, stds)
+        self.bands = {m: list(s.bands) if s.bands else None for m, s in self.specs.items()}
+        self.means = {m: list(s.mean) for m, s in self.specs.items()}
+        self.stds = {m: list(s.std) for m, s in self.specs.items()}
+
+        # Transforms: built now so that config errors surface at construction.
+        self.transforms = {
+            "train": build_transform(train_transform, key=f"{KEY}.train_transform"),
+            "val": build_transform(val_transform, key=f"{KEY}.val_transform"),
+            "test": build_transform(test_transform, key=f"{KEY}.test_transform"),
+            "predict": Compose([]),  # never change the pixel grid of predictions
+        }
+
+        # Plotting.
+        self.rgb_modality = rgb_modality or self.modalities[0]
+        if self.rgb_modality not in self.modalities:
+            raise ConfigError(f"rgb_modality {self.rgb_modality!r} is not one of {self.modalities}",
+                              key=f"{KEY}.rgb_modality")
+        self.rgb_indices = list(rgb_indices) if rgb_indices is not None else self._default_rgb_indices()
+        n_rgb_bands = self.specs[self.rgb_modality].num_bands
+        if any(not 0 <= i < n_rgb_bands for i in self.rgb_indices):
+            raise ConfigError(f"rgb_indices {self.rgb_indices} out of range for {self.rgb_modality} with "
+                              f"{n_rgb_bands} bands", key=f"{KEY}.rgb_indices")
+
+        self._records: dict[str, list[SampleRecord]] = {}
+        self._checked: dict[str, CheckReport] = {}
+        self.datasets: dict[str, MultiModalDataset] = {}
+
+    # ------------------------------------------------------------------------------------------ config
+
+    @property
+    def ignore_index(self) -> int | None:
+        """The label value that loss and metrics ignore (= ``no_label_replace``)."""
+        return self.no_label_replace
+
+    def _parse_image_greps(self, image_grep: str | dict[str, str]) -> dict[str, Grep]:
+        if isinstance(image_grep, str):
+            return {m: parse_grep(image_grep, key=f"{KEY}.image_grep", what=f"modality {m!r}") for m in self.modalities}
+        missing = [m for m in self.modalities if m not in image_grep]
+        if missing:
+            raise ConfigError(f"no grep for modalities {missing}; give one per modality or a single string",
+                              key=f"{KEY}.image_grep")
+        return {m: parse_grep(image_grep[m], key=f"{KEY}.image_grep.{m}", what=f"modality {m!r}")
+                for m in self.modalities}
+
+    @staticmethod
+    def _lookup(table: dict[str, Any] | None, modality: str) -> Any:
+        """``table[modality]``, also accepting the catalogue name or an alias as the key."""
+        if not table:
+            return None
+        if modality in table:
+            return table[modality]
+        entry = find_modality(modality)
+        if entry is not None:
+            for k, v in table.items():
+                other = find_modality(k)
+                if other is not None and other.name == entry.name:
+                    return v
+        return None
+
+    def _build_specs(self, dataset_bands, output_bands, means, stds) -> dict[str, ModalitySpec]:
+        specs = {}
+        for m in self.modalities:
+            entry = find_modality(m)
+            file_bands = self._lookup(dataset_bands, m)
+            out_bands = self._lookup(output_bands, m)
+            if file_bands is None and out_bands is not None:
+                if entry is None:
+                    raise ConfigError(f"output_bands for {m!r} need dataset_bands.{m} (the bands in the files)",
+                                      key=f"{KEY}.dataset_bands")
+                file_bands = list(entry.bands)
+            band_indices = None
+            if out_bands is not None:
+                canon = [_canonical_band(b) for b in file_bands]
+                band_indices = []
+                for b in out_bands:
+                    if _canonical_band(b) not in canon:
+                        raise ConfigError(f"output band {b!r} of {m!r} is not in dataset_bands {list(file_bands)}",
+                                          key=f"{KEY}.output_bands.{m}")
+                    band_indices.append(canon.index(_canonical_band(b)))
+            bands = tuple(out_bands or file_bands or (entry.bands if entry else ()))
+            expected = len(file_bands) if file_bands is not None else (entry.num_bands if entry else None)
+
+            mean, std = self._lookup(means, m), self._lookup(stds, m)
+            if (mean is None) != (std is None):
+                raise ConfigError(f"give both means.{m} and stds.{m}, or neither (pretraining statistics)",
+                                  key=f"{KEY}.{'stds' if std is None else 'means'}.{m}")
+            if mean is None:
+                if entry is None:
+                    raise ConfigError(f"{m!r} is not a TerraMind modality, so it has no pretraining statistics; give "
+                                      f"means.{m} and stds.{m} (terramind-ft compute-statistics prints them)",
+                                      key=f"{KEY}.means.{m}")
+                idx = [entry.band_index(b) for b in bands]
+                unknown = [b for b, i in zip(bands, idx, strict=True) if i is None]
+                if unknown:
+                    raise ConfigError(f"bands {unknown} of {m!r} are not {entry.name} bands ({', '.join(entry.bands)}),"
+                                      f" so they have no pretraining statistics; give means.{m} and stds.{m}",
+                                      key=f"{KEY}.means.{m}")
+                mean = [entry.mean[i] if len(entry.mean) > 1 else entry.mean[0] for i in idx]
+                std = [entry.std[i] if len(entry.std) > 1 else entry.std[0] for i in idx]
+            else:
+                mean, std = [float(v) for v in mean], [float(v) for v in std]
+                n_out = len(bands) if bands else None
+                for name, values in (("means", mean), ("stds", std)):
+                    if n_out is not None and len(values) != n_out:
+                        if band_indices is not None and file_bands is not None and len(values) == len(file_bands):
+                            continue  # given per dataset band: selected below
+                        raise ConfigError(f"{len(values)} values for {n_out} bands of {m!r} ({', '.join(bands)})",
+                                          key=f"{KEY}.{name}.{m}")
+                if band_indices is not None and file_bands is not None and len(mean) == len(file_bands) != len(bands):
+                    mean = [mean[i] for i in band_indices]
+                if band_indices is not None and file_bands is not None and len(std) == len(file_bands) != len(bands):
+                    std = [std[i] for i in band_indices]
+                if expected is None:
+                    expected = len(mean)
+            if any(s <= 0 for s in std):
+                raise ConfigError(f"stds of {m!r} must be positive, got {std}", key=f"{KEY}.stds.{m}")
+            specs[m] = ModalitySpec(m, tuple(band_indices) if band_indices is not None else None, expected,
+                                    bands or None, tuple(mean), tuple(std))
+        return specs
+
+    def _default_rgb_indices(self) -> list[int]:
+        bands = [_canonical_band(b) for b in (self.specs[self.rgb_modality].bands or ())]
+        if all(c in bands for c in ("RED", "GREEN", "BLUE")):
+            return [bands.index("RED"), bands.index("GREEN"), bands.index("BLUE")]
+        n = self.specs[self.rgb_modality].num_bands
+        return [0, 1, 2] if n >= 3 else [0]
+
+    # --------------------------------------------------------------------------------------- discovery
+
+    def records(self, split: str) -> list[SampleRecord]:
+        """The samples of ``split`` (discovered once). Raises when files are missing or ambiguous."""
+        if split not in self._records:
+            roots = self.roots[split]
+            if roots is None:
+                raise ConfigError(f"no {split} data configured", key=f"{KEY}.{split}_data_root")
+            label_root = self.label_roots.get(split)
+            if split != "predict" and label_root is None:
+                raise ConfigError(f"the {self.task} task needs labels for the {split} split: set "
+                                  f"{split}_label_data_root", key=f"{KEY}.{split}_label_data_root")
+            if (split in ("val", "test") and self.split_files.get(split) is None
+                    and self.split_files.get("train") is None and self.roots.get("train") == roots):
+                warnings.warn(f"{split} reads the same folders as train and neither has a split file: the model "
+                              f"is evaluated on its training data. Set {KEY}.train_split and {KEY}.{split}_split.",
+                              DataNotice, stacklevel=2)
+            self._records[split] = discover(
+                split, modalities=self.modalities, roots=roots, image_greps=self.image_greps,
+                label_root=label_root, label_grep=self.label_grep if label_root else None,
+                split_file=self.split_files.get(split), task=self.task if label_root else None,
+                class_names=self.class_names, allow_substring_file_names=self.allow_substring_file_names,
+                allow_missing_modalities=self.allow_missing_modalities, key_prefix=KEY,
+            )
+        return self._records[split]
+
+    def configured_splits(self) -> list[str]:
+        return [s for s in SPLITS if self.roots.get(s) is not None]
+
+    def check(self, splits: Sequence[str] | None = None) -> CheckReport:
+        """Check every configured split (or ``splits``) from raster headers; raise on the first bad split.
+
+        Each entry must resolve to one file per modality and a label; band counts must match the modality (or
+        ``dataset_bands``); modalities and label share height, width, CRS and transform; every file opens and
+        its last block decodes; crops fit the rasters; class labels are known. Errors list every offender.
+        """
+        report = CheckReport()
+        for split in splits or self.configured_splits():
+            result = self._check_split(split)
+            report.samples[split] = result.samples[split]
+            report.sizes[split] = result.sizes[split]
+            report.files_checked += result.files_checked
+        return report
+
+    def _check_split(self, split: str) -> CheckReport:
+        if split in self._checked:
+            return self._checked[split]
+        records = self.records(split)
+        unreadable: list[str] = []
+        mismatched: list[str] = []
+        sizes: set[tuple[int, int]] = set()
+        files = 0
+        for record in tqdm(records, desc=f"checking {split} rasters", unit="sample", disable=len(records) < 200,
+                           leave=False):
+            headers: dict[str, RasterHeader] = {}
+            for m, path in record.files.items():
+                files += 1
+                try:
+                    headers[m] = cached_header(path, m, verify_last_block=True)
+                except DataError as exc:
+                    unreadable.append(str(exc))
+                    continue
+                spec = self.specs[m]
+                count = headers[m].count
+                if spec.expected_bands is not None and count != spec.expected_bands:
+                    source = f"dataset_bands.{m}" if self._lookup(self.hparams.dataset_bands, m) else (
+                        f"the {m} catalogue entry" if find_modality(m) else f"means.{m}")
+                    mismatched.append(f"{path} (modality {m!r}) has {count} bands, expected {spec.expected_bands} "
+                                      f"from {source}; set {KEY}.dataset_bands.{m} to the bands the files hold")
+                elif spec.band_indices is not None and max(spec.band_indices) >= count:
+                    mismatched.append(f"{path} (modality {m!r}) has {count} bands; output_bands.{m} needs band "
+                                      f"{max(spec.band_indices) + 1}")
+            label_header = None
+            if record.label_file and record.target is None:
+                files += 1
+                if record.label_file.lower().endswith(".txt"):
+                    try:
+                        parse_target(read_text_label(record.label_file), task=self.task,
+                                     class_names=self.class_names, where=record.label_file,
+                                     key=f"{KEY}.{split}_label_data_root")
+                    except DataError as exc:
+                        unreadable.append(str(exc))
+                else:
+                    try:
+                        label_header = cached_header(record.label_file, "label", verify_last_block=True)
+                    except DataError as exc:
+                        unreadable.append(str(exc))
+                    if label_header is not None and label_header.count != 1 and self.task != "classification":
+                        mismatched.append(f"label {record.label_file} has {label_header.count} bands, expected 1")
+            if record.target is not None and self.task == "classification" and self.num_classes is not None:
+                if not 0 <= int(record.target) < self.num_classes:
+                    mismatched.append(f"sample {record.prefix!r}: class {record.target} outside "
+                                      f"[0, {self.num_classes - 1}] in {record.label_file}")
+            mismatched.extend(self._compare_grids(record, headers, label_header))
+            if headers:
+                first = next(iter(headers.values()))
+                sizes.add((first.height, first.width))
+        if unreadable:
+            raise DataError(f"{split} split: {len(unreadable)} files cannot be read:\n  " + _listing(unreadable))
+        if mismatched:
+            raise RasterMismatchError(f"{split} split: {len(mismatched)} problems in the rasters:\n  "
+                                      + _listing(mismatched))
+        transform = self.transforms[split]
+        for h, w in sorted(sizes):
+            transform.check_input(h, w, key=f"{KEY}.{split}_transform")
+        if split == "train" and self.drop_last and len(records) < self.batch_size:
+            raise ConfigError(f"the train split has {len(records)} samples, fewer than batch_size={self.batch_size}, "
+                              "and drop_last: true would leave no batch; lower batch_size or set drop_last: false",
+                              key=f"{KEY}.batch_size")
+        if self.task == "segmentation" and split != "predict":
+            out_sizes = {transform.output_size(h, w) for h, w in sizes}
+            if len(out_sizes) > 1 and self.batch_size > 1:
+                listed = ", ".join(f"{h}x{w}" for h, w in sorted(out_sizes))
+                raise RasterMismatchError(
+                    f"{split} split: samples have different sizes ({listed}) and cannot be stacked into batches of "
+                    f"{self.batch_size}; add a crop or resize to {KEY}.{split}_transform, or use batch_size: 1")
+        report = CheckReport({split: len(records)}, {split: sorted(sizes)}, files)
+        self._checked[split] = report
+        return report
+
+    @staticmethod
+    def _compare_grids(record: SampleRecord, headers: dict[str, RasterHeader],
+                       label: RasterHeader | None) -> list[str]:
+        items = list(headers.items()) + ([("label", label)] if label is not None else [])
+        if len(items) < 2:
+            return []
+        (ref_name, ref), problems = items[0], []
+        for name, h in items[1:]:
+            what = f"modality {name!r}" if name != "label" else "the label"
+            if (h.height, h.width) != (ref.height, ref.width):
+                problems.append(f"sample {record.prefix!r}: {h.path} ({what}) is {h.height}x{h.width} but "
+                                f"{ref.path} (modality {ref_name!r}) is {ref.height}x{ref.width}")
+            elif h.georeferenced and ref.georeferenced and not same_georeference(h, ref):
+                detail = (f"CRS {h.crs} vs {ref.crs}" if h.crs != ref.crs
+                          else f"transform {h.transform} vs {ref.transform}")
+                problems.append(f"sample {record.prefix!r}: {h.path} ({what}) and {ref.path} (modality "
+                                f"{ref_name!r}) are not on the same pixel grid: {detail}")
+        return problems
+
+    # ------------------------------------------------------------------------------------------ datasets
+
+    def make_dataset(self, split: str, *, raw: bool = False, transform: Compose | None = None) -> MultiModalDataset:
+        """A dataset for ``split``; ``raw=True`` returns raw file units with NaN at nodata and no transform."""
+        records = self.records(split)
+        if self.check_files:
+            self._check_split(split)
+        return MultiModalDataset(
+            records, self.specs, task=self.task if split != "predict" else None, split=split,
+            transform=Compose([]) if raw else (transform if transform is not None else self.transforms[split]),
+            no_data_replace=self.no_data_replace, no_label_replace=self.no_label_replace,
+            reduce_zero_label=self.reduce_zero_label, num_classes=self.num_classes,
+            nodata_to_ignore=self.nodata_to_ignore, class_names=self.class_names, raw=raw,
+        )
+
+    def setup(self, stage: str | None = None) -> None:
+        splits = STAGE_SPLITS.get(stage or "", None) or tuple(self.configured_splits())
+        for split in splits:
+            if split in self.datasets:
+                continue
+            if self.roots.get(split) is None:
+                if split == "val":
+                    warnings.warn(f"no validation data ({KEY}.val_data_root is not set): no val metrics",
+                                  DataNotice, stacklevel=2)
+                    continue
+                raise ConfigError(f"stage {stage!r} needs {split} data", key=f"{KEY}.{split}_data_root")
+            self.datasets[split] = self.make_dataset(split)
+            log.info("%s: %d samples", split, len(self.datasets[split]))
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if split not in self.datasets:
+            self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[split])
+        dataset = self.datasets[split]
+        drop_last = self.drop_last and split == "train"
+        common = dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
+                      persistent_workers=self.persistent_workers)
+        if self.allow_missing_modalities or self.sample_num_modalities is not None:
+            from torch.utils.data import RandomSampler, SequentialSampler
+
+            sampler = RandomSampler(dataset) if shuffle else SequentialSampler(dataset)
+            batch_sampler = ModalityBatchSampler(sampler, self.batch_size, drop_last, dataset.modality_sets(),
+                                                 self.sample_num_modalities if split == "train" else None)
+            return DataLoader(dataset, batch_sampler=batch_sampler, **common)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=shuffle, drop_last=drop_last, **common)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        if self.roots.get("val") is None:
+            return []
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("predict", shuffle=False)
+
+    # ------------------------------------------------------------------------------------------ plots
+
+    def plot(self, sample: dict, prediction: Any = None, *, index: int = 0, title: str | None = None):
+        """A matplotlib Figure of one sample (or item ``index`` of a batch): RGB, other modalities, mask,
+        prediction."""
+        from terramind_ft.data.plot import plot_sample
+
+        return plot_sample(sample, prediction, modalities=self.modalities, means=self.means, stds=self.stds,
+                           rgb_modality=self.rgb_modality, rgb_indices=self.rgb_indices,
+                           class_names=self.class_names, ignore_index=self.ignore_index, index=index, title=title)
+
+    def save_plot(self, sample: dict, path: str, prediction: Any = None, *, index: int = 0,
+                  title: str | None = None) -> str:
+        """Write :meth:`plot` to a PNG at ``path`` (atomically) and return the path."""
+        from terramind_ft.data.plot import save_figure
+
+        return save_figure(self.plot(sample, prediction, index=index, title=title), path)
+
+
+def _listing(lines: list[str]) -> str:
+    shown = lines[:MAX_LISTED]
+    more = f"\n  ... and {len(lines) - MAX_LISTED} more" if len(lines) > MAX_LISTED else ""
+    return "\n  ".join(shown) + more
+
+
+__all__ = ["CheckReport", "GenericMultiModalDataModule"]

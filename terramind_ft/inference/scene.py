@@ -1,0 +1,734 @@
+"""Streaming scene prediction: rasters of any size in, a georeferenced, tiled, compressed GeoTIFF out.
+
+:func:`predict_scene` never holds a whole scene. It walks the scene in rows of chips: for each row it reads one
+strip of every modality raster (``crop`` rows, full width), standardises each chip with the modality's
+mean/std (invalid values -> 0 after standardisation, as the data module does), runs the model on batches of
+chips and adds ``logits x blend weight`` into an accumulator that holds only the rows still in flight (at most
+``crop`` rows). Rows that no later chip can touch are normalised, turned into classes (and probabilities) and
+handed to a block writer that writes whole 512-row block strips of the output. Peak memory is therefore set by
+the scene *width*, ``crop``, ``batch_size`` and the band count, never by the scene height.
+
+Modalities on another grid (other CRS, resolution or extent) are warped on the fly onto the reference
+modality's grid with a GDAL WarpedVRT: bilinear for continuous data, nearest for categorical modalities
+(catalogue ``num_classes``) and integer rasters declared categorical with ``resampling``.
+
+Output: a uint8 class map (nodata 255, colour table, class names in the band description and tags), optionally
+float32 probabilities (one band per class, NaN nodata) or, for regression, float32 values. Both are written to a
+hidden ``.<name>.partial-<pid>`` file next to the output and renamed only when complete, as a Cloud-Optimised
+GeoTIFF (``layout="cog"``, overviews included) or a tiled GeoTIFF (``layout="gtiff"``).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+import torch
+from rasterio.enums import MaskFlags, Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.windows import Window
+
+from terramind_ft.errors import ConfigError, DataError, DataNotFoundError, InferenceError, RasterMismatchError
+from terramind_ft.inference.tiling import (
+    AxisChip,
+    TilingParameters,
+    chip_weight,
+    output_tensor,
+    padded_indices,
+    plan_axis,
+)
+from terramind_ft.modalities import find_modality
+
+log = logging.getLogger(__name__)
+
+CLASS_NODATA = 255  # uint8 class maps hold at most 255 classes (0..254)
+OUTPUT_BLOCK = 512  # internal tile size of the outputs (COG default)
+# Qualitative palette (matplotlib tab10) for the first ten classes; more classes get evenly spaced hues.
+TAB10 = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
+         (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
+# Transforms that agree to this fraction of a pixel are the same grid (rounding in stored GeoTIFF tags).
+GRID_TOLERANCE = 1e-6
+
+
+# ----------------------------------------------------------------------------------------- output helpers
+
+
+def class_colormap(num_classes: int, nodata: int | None = CLASS_NODATA) -> dict[int, tuple[int, int, int, int]]:
+    """RGBA colour table for a class map: tab10 for the first ten classes, evenly spaced hues beyond, and a
+    transparent entry for ``nodata``."""
+    colours: dict[int, tuple[int, int, int, int]] = {}
+    for k in range(num_classes):
+        if k < len(TAB10):
+            colours[k] = (*TAB10[k], 255)
+        else:
+            r, g, b = colorsys.hsv_to_rgb(((k - len(TAB10)) * 0.618034) % 1.0, 0.65, 0.9)
+            colours[k] = (int(r * 255), int(g * 255), int(b * 255), 255)
+    if nodata is not None:
+        colours[nodata] = (0, 0, 0, 0)
+    return colours
+
+
+def partial_path(path: Path) -> Path:
+    """The hidden temporary name an output is written under until it is complete."""
+    return path.with_name(f".{path.name}.partial-{os.getpid()}")
+
+
+def overview_factors(height: int, width: int, block: int = OUTPUT_BLOCK // 2) -> list[int]:
+    """Overview decimation factors 2, 4, 8, ... until the overview fits in one ``block``."""
+    factors = []
+    f = 2
+    while max(height, width) / (f // 2) > block:
+        factors.append(f)
+        f *= 2
+    return factors
+
+
+# ------------------------------------------------------------------------------------------------- sources
+
+
+@dataclass
+class _Source:
+    """One modality raster, opened (and warped when needed) onto the reference grid."""
+
+    modality: str
+    path: str
+    reader: Any  # rasterio dataset or WarpedVRT on the reference grid
+    indexes: list[int]  # 1-based band indexes to read
+    nodata: list[float | None]  # per read band
+    mean: np.ndarray  # [C] float32
+    std: np.ndarray
+    alpha_index: int | None = None  # band of the WarpedVRT alpha mask
+    dataset_mask: bool = False  # the file carries a per-dataset (internal) mask
+    warped: bool = False
+
+    def read_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Raw values ``[C, len(rows), W]`` (file dtype) of the image rows ``rows`` (any order, repeats allowed)
+        and a per-pixel bool ``[len(rows), W]``: True where the pixel is masked (alpha / dataset mask)."""
+        lo, hi = int(rows.min()), int(rows.max()) + 1
+        window = Window(0, lo, self.reader.width, hi - lo)
+        try:
+            raw = self.reader.read(self.indexes, window=window)
+            if self.alpha_index is not None:
+                masked = self.reader.read(self.alpha_index, window=window) == 0
+            elif self.dataset_mask:
+                masked = self.reader.read_masks(self.indexes[0], window=window) == 0
+            else:
+                masked = np.zeros(raw.shape[1:], bool)
+        except RasterioError as exc:
+            raise DataError(f"cannot read rows {lo}..{hi} of {self.path} (modality {self.modality!r}): {exc}. "
+                            "The file may be truncated or corrupt.") from exc
+        if lo == int(rows[0]) and hi - lo == len(rows) and np.all(np.diff(rows) == 1):
+            return raw, masked
+        return raw[:, rows - lo], masked[rows - lo]
+
+    def invalid(self, raw: np.ndarray) -> np.ndarray:
+        """Per-band bool mask of ``raw`` ``[C, ...]``: declared nodata, NaN or inf."""
+        invalid = np.zeros(raw.shape, bool)
+        if raw.dtype.kind == "f":
+            invalid |= ~np.isfinite(raw)
+        for c, value in enumerate(self.nodata):
+            if value is not None and not math.isnan(value):
+                invalid[c] |= raw[c] == np.asarray(value).astype(raw.dtype)
+        return invalid
+
+
+def _as_slice(idx: np.ndarray) -> slice | np.ndarray:
+    """A slice for consecutive indices (a view instead of a copy), else the indices themselves."""
+    if len(idx) and int(idx[-1]) - int(idx[0]) == len(idx) - 1 and np.all(np.diff(idx) == 1):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
+def _same_grid(a: Any, b: Any) -> bool:
+    """Same CRS, size and transform, to ``GRID_TOLERANCE`` of a pixel across the whole raster."""
+    if a.crs != b.crs or a.width != b.width or a.height != b.height:
+        return False
+    pixel = max(abs(a.transform.a), abs(a.transform.e), 1e-12)
+    scale_tol = GRID_TOLERANCE * pixel / max(a.width, a.height)  # drift over the raster stays < tolerance
+    ta, tb = tuple(a.transform)[:6], tuple(b.transform)[:6]
+    return all(abs(ta[i] - tb[i]) <= (GRID_TOLERANCE * pixel if i in (2, 5) else scale_tol) for i in range(6))
+
+
+def _open_sources(sources: Mapping[str, str | Path], reference: str, stack: ExitStack,
+                  means: Mapping[str, Sequence[float]] | None, stds: Mapping[str, Sequence[float]] | None,
+                  band_indexes: Mapping[str, Sequence[int]] | None, nodata: Mapping[str, float | None] | None,
+                  resampling: Mapping[str, str] | None, align: bool) -> tuple[list[_Source], Any]:
+    means, stds = dict(means or {}), dict(stds or {})
+    band_indexes, nodata, resampling = dict(band_indexes or {}), dict(nodata or {}), dict(resampling or {})
+    for what, mapping in (("means", means), ("stds", stds), ("band_indexes", band_indexes), ("nodata", nodata),
+                          ("resampling", resampling)):
+        unknown = set(mapping) - set(sources)
+        if unknown:
+            raise ConfigError(f"has modalities {sorted(unknown)} that are not in sources {sorted(sources)}", key=what)
+    datasets = {}
+    for modality, path in sources.items():
+        path = str(path)
+        if not os.path.exists(path):
+            raise DataNotFoundError(f"scene raster not found: {path} (modality {modality!r})")
+        try:
+            datasets[modality] = stack.enter_context(rasterio.open(path))
+        except RasterioError as exc:
+            raise DataError(f"cannot open scene raster {path} (modality {modality!r}): {exc}") from exc
+    ref = datasets[reference]
+    if ref.crs is None or ref.transform.is_identity:
+        raise DataError(f"reference raster {ref.name} (modality {reference!r}) has no georeference (CRS and "
+                        "transform); the output could not be placed on the map. Choose a georeferenced "
+                        "reference_modality or add the georeference (gdal_edit.py -a_srs -a_ullr).")
+    opened = []
+    for modality, src in datasets.items():
+        entry = find_modality(modality)
+        count = len(band_indexes.get(modality, range(src.count)))
+        mean = means.get(modality, entry.mean if entry is not None else None)
+        std = stds.get(modality, entry.std if entry is not None else None)
+        if mean is None or std is None:
+            raise ConfigError(f"modality {modality!r} ({src.name}) is not in the TerraMind catalogue, so its "
+                              f"standardisation is unknown; pass means[{modality!r}] and stds[{modality!r}] "
+                              f"({count} values each)", key="means")
+        if len(mean) != count or len(std) != count:
+            raise RasterMismatchError(
+                f"{src.name} (modality {modality!r}) provides {count} bands but the standardisation has "
+                f"{len(mean)} means and {len(std)} stds. Select the bands the model was trained on with "
+                f"band_indexes[{modality!r}] (1-based), or pass matching means/stds."
+            )
+        indexes = [int(i) for i in band_indexes.get(modality, range(1, src.count + 1))]
+        bad = [i for i in indexes if not 1 <= i <= src.count]
+        if bad:
+            raise ConfigError(f"band indexes {bad} are outside 1..{src.count} of {src.name}",
+                              key=f"band_indexes.{modality}")
+        declared = nodata.get(modality, "file")
+        nodata_values = [src.nodatavals[i - 1] for i in indexes] if declared == "file" else [declared] * len(indexes)
+        source = _Source(modality=modality, path=src.name, reader=src, indexes=indexes,
+                         nodata=[None if v is None else float(v) for v in nodata_values],
+                         mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32))
+        flags = src.mask_flag_enums[indexes[0] - 1]
+        source.dataset_mask = MaskFlags.per_dataset in flags and MaskFlags.nodata not in flags
+        if src is not ref and not _same_grid(src, ref):
+            if src.crs is None:
+                raise RasterMismatchError(f"{src.name} (modality {modality!r}) has no CRS and is not on the grid of "
+                                          f"the reference {ref.name}; georeference it or resample it to that grid")
+            if not align:
+                raise RasterMismatchError(
+                    f"{src.name} (modality {modality!r}: {src.width}x{src.height} px, {src.crs}, pixel "
+                    f"{abs(src.transform.a):g}) is not on the grid of the reference {ref.name} ({ref.width}x"
+                    f"{ref.height} px, {ref.crs}, pixel {abs(ref.transform.a):g}). Pass align=True to warp it on "
+                    "the fly, or resample it first (gdalwarp -tr/-te/-t_srs)."
+                )
+            _check_overlap(src, ref, modality, reference)
+            categorical = entry is not None and entry.is_categorical
+            method = resampling.get(modality, "nearest" if categorical else "bilinear")
+            try:
+                method_enum = Resampling[method]
+            except KeyError:
+                raise ConfigError(f"unknown resampling {method!r}; use one of nearest, bilinear, cubic, average, "
+                                  "mode", key=f"resampling.{modality}") from None
+            src_nodata = src.nodatavals[indexes[0] - 1]
+            vrt_args: dict[str, Any] = dict(crs=ref.crs, transform=ref.transform, width=ref.width,
+                                            height=ref.height, resampling=method_enum)
+            if src_nodata is not None:
+                vrt_args.update(src_nodata=src_nodata, nodata=src_nodata)
+            else:
+                vrt_args.update(add_alpha=True)  # marks pixels outside the source's footprint
+            vrt = stack.enter_context(WarpedVRT(src, **vrt_args))
+            source.reader, source.warped = vrt, True
+            source.alpha_index = vrt.count if src_nodata is None else None
+            source.dataset_mask = False
+            log.info("aligning %s (%s) onto the grid of %s with %s resampling", src.name, modality, ref.name, method)
+        opened.append(source)
+    return opened, ref
+
+
+def _check_overlap(src: Any, ref: Any, modality: str, reference: str) -> None:
+    from rasterio.warp import transform_bounds
+
+    left, bottom, right, top = transform_bounds(src.crs, ref.crs, *src.bounds, densify_pts=21)
+    r = ref.bounds
+    if left >= r.right or right <= r.left or bottom >= r.top or top <= r.bottom:
+        raise RasterMismatchError(f"{src.name} (modality {modality!r}) does not overlap the reference {ref.name} "
+                                  f"(modality {reference!r}) at all; are these rasters of the same scene?")
+
+
+# --------------------------------------------------------------------------------------------------- output
+
+
+@dataclass
+class _BlockWriter:
+    """Collects finished output rows and writes them in whole block strips (no block is written twice)."""
+
+    dataset: Any
+    count: int
+    dtype: str
+    width: int
+    block_rows: int
+    buffer: np.ndarray = field(init=False)
+    filled: int = 0  # rows in the buffer
+    row: int = 0  # image row of buffer[0]
+
+    def __post_init__(self) -> None:
+        self.buffer = np.empty((self.count, self.block_rows, self.width), self.dtype)
+
+    def add(self, rows: np.ndarray) -> None:
+        start = 0
+        while start < rows.shape[1]:
+            n = min(self.block_rows - self.filled, rows.shape[1] - start)
+            self.buffer[:, self.filled:self.filled + n] = rows[:, start:start + n]
+            self.filled += n
+            start += n
+            if self.filled == self.block_rows:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.filled:
+            self.dataset.write(self.buffer[:, :self.filled], window=Window(0, self.row, self.width, self.filled))
+            self.row += self.filled
+            self.filled = 0
+
+
+@dataclass(frozen=True)
+class SceneResult:
+    """What :func:`predict_scene` wrote and how it went."""
+
+    output_path: Path
+    probabilities_path: Path | None
+    height: int
+    width: int
+    num_classes: int
+    chips: int
+    seconds: float
+    nodata_pixels: int
+    max_rows_in_flight: int  # accumulator rows held at once (<= crop)
+    peak_buffer_bytes: int  # largest sum of the strip, accumulator and block buffers held at once
+
+    @property
+    def pixels_per_second(self) -> float:
+        return self.height * self.width / max(self.seconds, 1e-9)
+
+
+# -------------------------------------------------------------------------------------------------- predict
+
+
+def predict_scene(
+    model_forward: Callable[..., Any],
+    sources: Mapping[str, str | Path],
+    output_path: str | Path,
+    *,
+    means: Mapping[str, Sequence[float]] | None = None,
+    stds: Mapping[str, Sequence[float]] | None = None,
+    crop: int = 256,
+    stride: int = 192,
+    delta: int = 8,
+    batch_size: int = 16,
+    blend: str | None = "cosine",
+    padding: str | None = "reflect",
+    tiling: TilingParameters | Mapping[str, Any] | None = None,
+    task: str = "segmentation",
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+    write_probabilities: bool = False,
+    probabilities_path: str | Path | None = None,
+    reference_modality: str | None = None,
+    band_indexes: Mapping[str, Sequence[int]] | None = None,
+    nodata: Mapping[str, float | None] | None = None,
+    resampling: Mapping[str, str] | None = None,
+    align: bool = True,
+    layout: str = "cog",
+    compress: str = "deflate",
+    overviews: bool = True,
+    device: torch.device | str | None = None,
+    verbose: bool = True,
+    gdal_cache_mb: int = 128,
+    tags: Mapping[str, str] | None = None,
+    **kwargs: Any,
+) -> SceneResult:
+    """Predict a whole scene from rasters on disk and write the result as a georeferenced GeoTIFF.
+
+    ``model_forward({modality: float32 [b, C, crop, crop]}, **kwargs)`` must return per-pixel logits
+    ``[b, K, crop, crop]`` (or an object whose ``.output`` is that). ``sources`` maps modality names (catalogue
+    names or aliases, as the model expects them) to raster paths; ``means``/``stds`` override the catalogue's
+    pretraining statistics per modality; ``band_indexes`` selects 1-based bands per modality; ``nodata``
+    overrides a modality's declared nodata value (None: no nodata value).
+
+    The output grid is ``reference_modality``'s (default: the first source). Other modalities on a different
+    grid are warped on the fly (``align=True``; ``resampling`` per modality overrides bilinear / nearest) or
+    refused (``align=False``). A pixel is nodata in the output when any band of any modality is nodata, NaN or
+    outside that modality's footprint there.
+
+    Tiling: ``crop``, ``stride``, ``delta``, ``batch_size``, ``blend``, ``padding`` as in
+    :func:`~terramind_ft.inference.tiling.tiled_inference`, or all at once as ``tiling`` (a
+    :class:`TilingParameters` or a ``tiled_inference_parameters`` dict); ``average_patches=False`` is not
+    supported here (blending is what makes strips independent of chip order).
+
+    ``task="segmentation"``: a uint8 class map (argmax; one logit = binary, logit > 0), nodata 255, with a
+    colour table and the class names (``class_names``, default ``class_0..``) in the band description and tags;
+    ``write_probabilities`` also writes float32 softmax (sigmoid) probabilities to ``probabilities_path``
+    (default ``<output stem>_probabilities.tif``). ``task="regression"``: float32 values, nodata NaN.
+    ``layout``: ``"cog"`` (Cloud-Optimised GeoTIFF with overviews) or ``"gtiff"`` (tiled GeoTIFF, internal
+    overviews when ``overviews``). ``verbose`` shows a progress bar over rows of chips.
+    """
+    t0 = time.perf_counter()
+    output_path = Path(output_path)
+    if task not in ("segmentation", "regression"):
+        raise ConfigError(f"must be 'segmentation' or 'regression', got {task!r}", key="task")
+    if layout not in ("cog", "gtiff"):
+        raise ConfigError(f"must be 'cog' or 'gtiff', got {layout!r}", key="layout")
+    if not sources:
+        raise ConfigError("no source rasters given; pass {modality: path}", key="sources")
+    if isinstance(tiling, TilingParameters):
+        params = tiling
+    else:
+        defaults = dict(crop=crop, stride=stride, delta=delta, batch_size=batch_size, blend=blend, padding=padding)
+        params = TilingParameters.from_mapping({**defaults, **dict(tiling or {})})
+    if not params.average_patches:
+        raise ConfigError("average_patches=False is not supported by streaming scene prediction; the weighted "
+                          "mean is what makes the output independent of the chip order", key="tiling.average_patches")
+    reference = reference_modality or next(iter(sources))
+    if reference not in sources:
+        raise ConfigError(f"{reference!r} is not one of the source modalities {sorted(sources)}",
+                          key="reference_modality")
+    if class_names is not None:
+        class_names = [str(c) for c in class_names]
+        if num_classes is not None and num_classes != len(class_names) and not (num_classes == 1 and len(class_names) == 2):
+            raise ConfigError(f"{len(class_names)} class_names for num_classes={num_classes}", key="class_names")
+    if write_probabilities and task != "segmentation":
+        raise ConfigError("probabilities exist for segmentation only", key="write_probabilities")
+    prob_path = None
+    if write_probabilities:
+        prob_path = Path(probabilities_path) if probabilities_path else output_path.with_name(
+            f"{output_path.stem}_probabilities{output_path.suffix or '.tif'}")
+    output_path.parent.mkdir(parents=True, exist_ok=True)
+    targets = [output_path] + ([prob_path] if prob_path else [])
+    partials = {p: partial_path(p) for p in targets}
+    staged: list[Path] = []  # layout "cog": the tiled GTiff written first, converted afterwards
+
+    try:
+        with ExitStack() as stack:
+            stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 1024 * 1024))
+            opened, ref = _open_sources(sources, reference, stack, means, stds, band_indexes, nodata, resampling,
+                                        align)
+            stream = _Stream(
+                model_forward=model_forward, sources=opened, params=params, height=ref.height, width=ref.width,
+                device=torch.device(device) if device is not None else torch.device("cpu"), kwargs=kwargs,
+            )
+            out = _Outputs(stack=stack, ref=ref, task=task, num_classes=num_classes, class_names=class_names,
+                           targets=targets, partials=partials, layout=layout, compress=compress,
+                           overviews=overviews, tags=dict(tags or {}), staged=staged,
+                           sources={s.modality: s.path for s in opened})
+            stream.run(out, verbose=verbose, desc=f"predict {output_path.name}")
+            out.close()
+            stack.close()  # sources and outputs closed before the conversion / rename
+            if layout == "cog":
+                _to_cog(out, compress)
+        for target in targets:
+            os.replace(partials[target], target)
+    except BaseException:
+        for p in [*partials.values(), *staged]:
+            if p.exists():
+                p.unlink()
+        raise
+    seconds = time.perf_counter() - t0
+    log.info("wrote %s (%dx%d px, %d chips, %.1f s)%s", output_path, ref.width, ref.height, stream.chips, seconds,
+             f" and {prob_path}" if prob_path else "")
+    return SceneResult(
+        output_path=output_path, probabilities_path=prob_path, height=ref.height, width=ref.width,
+        num_classes=out.num_classes or 0, chips=stream.chips, seconds=seconds, nodata_pixels=out.nodata_pixels,
+        max_rows_in_flight=stream.max_rows_in_flight, peak_buffer_bytes=stream.peak_buffer_bytes,
+    )
+
+
+@dataclass
+class _Outputs:
+    """Opens the output files once the model's channel count is known, and turns logit rows into pixels."""
+
+    stack: ExitStack
+    ref: Any
+    task: str
+    num_classes: int | None
+    class_names: list[str] | None
+    targets: list[Path]
+    partials: dict[Path, Path]
+    layout: str
+    compress: str
+    overviews: bool
+    tags: dict[str, str]
+    staged: list[Path]
+    sources: dict[str, str]
+    writers: list[_BlockWriter] = field(default_factory=list)
+    datasets: list[Any] = field(default_factory=list)
+    nodata_pixels: int = 0
+    channels: int = 0
+
+    def open(self, channels: int) -> None:
+        self.channels = channels
+        if self.task == "segmentation":
+            classes = 2 if channels == 1 else channels  # one logit: binary, class 1 where logit > 0
+            if self.num_classes is not None and self.num_classes != classes and not (channels == 1 == self.num_classes):
+                raise InferenceError(f"the model returns {channels} channel(s) per pixel but num_classes="
+                                     f"{self.num_classes}; set num_classes to match the model head")
+            if classes > CLASS_NODATA:
+                raise InferenceError(f"{classes} classes do not fit a uint8 class map (at most {CLASS_NODATA})")
+            self.num_classes = classes
+            names = self.class_names or [f"class_{k}" for k in range(classes)]
+            if len(names) != classes:
+                raise ConfigError(f"{len(names)} class names for a model with {classes} classes", key="class_names")
+            self.class_names = names
+        else:
+            self.num_classes = channels
+        common = dict(driver="GTiff", width=self.ref.width, height=self.ref.height, crs=self.ref.crs,
+                      transform=self.ref.transform, tiled=True, blockxsize=OUTPUT_BLOCK, blockysize=OUTPUT_BLOCK,
+                      compress=self.compress, BIGTIFF="IF_SAFER")
+        provenance = {"software": "terramind-ft", "sources": json.dumps(self.sources), **self.tags}
+        specs = []
+        if self.task == "segmentation":
+            specs.append(dict(count=1, dtype="uint8", nodata=CLASS_NODATA, predictor=2))
+            if len(self.targets) > 1:
+                specs.append(dict(count=channels, dtype="float32", nodata=float("nan"), predictor=3))
+        else:
+            specs.append(dict(count=channels, dtype="float32", nodata=float("nan"), predictor=3))
+        for target, spec in zip(self.targets, specs):
+            path = self.partials[target]
+            if self.layout == "cog":
+                path = path.with_name(path.name + ".gtiff")
+                self.staged.append(path)
+            dst = self.stack.enter_context(rasterio.open(path, "w", **common, **spec))
+            dst.update_tags(**provenance)
+            if spec["dtype"] == "uint8":
+                names = self.class_names or []
+                dst.write_colormap(1, class_colormap(len(names)))
+                dst.set_band_description(1, "class: " + ", ".join(f"{k}={n}" for k, n in enumerate(names)))
+                dst.update_tags(class_names=json.dumps(names))
+                dst.update_tags(1, **{f"CLASS_{k}": n for k, n in enumerate(names)})
+            elif self.task == "segmentation":
+                names = self.class_names or []
+                band_names = names if channels == len(names) else [f"probability of {names[-1]}"]
+                for b, name in enumerate(band_names, start=1):
+                    dst.set_band_description(b, name)
+                dst.update_tags(class_names=json.dumps(names))
+            else:
+                for b in range(1, channels + 1):
+                    dst.set_band_description(b, f"value_{b - 1}" if channels > 1 else "value")
+            self.datasets.append(dst)
+            self.writers.append(_BlockWriter(dst, spec["count"], spec["dtype"], self.ref.width, OUTPUT_BLOCK))
+
+    def write(self, logits: np.ndarray, invalid: np.ndarray) -> None:
+        """Finished rows: ``logits`` float32 ``[K, n, W]`` (already normalised), ``invalid`` bool ``[n, W]``."""
+        self.nodata_pixels += int(invalid.sum())
+        if self.task == "regression":
+            values = logits.copy()
+            values[:, invalid] = np.nan
+            self.writers[0].add(values)
+            return
+        if logits.shape[0] == 1:
+            classes = (logits[0] > 0).astype(np.uint8)
+        else:
+            classes = logits.argmax(axis=0).astype(np.uint8)
+        classes[invalid] = CLASS_NODATA
+        self.writers[0].add(classes[None])
+        if len(self.writers) > 1:
+            t = torch.from_numpy(logits)
+            probs = (torch.sigmoid(t) if logits.shape[0] == 1 else torch.softmax(t, dim=0)).numpy()
+            probs[:, invalid] = np.nan
+            self.writers[1].add(probs)
+
+    def buffer_bytes(self) -> int:
+        return sum(w.buffer.nbytes for w in self.writers)
+
+    def close(self) -> None:
+        for writer in self.writers:
+            writer.flush()
+        if self.layout == "gtiff" and self.overviews:
+            factors = overview_factors(self.ref.height, self.ref.width)
+            for dst in self.datasets:
+                if factors:
+                    method = Resampling.nearest if dst.dtypes[0] == "uint8" else Resampling.average
+                    dst.build_overviews(factors, method)
+                    dst.update_tags(ns="rio_overview", resampling=method.name)
+
+
+def _to_cog(out: _Outputs, compress: str) -> None:
+    """Convert the staged tiled GeoTIFFs to Cloud-Optimised GeoTIFFs (GDAL's COG driver streams block-wise)."""
+    for target, staged in zip(out.targets, out.staged):
+        with rasterio.open(staged) as src:
+            categorical = src.dtypes[0] == "uint8"
+        options = dict(driver="COG", compress=compress, blocksize=OUTPUT_BLOCK, BIGTIFF="IF_SAFER",
+                       predictor="YES", overview_resampling="nearest" if categorical else "average")
+        if not out.overviews:
+            options["overviews"] = "NONE"
+        rasterio.shutil.copy(staged, out.partials[target], **options)
+        staged.unlink()
+
+
+@dataclass
+class _Stream:
+    """The chip loop: reads strips, batches chips, accumulates blended logits for the rows in flight."""
+
+    model_forward: Callable[..., Any]
+    sources: list[_Source]
+    params: TilingParameters
+    height: int
+    width: int
+    device: torch.device
+    kwargs: dict[str, Any]
+    chips: int = 0
+    max_rows_in_flight: int = 0
+    peak_buffer_bytes: int = 0
+    strip_bytes: int = 0  # raw strips of the chip row being cut
+    batch_bytes: int = 0  # chips (numpy and tensor) and logits of the batch in flight
+
+    def run(self, out: _Outputs, verbose: bool, desc: str) -> None:
+        p = self.params
+        delta = p.effective_delta
+        padded = p.padding != "none"
+        self.rows = plan_axis(self.height, p.h_crop, p.h_stride, delta, padded, p.blend)
+        self.cols = plan_axis(self.width, p.w_crop, p.w_stride, delta, padded, p.blend)
+        self.col_idx = [padded_indices(c.start, c.size, self.width, p.padding) for c in self.cols]
+        self.out = out
+        self.buf_rows = max(r.keep_hi - r.keep_lo for r in self.rows)
+        self.acc: np.ndarray | None = None  # [K, buf_rows, W] sum of logits x weight
+        self.wsum = np.zeros((self.buf_rows, self.width), np.float32)
+        self.invalid = np.zeros((self.buf_rows, self.width), bool)
+        self.buf_lo = 0  # image row of acc[:, 0]
+        self.current_row = -1
+        self.pending_invalid: dict[int, np.ndarray] = {}
+        progress = None
+        if verbose:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(self.rows), desc=desc, unit="strip")
+        self.progress = progress
+        # One reusable input buffer per modality: chips are standardised straight into it.
+        self.batch_inputs = {
+            src.modality: np.empty((p.batch_size, len(src.indexes), self.rows[0].size, self.cols[0].size), np.float32)
+            for src in self.sources
+        }
+        try:
+            batch: list[tuple[int, int]] = []
+            for i, j in self._fill_chips():
+                batch.append((i, j))
+                if len(batch) == p.batch_size:
+                    self._run_batch(batch)
+                    batch = []
+            if batch:
+                self._run_batch(batch)
+            self._finish_rows(self.height)
+            if progress is not None:
+                progress.update(1)
+        finally:
+            if progress is not None:
+                progress.close()
+
+    # -- reading
+    def _fill_chips(self) -> Iterator[tuple[int, int]]:
+        """Chip positions in row-major order; before yielding one, its standardised values are written into
+        the next free slot of ``batch_inputs``. One strip per modality is read per row of chips."""
+        p = self.params
+        slot = 0
+        for i, r in enumerate(self.rows):
+            row_idx, row_valid = padded_indices(r.start, r.size, self.height, p.padding)
+            strips = []
+            invalid_rows = np.zeros((r.keep_hi - r.keep_lo, self.width), bool)
+            keep = slice(r.offset, r.offset + r.keep_hi - r.keep_lo)
+            strip_bytes = 0
+            for src in self.sources:
+                raw, masked = src.read_rows(row_idx)
+                invalid = src.invalid(raw) | masked[None]
+                invalid_rows |= invalid[:, keep].any(axis=0)
+                strips.append((src, raw, invalid))
+                strip_bytes += raw.nbytes + invalid.nbytes + masked.nbytes
+            del masked
+            self.pending_invalid[i] = invalid_rows
+            self.strip_bytes = strip_bytes
+            self._note_memory()
+            for j in range(len(self.cols)):
+                col_idx, col_valid = self.col_idx[j]
+                cols = _as_slice(col_idx)
+                for src, raw, invalid in strips:
+                    values = self.batch_inputs[src.modality][slot]
+                    values[...] = raw[:, :, cols]  # cast to float32 on the way
+                    values -= src.mean[:, None, None]
+                    values /= src.std[:, None, None]
+                    values[invalid[:, :, cols]] = 0.0  # invalid -> 0 after standardisation (as the data module)
+                    if row_valid is not None or col_valid is not None:  # constant padding: zeros outside
+                        rv = row_valid if row_valid is not None else np.ones(len(row_idx), bool)
+                        cv = col_valid if col_valid is not None else np.ones(len(col_idx), bool)
+                        values[:, ~(rv[:, None] & cv[None, :])] = 0.0
+                yield i, j
+                slot = (slot + 1) % p.batch_size
+            del strips
+
+    # -- model
+    def _run_batch(self, batch: list[tuple[int, int]]) -> None:
+        n = len(batch)
+        inputs = {name: torch.from_numpy(buf[:n]).to(self.device) for name, buf in self.batch_inputs.items()}
+        chip_shape = (self.rows[batch[0][0]].size, self.cols[batch[0][1]].size)
+        with torch.no_grad():
+            output = self.model_forward(inputs, **self.kwargs)
+        logits = output_tensor(output, chip_shape).detach().float().cpu().numpy()
+        self.batch_bytes = sum(b.nbytes for b in self.batch_inputs.values()) + logits.nbytes
+        if logits.shape[0] != n:
+            raise InferenceError(f"model_forward returned {logits.shape[0]} outputs for a batch of {n} chips")
+        if self.acc is None:
+            self.out.open(logits.shape[1])
+            self.acc = np.zeros((logits.shape[1], self.buf_rows, self.width), np.float32)
+        for k, (i, j) in enumerate(batch):
+            if i != self.current_row:
+                self._start_row(i)
+            r, c = self.rows[i], self.cols[j]
+            w = chip_weight(r, c)
+            rs = slice(r.keep_lo - self.buf_lo, r.keep_hi - self.buf_lo)
+            cs = slice(c.keep_lo, c.keep_hi)
+            kept = logits[k, :, r.offset:r.offset + r.keep_hi - r.keep_lo, c.offset:c.offset + c.keep_hi - c.keep_lo]
+            self.acc[:, rs, cs] += kept * w
+            self.wsum[rs, cs] += w
+            self.chips += 1
+
+    # -- accumulation
+    def _start_row(self, i: int) -> None:
+        """Rows above chip row ``i``'s first kept row are final: write them, then slide the buffer down."""
+        r = self.rows[i]
+        self._finish_rows(r.keep_lo)
+        invalid = self.pending_invalid.pop(i)
+        self.invalid[r.keep_lo - self.buf_lo:r.keep_hi - self.buf_lo] = invalid
+        self.max_rows_in_flight = max(self.max_rows_in_flight, r.keep_hi - self.buf_lo)
+        if self.progress is not None and self.current_row >= 0:
+            self.progress.update(1)
+        self.current_row = i
+
+    def _finish_rows(self, upto: int) -> None:
+        n = upto - self.buf_lo
+        if n <= 0 or self.acc is None:
+            return
+        wsum = self.wsum[:n]
+        if not np.all(wsum > 0):
+            missing = int((wsum <= 0).sum())
+            raise InferenceError(f"{missing} pixels in rows {self.buf_lo}..{upto} got no prediction; this is a bug "
+                                 f"in the chip plan (crop/stride/delta {self.params}), please report it")
+        logits = self.acc[:, :n] / wsum
+        self.out.write(logits, self.invalid[:n])
+        self._note_memory()
+        # Slide the buffers: rows [n, buf_rows) move to the top, the tail is cleared for the next chip row.
+        keep = self.buf_rows - n
+        self.acc[:, :keep] = self.acc[:, n:]
+        self.acc[:, keep:] = 0
+        self.wsum[:keep] = self.wsum[n:]
+        self.wsum[keep:] = 0
+        self.invalid[:keep] = self.invalid[n:]
+        self.invalid[keep:] = False
+        self.buf_lo = upto
+
+    def _note_memory(self) -> None:
+        held = self.strip_bytes + self.batch_bytes + self.wsum.nbytes + self.invalid.nbytes + self.out.buffer_bytes()
+        if self.acc is not None:
+            held += 2 * self.acc.nbytes  # the accumulator and the normalised rows handed to the writer
+        self.peak_buffer_bytes = max(self.peak_buffer_bytes, held)

@@ -1,0 +1,195 @@
+"""Prediction GeoTIFFs and the Lightning callback that writes them during ``terramind-ft predict``.
+
+Every output copies CRS and transform from its input raster and must have exactly the input's pixel grid
+(a prediction of another shape is refused, never written with a wrong georeference). Outputs:
+
+* ``<stem>_pred.tif``: uint8 class map, nodata 255 where the input is nodata, a colour table, the class
+  names in the band description and in the ``CLASS_NAMES`` tag (JSON list);
+* ``<stem>_probabilities.tif`` / ``<stem>_logits.tif``: float32, one band per class named after it, NaN
+  nodata (with ``output_on_inference: [prediction, probabilities]``);
+* regression: ``<stem>_pred.tif`` float32 values, NaN nodata; classification: one ``predictions.csv``.
+
+Files are written to a temporary name and renamed when complete; every written file is logged, and
+``predictions.json`` (input -> outputs) is written at the end of the run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import rasterio
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
+
+from terramind_ft.errors import InferenceError
+from terramind_ft.inference.scene import CLASS_NODATA, class_colormap
+
+log = logging.getLogger(__name__)
+
+PREDICTIONS_DIR = "predictions"
+SUFFIX = {"class_map": "_pred", "probabilities": "_probabilities", "logits": "_logits", "values": "_pred"}
+
+
+def _atomic_write(path: Path, profile: dict[str, Any], array: np.ndarray, *, descriptions: Sequence[str] = (),
+                  colormap: dict | None = None, tags: dict[str, str] | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with rasterio.open(tmp, "w", **profile) as dst:
+            dst.write(array)
+            for i, d in enumerate(descriptions, start=1):
+                dst.set_band_description(i, d)
+            if colormap:
+                dst.write_colormap(1, colormap)
+            if tags:
+                dst.update_tags(**tags)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def write_prediction(path: str | Path, array: np.ndarray | torch.Tensor, reference: str | Path, *, kind: str,
+                     class_names: Sequence[str] | None = None, nodata_mask: np.ndarray | None = None) -> Path:
+    """Write ``array`` (``[H, W]`` class map or values, ``[C, H, W]`` probabilities/logits) on ``reference``'s
+    grid. ``kind``: class_map | probabilities | logits | values. ``nodata_mask`` (``[H, W]`` bool) marks
+    pixels written as nodata."""
+    if isinstance(array, torch.Tensor):
+        array = array.detach().cpu().numpy()
+    array = np.asarray(array)
+    bands = array[None] if array.ndim == 2 else array
+    with rasterio.open(reference) as src:
+        crs, transform, height, width = src.crs, src.transform, src.height, src.width
+    if bands.shape[-2:] != (height, width):
+        raise InferenceError(f"prediction of shape {bands.shape[-2]}x{bands.shape[-1]} does not match the grid of its "
+                             f"input {reference} ({height}x{width}); refusing to write {path} with a wrong "
+                             "georeference (remove crops/resizes from the predict transforms)")
+    mask = None if nodata_mask is None else np.asarray(nodata_mask, dtype=bool)
+    profile: dict[str, Any] = {"driver": "GTiff", "count": bands.shape[0], "height": height, "width": width,
+                               "crs": crs, "transform": transform, "compress": "deflate"}
+    if height % 16 == 0 and width % 16 == 0 and min(height, width) >= 16:
+        block = 256 if min(height, width) >= 256 else 16
+        profile.update(tiled=True, blockxsize=block, blockysize=block)
+    names = [str(c) for c in (class_names or [])]
+    if kind == "class_map":
+        n = int(bands.max()) + 1 if bands.size else 0
+        if max(n, len(names)) > CLASS_NODATA:
+            raise InferenceError(f"{max(n, len(names))} classes do not fit a uint8 class map (nodata {CLASS_NODATA})")
+        out = bands.astype(np.uint8)
+        if mask is not None:
+            out[:, mask] = CLASS_NODATA
+        profile.update(dtype="uint8", nodata=CLASS_NODATA)
+        legend = ", ".join(f"{i}={c}" for i, c in enumerate(names)) if names else "class index"
+        return _atomic_write(Path(path), profile, out, descriptions=[f"class ({legend})"],
+                             colormap=class_colormap(max(n, len(names))),
+                             tags={"CLASS_NAMES": json.dumps(names)} if names else None)
+    if kind not in ("probabilities", "logits", "values"):
+        raise ValueError(f"unknown prediction kind {kind!r}")
+    out = bands.astype(np.float32)
+    if mask is not None:
+        out[:, mask] = np.nan
+    profile.update(dtype="float32", nodata=float("nan"))
+    descriptions = names if kind != "values" and len(names) == out.shape[0] else [f"{kind} {i}" for i in
+                                                                                  range(out.shape[0])]
+    return _atomic_write(Path(path), profile, out, descriptions=descriptions)
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Writes what a task's ``predict_step`` returns, one GeoTIFF per input (see the module docstring).
+
+    Args:
+        output_dir: where files go; default ``<trainer.default_root_dir>/predictions`` (the CLI's
+            ``--predict_output_dir`` sets it).
+        reference_modality: the modality whose input file supplies the grid and georeference (default:
+            the first one of the batch).
+    """
+
+    def __init__(self, output_dir: str | None = None, reference_modality: str | None = None):
+        super().__init__(write_interval="batch")
+        self.output_dir = output_dir
+        self.reference_modality = reference_modality
+        self.written: dict[str, list[str]] = {}
+        self._rows: list[list[Any]] = []
+        self._header: list[str] = []
+
+    def resolved_dir(self, trainer: Any) -> Path:
+        return Path(self.output_dir or Path(trainer.default_root_dir) / PREDICTIONS_DIR)
+
+    def on_predict_start(self, trainer: Any, pl_module: Any) -> None:
+        self.written, self._rows = {}, []
+
+    def _references(self, prediction: dict[str, Any]) -> list[str]:
+        files = prediction.get("filename") or {}
+        if not files:
+            raise InferenceError("the predict batches carry no 'filename', so outputs cannot be georeferenced")
+        modality = self.reference_modality or next(iter(files))
+        if modality not in files:
+            raise InferenceError(f"reference_modality {modality!r} is not in the batch ({', '.join(files)})")
+        return [str(f) for f in files[modality]]
+
+    def _claim(self, path: Path, source: str) -> None:
+        for src, outs in self.written.items():
+            if str(path) in outs and src != source:
+                raise InferenceError(f"inputs {src} and {source} would both be written to {path}; give inputs unique "
+                                     "file names")
+
+    def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: dict[str, Any], batch_indices: Any,
+                           batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        out_dir = self.resolved_dir(trainer)
+        references = self._references(prediction)
+        class_names = prediction.get("class_names")
+        if "label" in prediction:  # classification: rows of a table, written at the end
+            probs = prediction["probabilities"].cpu().numpy()
+            self._header = ["file", "class", "class_name"] + [f"p_{c}" for c in class_names]
+            for ref, label, p in zip(references, prediction["label"].tolist(), probs, strict=True):
+                self._rows.append([ref, label, class_names[label], *[f"{v:.6f}" for v in p]])
+            return
+        nodata = prediction.get("nodata")
+        for i, ref in enumerate(references):
+            mask = None if nodata is None else nodata[i].cpu().numpy()
+            stem = Path(ref).stem
+            for kind in ("class_map", "probabilities", "logits", "values"):
+                if kind not in prediction:
+                    continue
+                path = out_dir / f"{stem}{SUFFIX[kind]}.tif"
+                self._claim(path, ref)
+                write_prediction(path, prediction[kind][i], ref, kind=kind, class_names=class_names, nodata_mask=mask)
+                self.written.setdefault(ref, []).append(str(path))
+                log.info("wrote %s", path)
+
+    def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        out_dir = self.resolved_dir(trainer)
+        if self._rows:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            path = out_dir / "predictions.csv"
+            fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=out_dir)
+            with os.fdopen(fd, "w", newline="") as f:
+                writer = csv.writer(f)
+                writer.writerow(self._header)
+                writer.writerows(self._rows)
+            os.replace(tmp, path)
+            self.written.update({row[0]: [str(path)] for row in self._rows})
+            log.info("wrote %s (%d rows)", path, len(self._rows))
+        if not self.written:
+            log.warning("predict wrote no files: the predict split is empty (check data.init_args.predict_data_root"
+                        " and predict_split)")
+            return
+        out_dir.mkdir(parents=True, exist_ok=True)
+        manifest = out_dir / "predictions.json"
+        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=out_dir)
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.written, f, indent=1)
+        os.replace(tmp, manifest)
+        n = sum(len(v) for v in self.written.values())
+        log.info("predict: %d files for %d inputs in %s (list: %s)", n, len(self.written), out_dir, manifest)

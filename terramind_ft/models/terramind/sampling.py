@@ -1,0 +1,194 @@
+"""Token sampling for TerraMind generation and TiM: ROAR decoding with temperature, top-k and top-p.
+
+The procedure follows the reference (4M ``GenerationSampler`` with the "roar" scheme as used by TerraTorch
+1.2.11), written from its description in the TerraMind model spec (sections 4 and 5.2):
+
+* one ROAR step decodes ``n`` still-unknown positions of a target modality, chosen in a random order; the
+  encoder sees every visible token (inputs, earlier targets, positions of this target decoded in earlier
+  steps), the decoder queries are ``mask_token + pos_emb + mod_emb`` of the chosen positions;
+* per token: temperature ~0 -> argmax; otherwise top-k filter, top-p filter on the *un-tempered* logits
+  (keeping the first token that crosses the threshold), then ``softmax(logits / temperature)`` and a
+  multinomial draw;
+* the token schedule of ``steps`` steps splits the tokens into near-equal integer parts, largest first.
+
+Deliberate differences from the reference:
+
+* multi-step schedules work (the reference passes the total token count to every step, so its second step
+  has nothing left to decode and crashes);
+* randomness comes from a ``torch.Generator`` passed in by the caller; the global RNG is never reseeded
+  (the reference calls ``torch.manual_seed`` inside every step);
+* one random decoding order is shared by the whole batch (the reference draws one per sample); this keeps
+  every sample's visible set identical, so no padding masks are needed. Each sample still sees a uniformly
+  random order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from terramind_ft.errors import ConfigError
+
+# |temperature| at or below this means greedy (argmax) decoding, as in the reference.
+GREEDY_TEMPERATURE = 1e-10
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """How tokens of one target modality are drawn.
+
+    ``temperature`` 0 gives deterministic argmax decoding; ``top_k`` 0 and ``top_p`` >= 1 disable the filters;
+    ``decoding_steps`` is the number of ROAR steps (1 = every token in one parallel decoder pass).
+    """
+
+    temperature: float = 1.0
+    top_p: float = 0.8
+    top_k: int = 0
+    decoding_steps: int = 1
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 = greedy argmax), got {self.temperature}",
+                              key="temperature")
+        if self.top_k < 0:
+            raise ConfigError(f"top_k must be >= 0 (0 = no top-k filter), got {self.top_k}", key="top_k")
+        if not 0.0 <= self.top_p:
+            raise ConfigError(f"top_p must be >= 0 (>= 1 = no nucleus filter), got {self.top_p}", key="top_p")
+        if self.decoding_steps < 1:
+            raise ConfigError(f"decoding_steps must be >= 1, got {self.decoding_steps}", key="decoding_steps")
+
+    @property
+    def greedy(self) -> bool:
+        return abs(self.temperature) <= GREEDY_TEMPERATURE
+
+    def as_greedy(self) -> SamplingSettings:
+        return SamplingSettings(temperature=0.0, top_p=self.top_p, top_k=self.top_k,
+                                decoding_steps=self.decoding_steps)
+
+
+def linear_token_schedule(num_tokens: int, steps: int) -> list[int]:
+    """Tokens decoded per step: near-equal integer parts, largest first, zeros dropped (sums to num_tokens)."""
+    steps = max(1, min(steps, num_tokens)) if num_tokens > 0 else 1
+    base, extra = divmod(num_tokens, steps)
+    schedule = [base + 1] * extra + [base] * (steps - extra)
+    return [n for n in schedule if n > 0]
+
+
+def filter_top_k(logits: Tensor, k: int) -> Tensor:
+    """Set every logit below the k-th largest (along the last axis) to -inf; k <= 0 or k >= V is a no-op."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def filter_top_p(logits: Tensor, p: float) -> Tensor:
+    """Nucleus filter: keep the smallest set of top tokens whose probability reaches ``p``.
+
+    Sorted descending, a token is removed when the cumulative probability *before* it already exceeds ``p``,
+    i.e. the first token that crosses the threshold is kept, and the top token is always kept. ``p >= 1`` is
+    a no-op.
+    """
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)
+    remove_sorted = cumulative > p
+    # Shift right by one: the token that makes the sum cross p stays; the top token always stays.
+    remove_sorted[..., 1:] = remove_sorted[..., :-1].clone()
+    remove_sorted[..., 0] = False
+    remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
+    return logits.masked_fill(remove, float("-inf"))
+
+
+def sample_tokens(logits: Tensor, settings: SamplingSettings, generator: torch.Generator | None = None) -> Tensor:
+    """Draw one token id per position from ``logits`` [..., V] -> int64 [...].
+
+    Greedy settings give the argmax and consume no randomness. Otherwise top-k, then top-p on the
+    un-tempered logits, then a multinomial draw from ``softmax(filtered / temperature)`` using ``generator``.
+    """
+    if settings.greedy:
+        return logits.argmax(dim=-1)
+    filtered = filter_top_p(filter_top_k(logits.float(), settings.top_k), settings.top_p)
+    probs = (filtered / settings.temperature).softmax(dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    draws = torch.multinomial(flat, 1, generator=generator)
+    return draws.reshape(probs.shape[:-1])
+
+
+def make_generator(seed: int | None, device: torch.device | str) -> torch.Generator:
+    """A generator on ``device``: seeded with ``seed``, or with a seed drawn from the global RNG when None.
+
+    Drawing a seed *reads* the global RNG (so ``seed_everything`` makes runs repeatable) but never reseeds it.
+    """
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator
+
+
+@dataclass
+class TokenTarget:
+    """One target modality being decoded: its decoder key, token grid and the ids decoded so far.
+
+    ``decoded`` marks positions already known (shared by the batch); ``ids`` [B, h*w] holds their values.
+    """
+
+    key: str
+    grid: tuple[int, int]
+    ids: Tensor
+    decoded: Tensor
+
+    @classmethod
+    def empty(cls, key: str, grid: tuple[int, int], batch: int, device: torch.device) -> TokenTarget:
+        n = grid[0] * grid[1]
+        return cls(key, grid, torch.zeros(batch, n, dtype=torch.long, device=device),
+                   torch.zeros(n, dtype=torch.bool, device=device))
+
+    @property
+    def complete(self) -> bool:
+        return bool(self.decoded.all())
+
+    def visible_positions(self) -> Tensor:
+        return self.decoded.nonzero().flatten()
+
+
+def roar_decode(model, inputs: Sequence[tuple[str, Tensor]], targets: Sequence[TokenTarget],
+                settings: Sequence[SamplingSettings], generator: torch.Generator | None,
+                conditioning_targets: bool = True) -> list[TokenTarget]:
+    """Decode ``targets`` one after the other with ROAR steps; returns the filled targets.
+
+    ``model`` is a :class:`~terramind_ft.models.terramind.decoder.TerraMind` (anything with ``encode`` and
+    ``decode_logits``). ``inputs`` are ``(encoder key, tensor)`` pairs, all fully visible. With
+    ``conditioning_targets`` (chained generation), finished targets that have an encoder embedding are
+    visible to the encoder when later targets are decoded; a target's own already-decoded positions are
+    visible in its later steps whenever the model has an encoder embedding for it.
+    """
+    for index, (target, setting) in enumerate(zip(targets, settings)):
+        earlier = list(targets[:index]) if conditioning_targets else []
+        remaining = (~target.decoded).nonzero().flatten()
+        schedule = linear_token_schedule(int(remaining.numel()), setting.decoding_steps)
+        for count in schedule:
+            remaining = (~target.decoded).nonzero().flatten()
+            if count < remaining.numel():
+                # Random decoding order; a single full step needs none (the decoder is permutation
+                # equivariant), which keeps greedy single-step decoding free of any randomness.
+                order = torch.randperm(remaining.numel(), generator=generator,
+                                       device=generator.device if generator is not None else remaining.device)
+                selected = remaining[order.to(remaining.device)[:count]]
+            else:
+                selected = remaining
+            pieces: list[tuple[str, Tensor, Tensor | None]] = [(key, value, None) for key, value in inputs]
+            for known in [*earlier, target]:
+                if model.has_encoder_embedding(known.key) and bool(known.decoded.any()):
+                    grid_ids = known.ids.view(known.ids.shape[0], *known.grid)
+                    pieces.append((known.key, grid_ids, known.visible_positions()))
+            context = model.encode(pieces)
+            logits = model.decode_logits(context, target.key, selected, target.grid)
+            target.ids[:, selected] = sample_tokens(logits, setting, generator).to(target.ids.dtype)
+            target.decoded[selected] = True
+    return list(targets)

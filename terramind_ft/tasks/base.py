@@ -1,0 +1,265 @@
+"""What every task shares: model assembly, loss, optimisation, freezing, NaN guard, validation previews.
+
+Tasks take TerraTorch's arguments (``model_args``, ``model_factory``, ``loss``, ``ignore_index``,
+``class_weights``, ``class_names``, ``lr``, ``optimizer``, ``optimizer_hparams``, ``scheduler``,
+``scheduler_hparams``, ``lr_overrides``, ``freeze_backbone``, ``freeze_decoder``, ``freeze_head``,
+``plot_on_val``), so a TerraTorch config's ``model.init_args`` runs unchanged.
+
+Optimiser: ``optimizer`` is a ``torch.optim`` name (default AdamW) built with ``lr`` and
+``optimizer_hparams``; ``scheduler`` a ``torch.optim.lr_scheduler`` name with ``scheduler_hparams``
+(plus ``interval``: epoch|step and ``monitor``, default val/loss). ``lr_overrides`` ({substring of a
+parameter name: lr}) puts matching parameters in their own group; it also applies when the optimiser comes
+from LightningCLI's top-level ``optimizer:`` block (see :mod:`terramind_ft.lightning_cli`). Frozen parameters
+are never handed to the optimiser.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch import nn
+
+from terramind_ft.errors import ConfigError, DataError, TrainingError, did_you_mean
+from terramind_ft.models.factory import MODEL_FACTORIES, build_model
+from terramind_ft.tasks import metrics as M
+from terramind_ft.tasks.losses import build_loss
+
+log = logging.getLogger(__name__)
+
+PREVIEW_DIR = "previews"
+
+
+def _optim_class(name: str, module: Any, key: str) -> type:
+    """A class from ``torch.optim`` (or its lr_scheduler module) by name or dotted path."""
+    if "." in name:
+        mod, _, cls = name.rpartition(".")
+        try:
+            return getattr(__import__(mod, fromlist=[cls]), cls)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(f"cannot import {name!r}: {err}", key=key) from None
+    choices = [n for n in dir(module) if n[:1].isupper()]
+    if name not in choices:
+        raise ConfigError(f"unknown {name!r}.{did_you_mean(name, choices)} Valid: {', '.join(choices)}", key=key)
+    return getattr(module, name)
+
+
+class BaseTask(pl.LightningModule):
+    """Common base of SemanticSegmentationTask, ClassificationTask and PixelwiseRegressionTask."""
+
+    task: str = ""
+    target_key: str = "mask"  # batch key of the target
+
+    def __init__(
+        self,
+        model_args: dict[str, Any] | None = None,
+        model_factory: str = "EncoderDecoderFactory",
+        model: nn.Module | None = None,
+        loss: str | list[str] | dict[str, float] = "ce",
+        ignore_index: int | None = None,
+        class_weights: list[float] | None = None,
+        class_names: list[str] | None = None,
+        lr: float = 1e-3,
+        optimizer: str = "AdamW",
+        optimizer_hparams: dict[str, Any] | None = None,
+        scheduler: str | None = None,
+        scheduler_hparams: dict[str, Any] | None = None,
+        lr_overrides: dict[str, float] | None = None,
+        freeze_backbone: bool = False,
+        freeze_decoder: bool = False,
+        freeze_head: bool = False,
+        plot_on_val: bool | int = 4,
+    ):
+        super().__init__()
+        self.save_hyperparameters(ignore=["model"])
+        if model is None:
+            if model_factory not in MODEL_FACTORIES:
+                raise ConfigError(f"unknown model_factory {model_factory!r}.{did_you_mean(model_factory, MODEL_FACTORIES)}"
+                                  f" Valid: {', '.join(MODEL_FACTORIES)}", key="model.init_args.model_factory")
+            if not model_args:
+                raise ConfigError("the task needs model_args (backbone, necks, decoder, ...) or a model",
+                                  key="model.init_args.model_args")
+            model = build_model(self.task, dict(model_args), key="model.init_args.model_args")
+        self.model = model
+        self.num_classes = None if self.task == "regression" else int((model_args or {}).get("num_classes") or 0)
+        if class_names is not None and self.num_classes and len(class_names) != self.num_classes:
+            raise ConfigError(f"{len(class_names)} class_names for num_classes={self.num_classes}",
+                              key="model.init_args.class_names")
+        self.class_names = [str(c) for c in (class_names or range(self.num_classes or 0))]
+        self.ignore_index = ignore_index
+        self.loss_fn = build_loss(loss, self.task, ignore_index, class_weights, self.num_classes)
+        self.lr_overrides = dict(lr_overrides or {})
+        self._check_lr_overrides()
+        if freeze_backbone:
+            self.model.freeze_encoder()
+        if freeze_decoder:
+            self.model.freeze_decoder()
+        if freeze_head:
+            self.model.freeze_head()
+        self.plot_on_val = int(plot_on_val)
+        self.val_metrics = self.make_metrics()
+        self.test_metrics = self.make_metrics()
+        self._preview: dict[str, Any] | None = None
+
+    # -- what subclasses provide -----------------------------------------------------------------------------
+    def make_metrics(self) -> nn.Module:
+        raise NotImplementedError
+
+    def target(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch[self.target_key]
+
+    def predictions(self, output: torch.Tensor) -> torch.Tensor:
+        """What metrics compare with the target (class ids, or values)."""
+        raise NotImplementedError
+
+    def train_metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """(metric key, mode) the best checkpoint follows."""
+        return M.MONITOR[self.task]
+
+    def metric_names(self, stage: str) -> list[str]:
+        return M.metric_names(self.task, stage, self.class_names, self.loss_fn.names)
+
+    # -- forward / steps -------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model(x).output
+
+    def _check_target(self, target: torch.Tensor, batch: dict[str, Any]) -> None:
+        if self.num_classes is None:
+            return
+        valid = target if self.ignore_index is None else target[target != self.ignore_index]
+        if valid.numel() and (valid.min() < 0 or valid.max() >= self.num_classes):
+            files = batch.get("filename", {})
+            raise DataError(f"labels outside 0..{self.num_classes - 1} (found {int(valid.min())}..{int(valid.max())})"
+                            f" and not ignore_index={self.ignore_index}, in batch with files {files}; set "
+                            "model.init_args.ignore_index to the nodata label or fix num_classes")
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        target = self.target(batch)
+        self._check_target(target, batch)
+        output = self(batch["image"])
+        loss, parts = self.loss_fn(output, target)
+        bs = target.shape[0]
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        if len(parts) > 1:
+            for name, value in parts.items():
+                self.log(f"{stage}/loss_{name}", value, on_step=on_step, on_epoch=True, batch_size=bs, sync_dist=True)
+        return loss, output, target
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, output, target = self._shared_step(batch, "train")
+        if not torch.isfinite(loss):
+            raise TrainingError(self._nan_message(loss, batch, batch_idx))
+        name, value = self.train_metric(output.detach(), target)
+        self.log(f"train/{name}", value, on_step=True, on_epoch=True, batch_size=target.shape[0], sync_dist=True)
+        return loss
+
+    def _nan_message(self, loss: torch.Tensor, batch: dict[str, Any], batch_idx: int) -> str:
+        where = f"at global step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        bad = [m for m, x in batch["image"].items() if x.is_floating_point() and not torch.isfinite(x).all()]
+        if bad:
+            files = {m: batch.get("filename", {}).get(m) for m in bad}
+            return (f"training loss is {loss.item()} {where}: input modality {', '.join(bad)} has NaN/inf values "
+                    f"(files {files}); set the datamodule's no_data_replace or clean the rasters")
+        precision = getattr(self.trainer, "precision", "?")
+        return (f"training loss is {loss.item()} {where} with finite inputs (precision {precision}); lower the "
+                "learning rate, use precision bf16-mixed or 32-true instead of 16-mixed, or add gradient_clip_val")
+
+    def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+        _, output, target = self._shared_step(batch, stage)
+        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        metrics.update(self.predictions(output), target)
+        if stage == "val" and batch_idx == 0 and self.plot_on_val and not self.trainer.sanity_checking:
+            n = self.plot_on_val
+            sample: dict[str, Any] = {"image": {m: x[:n].detach().float().cpu() for m, x in batch["image"].items()}}
+            sample[self.target_key] = target[:n].detach().cpu()
+            if batch.get("nodata") is not None:
+                sample["nodata"] = batch["nodata"][:n].detach().cpu()
+            self._preview = {"sample": sample, "prediction": self.predictions(output[:n]).detach().cpu()}
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def _log_epoch_metrics(self, metrics: nn.Module, stage: str) -> None:
+        values = metrics.compute()
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False)
+        metrics.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.val_metrics, "val")
+        if self._preview is not None:
+            self._write_preview(self._preview)
+            self._preview = None
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics(self.test_metrics, "test")
+
+    # -- previews --------------------------------------------------------------------------------------------
+    def _write_preview(self, preview: dict[str, Any]) -> None:
+        """Input / label / prediction of the first validation samples -> <run>/previews/epoch<E>_<i>.png,
+        drawn by the datamodule's ``plot`` when it has one."""
+        if not self.trainer.is_global_zero:
+            return
+        from terramind_ft.data.plot import plot_sample, save_figure  # matplotlib only when plotting
+
+        sample, prediction = preview["sample"], preview["prediction"]
+        datamodule = getattr(self.trainer, "datamodule", None)
+        out_dir = Path(self.trainer.default_root_dir) / PREVIEW_DIR
+        for i in range(len(prediction)):
+            title = f"epoch {self.current_epoch}, validation sample {i}"
+            if callable(getattr(datamodule, "plot", None)):
+                fig = datamodule.plot(sample, prediction, index=i, title=title)
+            else:  # a datamodule without plot(): show the standardised inputs as they are
+                mods = list(sample["image"])
+                fig = plot_sample(sample, prediction, modalities=mods, rgb_modality=mods[0], rgb_indices=[0],
+                                  means={m: [0.0] * x.shape[1] for m, x in sample["image"].items()},
+                                  stds={m: [1.0] * x.shape[1] for m, x in sample["image"].items()},
+                                  class_names=self.class_names, ignore_index=self.ignore_index, index=i, title=title)
+            save_figure(fig, out_dir / f"epoch{self.current_epoch:03d}_{i}.png", dpi=80)
+
+    # -- optimisation ----------------------------------------------------------------------------------------
+    def _check_lr_overrides(self) -> None:
+        names = [n for n, _ in self.named_parameters()]
+        for sub in self.lr_overrides:
+            if not any(sub in n for n in names):
+                raise ConfigError(f"lr_overrides key {sub!r} matches no parameter name (names look like "
+                                  f"{names[0]!r}, {names[-1]!r})", key=f"model.init_args.lr_overrides.{sub}")
+
+    def optimizer_param_groups(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        """Trainable parameters in groups: one per lr_overrides entry (first matching substring wins), then
+        the rest (which takes the optimiser's lr)."""
+        groups: dict[str, list[nn.Parameter]] = {sub: [] for sub in self.lr_overrides}
+        rest: list[nn.Parameter] = []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            sub = next((s for s in self.lr_overrides if s in name), None)
+            (groups[sub] if sub is not None else rest).append(p)
+        out = [{"params": ps, "lr": self.lr_overrides[s], "name": f"lr_override:{s}"} for s, ps in groups.items() if ps]
+        if rest:
+            out.append({"params": rest, "name": "default"})
+        return out
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        opt_cls = _optim_class(hp.optimizer, torch.optim, "model.init_args.optimizer")
+        opt = opt_cls(self.optimizer_param_groups(), lr=hp.lr, **dict(hp.optimizer_hparams or {}))
+        if not hp.scheduler:
+            return opt
+        sched_hp = dict(hp.scheduler_hparams or {})
+        interval = sched_hp.pop("interval", "epoch")
+        monitor = sched_hp.pop("monitor", "val/loss")
+        sched_cls = _optim_class(hp.scheduler, torch.optim.lr_scheduler, "model.init_args.scheduler")
+        sched = sched_cls(opt, **sched_hp)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval, "monitor": monitor}}
+

@@ -1,0 +1,37 @@
+"""ClassificationTask: one class per sample (``batch["label"]``: int64 [B]); monitors val/Accuracy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from terramind_ft.tasks import metrics as M
+from terramind_ft.tasks.base import BaseTask
+
+
+class ClassificationTask(BaseTask):
+    """Scene classification; see :class:`BaseTask` for arguments. ``predict`` returns class ids and
+    probabilities per sample (written as a CSV by the prediction writer)."""
+
+    task = "classification"
+    target_key = "label"
+
+    def make_metrics(self) -> M.ClassificationMetrics:
+        return M.ClassificationMetrics(self.num_classes, self.ignore_index, self.class_names)
+
+    def target(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["label"].long()
+
+    def predictions(self, output: torch.Tensor) -> torch.Tensor:
+        return output.argmax(dim=1)
+
+    def train_metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
+        valid = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=bool)
+        correct = (output.argmax(dim=1) == target) & valid
+        return "Accuracy_Micro", correct.sum() / valid.sum().clamp_min(1)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        probs = self(batch["image"]).float().softmax(dim=1)
+        return {"label": probs.argmax(dim=1), "probabilities": probs, "filename": batch.get("filename", {}),
+                "class_names": self.class_names}

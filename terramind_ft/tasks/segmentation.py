@@ -1,0 +1,56 @@
+"""SemanticSegmentationTask: per-pixel classes; monitors val/mIoU."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from terramind_ft.errors import ConfigError
+from terramind_ft.tasks import metrics as M
+from terramind_ft.tasks.base import BaseTask
+
+OUTPUTS = ("prediction", "probabilities", "logits")
+
+
+class SemanticSegmentationTask(BaseTask):
+    """Semantic segmentation (``batch["mask"]``: int64 [B, H, W]); see :class:`BaseTask` for arguments.
+
+    ``output_on_inference``: what ``predict`` writes, any of ``prediction`` (uint8 class map, always
+    written), ``probabilities`` (float32 softmax), ``logits`` (float32).
+    """
+
+    task = "segmentation"
+
+    def __init__(self, *args: Any, output_on_inference: str | list[str] = "prediction", **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        outputs = [output_on_inference] if isinstance(output_on_inference, str) else list(output_on_inference)
+        bad = [o for o in outputs if o not in OUTPUTS]
+        if bad:
+            raise ConfigError(f"unknown output(s) {bad}; choose from {OUTPUTS}", key="model.init_args.output_on_inference")
+        self.outputs = outputs
+
+    def make_metrics(self) -> M.SegmentationMetrics:
+        return M.SegmentationMetrics(self.num_classes, self.ignore_index, self.class_names)
+
+    def target(self, batch: dict[str, Any]) -> torch.Tensor:
+        return batch["mask"].long()
+
+    def predictions(self, output: torch.Tensor) -> torch.Tensor:
+        return output.argmax(dim=1)
+
+    def train_metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
+        valid = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=bool)
+        correct = (output.argmax(dim=1) == target) & valid
+        return "Pixel_Accuracy", correct.sum() / valid.sum().clamp_min(1)
+
+    def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        logits = self(batch["image"]).float()
+        out: dict[str, Any] = {"class_map": logits.argmax(dim=1).to(torch.uint8),
+                               "filename": batch.get("filename", {}), "nodata": batch.get("nodata"),
+                               "class_names": self.class_names}
+        if "probabilities" in self.outputs:
+            out["probabilities"] = logits.softmax(dim=1)
+        if "logits" in self.outputs:
+            out["logits"] = logits
+        return out

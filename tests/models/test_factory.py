@@ -1,0 +1,103 @@
+"""Model assembly from TerraTorch-style model_args: routing of prefixed args, padding/crop, typo guard."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from fake_backbone import register
+from terramind_ft.errors import ConfigError
+from terramind_ft.models.factory import EncoderDecoderFactory, build_model
+
+register()
+
+SEG_ARGS = {
+    "backbone": "fake_vit", "backbone_modalities": ["S2L1C", "S1GRD"], "backbone_in_chans": {"S2L1C": 3, "S1GRD": 2},
+    "backbone_dim": 32,
+    "necks": [{"name": "SelectIndices", "indices": [0, 1, 2, 3]}, {"name": "ReshapeTokensToImage"},
+              {"name": "LearnedInterpolateToPyramidal"}],
+    "decoder": "UNetDecoder", "decoder_channels": [32, 16, 8, 8], "head_dropout": 0.1, "num_classes": 3,
+}
+
+
+def batch(h=64, w=64, b=2):
+    return {"S2L1C": torch.randn(b, 3, h, w), "S1GRD": torch.randn(b, 2, h, w)}
+
+
+@pytest.mark.parametrize("size", [(64, 64), (50, 70), (17, 33)])
+def test_segmentation_output_matches_any_input_size(size):
+    model = build_model("segmentation", SEG_ARGS)
+    out = model(batch(*size)).output
+    assert out.shape == (2, 3, *size)
+
+
+def test_padding_is_cropped_away_not_shifted():
+    """With padding at bottom/right, the top-left output of a padded run equals the unpadded run's crop."""
+    args = {**SEG_ARGS, "decoder": "IdentityDecoder", "necks": [{"name": "SelectIndices", "indices": [-1]},
+                                                                {"name": "ReshapeTokensToImage"}]}
+    args.pop("decoder_channels")
+    model = build_model("segmentation", args).eval()
+    x = batch(64, 64, b=1)
+    full = model(x).output
+    cut = model({k: v[..., :60, :64] for k, v in x.items()}).output
+    assert cut.shape[-2:] == (60, 64)
+    # rows of the first three token rows are untouched by the 4 padded pixel rows
+    torch.testing.assert_close(cut[..., :40, :], full[..., :40, :])
+
+
+def test_prefixed_args_reach_their_modules():
+    model = build_model("segmentation", {**SEG_ARGS, "head_channel_list": [12]})
+    assert model.encoder.out_channels == [32] * 4
+    assert model.decoder.out_channels == 8
+    convs = [m for m in model.head.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [12, 3]
+
+
+@pytest.mark.parametrize("bad_key,match", [
+    ("decoder_channel", r"model_args\.decoder_channel: .*Did you mean 'decoder_channels'"),
+    ("head_dropuot", r"model_args\.head_dropuot: .*Did you mean 'head_dropout'"),
+    ("backbone_modalites", r"model_args\.backbone_modalites: .*Did you mean 'backbone_modalities'"),
+    ("num_class", r"model_args\.num_class: .*Did you mean 'num_classes'"),
+    ("aux_decoders", r"model_args\.aux_decoders: auxiliary heads are not supported"),
+])
+def test_unused_or_misspelt_argument_is_an_error_naming_it(bad_key, match):
+    args = dict(SEG_ARGS)
+    if bad_key == "decoder_channel":
+        args["decoder_channel"] = args.pop("decoder_channels")
+    else:
+        args[bad_key] = 1
+    with pytest.raises(ConfigError, match=match):
+        build_model("segmentation", args)
+
+
+def test_unknown_names_suggest_registered_ones():
+    with pytest.raises(ConfigError, match=r"model_args\.decoder: unknown decoder 'UnetDecoder'.*'UNetDecoder'"):
+        build_model("segmentation", {**SEG_ARGS, "decoder": "UnetDecoder"})
+    with pytest.raises(ConfigError, match=r"model_args\.backbone: unknown backbone"):
+        build_model("segmentation", {**SEG_ARGS, "backbone": "fake_vitt"})
+    with pytest.raises(ConfigError, match="num_classes"):
+        build_model("segmentation", {k: v for k, v in SEG_ARGS.items() if k != "num_classes"})
+
+
+def test_classification_and_regression_heads():
+    cls_args = {"backbone": "fake_vit", "backbone_modalities": ["S2L1C"], "backbone_in_chans": {"S2L1C": 3},
+                "necks": [{"name": "AggregateTokens", "pooling": "mean"}], "decoder": "IdentityDecoder",
+                "head_dim_list": [16], "num_classes": 5}
+    model = EncoderDecoderFactory().build_model("classification", **cls_args)
+    assert model({"S2L1C": torch.randn(2, 3, 40, 48)}).output.shape == (2, 5)
+    reg_args = {**SEG_ARGS, "head_final_act": "relu"}
+    reg_args.pop("num_classes")
+    reg_args.pop("head_dropout")
+    out = build_model("regression", reg_args)(batch(48, 40)).output
+    assert out.shape == (2, 48, 40) and (out >= 0).all()
+    with pytest.raises(ConfigError, match="head_final_act"):
+        build_model("regression", {**reg_args, "head_final_act": "relux"})
+
+
+def test_freezing():
+    model = build_model("segmentation", SEG_ARGS)
+    model.freeze_encoder()
+    model.freeze_decoder()
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+    assert not any(p.requires_grad for p in model.decoder.parameters())
+    assert all(p.requires_grad for p in model.head.parameters())

@@ -1,0 +1,117 @@
+"""Tasks: steps, optimiser groups and lr_overrides, freezing, NaN guard, label checks, previews."""
+
+from __future__ import annotations
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from fake_backbone import register
+from terramind_ft.errors import ConfigError, DataError, TrainingError
+from terramind_ft.tasks import ClassificationTask, PixelwiseRegressionTask, SemanticSegmentationTask
+
+register()
+
+MODEL_ARGS = {
+    "backbone": "fake_vit", "backbone_modalities": ["S2L1C", "S1GRD"], "backbone_in_chans": {"S2L1C": 3, "S1GRD": 2},
+    "necks": [{"name": "SelectIndices", "indices": [0, 1, 2, 3]}, {"name": "ReshapeTokensToImage"},
+              {"name": "LearnedInterpolateToPyramidal"}],
+    "decoder": "UNetDecoder", "decoder_channels": [16, 8, 8, 8], "num_classes": 2,
+}
+
+
+def seg_batch(b=2, size=32, label=True):
+    batch = {"image": {"S2L1C": torch.randn(b, 3, size, size), "S1GRD": torch.randn(b, 2, size, size)},
+             "filename": {"S2L1C": [f"s2_{i}.tif" for i in range(b)], "S1GRD": [f"s1_{i}.tif" for i in range(b)]},
+             "nodata": torch.zeros(b, size, size, dtype=torch.bool)}
+    if label:
+        mask = (batch["image"]["S1GRD"][:, 0] > 0).long()
+        mask[:, :4] = -1
+        batch["mask"] = mask
+    return batch
+
+
+class ListLoader(DataLoader):
+    def __init__(self, batches):
+        super().__init__(batches, batch_size=None, collate_fn=lambda x: x)
+
+
+def trainer(tmp_path, **kw):
+    return pl.Trainer(default_root_dir=tmp_path, accelerator="cpu", logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, **kw)
+
+
+def test_segmentation_fit_logs_contracted_names_and_writes_previews(tmp_path):
+    task = SemanticSegmentationTask(model_args=MODEL_ARGS, loss={"ce": 1.0, "dice": 0.5}, ignore_index=-1,
+                                    class_names=["Others", "Flood"], lr=1e-3, plot_on_val=2)
+    t = trainer(tmp_path, max_epochs=2, num_sanity_val_steps=0)
+    batches = [seg_batch() for _ in range(3)]
+    t.fit(task, ListLoader(batches), ListLoader(batches[:1]))
+    logged = set(t.callback_metrics)
+    expected = set(task.metric_names("val")) | {"train/loss", "train/Pixel_Accuracy", "train/loss_ce", "train/loss_dice"}
+    assert expected <= logged | {f"{n}_epoch" for n in logged}, expected - logged
+    previews = sorted(p.name for p in (tmp_path / "previews").iterdir())
+    assert previews == ["epoch000_0.png", "epoch000_1.png", "epoch001_0.png", "epoch001_1.png"]
+
+
+def test_lr_overrides_groups_and_frozen_parameters_excluded():
+    task = SemanticSegmentationTask(model_args=MODEL_ARGS, lr=1e-3, lr_overrides={"encoder": 1e-5},
+                                    freeze_decoder=True)
+    opt = task.configure_optimizers()
+    lrs = {g["name"]: g["lr"] for g in opt.param_groups}
+    assert lrs == {"lr_override:encoder": 1e-5, "default": 1e-3}
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert all(id(p) not in in_opt for p in task.model.decoder.parameters())
+    assert {id(p) for p in task.model.encoder.parameters()} <= in_opt
+    with pytest.raises(ConfigError, match=r"lr_overrides\.encodr.*matches no parameter"):
+        SemanticSegmentationTask(model_args=MODEL_ARGS, lr_overrides={"encodr": 1e-5})
+
+
+def test_task_scheduler_from_arguments():
+    task = SemanticSegmentationTask(model_args=MODEL_ARGS, optimizer="SGD", optimizer_hparams={"momentum": 0.9},
+                                    scheduler="ReduceLROnPlateau", scheduler_hparams={"patience": 2})
+    cfg = task.configure_optimizers()
+    assert isinstance(cfg["optimizer"], torch.optim.SGD) and cfg["optimizer"].defaults["momentum"] == 0.9
+    assert cfg["lr_scheduler"]["monitor"] == "val/loss"
+    with pytest.raises(ConfigError, match="Did you mean 'AdamW'"):
+        SemanticSegmentationTask(model_args=MODEL_ARGS, optimizer="AdamWW").configure_optimizers()
+
+
+def test_freeze_backbone():
+    task = SemanticSegmentationTask(model_args=MODEL_ARGS, freeze_backbone=True)
+    assert not any(p.requires_grad for p in task.model.encoder.parameters())
+    assert all(p.requires_grad for p in task.model.head.parameters())
+
+
+def test_nan_loss_stops_with_step_and_modality(tmp_path):
+    task = SemanticSegmentationTask(model_args=MODEL_ARGS, ignore_index=-1)
+    bad = seg_batch()
+    bad["image"]["S1GRD"][0, 0, 0, 0] = float("nan")
+    with pytest.raises(TrainingError, match=r"global step 0 .*modality S1GRD.*s1_0\.tif"):
+        trainer(tmp_path, max_steps=1).fit(task, ListLoader([bad]))
+
+
+def test_labels_out_of_range_name_the_fix():
+    task = SemanticSegmentationTask(model_args=MODEL_ARGS, ignore_index=None)
+    with pytest.raises(DataError, match="ignore_index"):
+        task._shared_step(seg_batch(), "train")
+
+
+def test_predict_outputs_and_other_tasks(tmp_path):
+    task = SemanticSegmentationTask(model_args=MODEL_ARGS, output_on_inference=["prediction", "probabilities"])
+    out = task.predict_step(seg_batch(size=40, label=False), 0)
+    assert out["class_map"].dtype == torch.uint8 and out["class_map"].shape == (2, 40, 40)
+    torch.testing.assert_close(out["probabilities"].sum(1), torch.ones(2, 40, 40))
+    cls_args = {**MODEL_ARGS, "necks": [{"name": "AggregateTokens"}], "decoder": "IdentityDecoder", "num_classes": 3}
+    cls_args.pop("decoder_channels")
+    cls = ClassificationTask(model_args=cls_args)
+    batch = {**seg_batch(label=False), "label": torch.tensor([0, 2])}
+    loss, output, _ = cls._shared_step(batch, "val")
+    assert output.shape == (2, 3) and cls.monitor == ("val/Accuracy", "max")
+    reg_args = {k: v for k, v in MODEL_ARGS.items() if k != "num_classes"}
+    reg = PixelwiseRegressionTask(model_args=reg_args)
+    batch = {**seg_batch(label=False), "mask": torch.randn(2, 32, 32)}
+    t = trainer(tmp_path, max_steps=1, limit_val_batches=1, num_sanity_val_steps=0)
+    t.fit(reg, ListLoader([batch]), ListLoader([batch]))
+    assert {"val/RMSE", "val/R2_Score", "train/RMSE_step"} <= set(t.callback_metrics)
