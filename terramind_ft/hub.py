@@ -49,9 +49,10 @@ class CheckpointWarning(UserWarning):
 
 def download(repo_id: str, filename: str, *, what: str = "model", key: str | None = "pretrained") -> Path:
     """Path of ``repo_id``/``filename`` in the Hugging Face cache, downloading it if needed and allowed."""
+    # huggingface_hub reads HF_HUB_OFFLINE once at import; read it at call time so a later setting counts
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
     try:
-        return Path(hf_hub_download(repo_id=repo_id, filename=filename))
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=offline))
     except Exception as exc:  # huggingface_hub raises many types (offline, HTTP, connection, disk)
         reason = "HF_HUB_OFFLINE is set" if offline else f"{type(exc).__name__}: {exc}"
         raise CheckpointError(
@@ -184,11 +185,14 @@ class LoadReport:
 
 
 def group_keys(keys: Iterable[str]) -> list[str]:
-    """``a.b.w``, ``a.b.v`` -> ``a.b.{w, v}`` to keep reports short."""
+    """``m.a``, ``m.b``, ``m.proj.weight`` -> ``m.{a, b, proj.weight}`` to keep reports short."""
+    keys = list(keys)
+    heads = {key.rpartition(".")[0] for key in keys} - {""}
     groups: dict[str, list[str]] = {}
     for key in keys:
-        head, _, tail = key.rpartition(".")
-        groups.setdefault(head, []).append(tail)
+        owners = [h for h in heads if key.startswith(h + ".")]
+        head = min(owners, key=len) if owners else ""
+        groups.setdefault(head, []).append(key[len(head) + 1:] if head else key)
     return [f"{head}.{{{', '.join(tails)}}}" if head and len(tails) > 1 else (f"{head}.{tails[0]}" if head else tails[0])
             for head, tails in groups.items()]
 
@@ -290,7 +294,9 @@ def load_checkpoint(
     for key in model_keys:
         ckey = source_key(key)
         if ckey is None or ckey not in state:
-            (report.expected_missing if _matches(key, expected_missing) else report.missing).append(key)
+            # fixed tables (sin-cos pos_emb) are computed by the model: absent from a file is harmless
+            harmless = _matches(key, expected_missing) or _matches(key, recomputed_buffers)
+            (report.expected_missing if harmless else report.missing).append(key)
             continue
         used.add(ckey)
         value, current = state[ckey], target[key]

@@ -209,7 +209,7 @@ def find_modality(name: str) -> Modality | None:
     """Like :func:`get_modality` but returns None for names that match no catalogue entry."""
     try:
         return get_modality(name)
-    except ModalityError:
+    except (ModalityError, UnknownNameError):  # get_modality raises UnknownNameError for unmatched names
         return None
 
 

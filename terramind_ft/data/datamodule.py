@@ -380,6 +380,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         records = self.records(split)
         unreadable: list[str] = []
         mismatched: list[str] = []
+        bad_labels: list[str] = []
         sizes: set[tuple[int, int]] = set()
         files = 0
         for record in tqdm(records, desc=f"checking {split} rasters", unit="sample", disable=len(records) < 200,
@@ -403,15 +404,16 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                     mismatched.append(f"{path} (modality {m!r}) has {count} bands; output_bands.{m} needs band "
                                       f"{max(spec.band_indices) + 1}")
             label_header = None
+            target = record.target
             if record.label_file and record.target is None:
                 files += 1
                 if record.label_file.lower().endswith(".txt"):
                     try:
-                        parse_target(read_text_label(record.label_file), task=self.task,
-                                     class_names=self.class_names, where=record.label_file,
-                                     key=f"{KEY}.{split}_label_data_root")
+                        target = parse_target(read_text_label(record.label_file), task=self.task,
+                                              class_names=self.class_names, where=record.label_file,
+                                              key=f"{KEY}.{split}_label_data_root")
                     except DataError as exc:
-                        unreadable.append(str(exc))
+                        bad_labels.append(str(exc))
                 else:
                     try:
                         label_header = cached_header(record.label_file, "label", verify_last_block=True)
@@ -419,9 +421,9 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                         unreadable.append(str(exc))
                     if label_header is not None and label_header.count != 1 and self.task != "classification":
                         mismatched.append(f"label {record.label_file} has {label_header.count} bands, expected 1")
-            if record.target is not None and self.task == "classification" and self.num_classes is not None:
-                if not 0 <= int(record.target) < self.num_classes:
-                    mismatched.append(f"sample {record.prefix!r}: class {record.target} outside "
+            if target is not None and self.task == "classification" and self.num_classes is not None:
+                if not 0 <= int(target) < self.num_classes:
+                    bad_labels.append(f"sample {record.prefix!r}: class {target} outside "
                                       f"[0, {self.num_classes - 1}] in {record.label_file}")
             mismatched.extend(self._compare_grids(record, headers, label_header))
             if headers:
@@ -429,6 +431,9 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                 sizes.add((first.height, first.width))
         if unreadable:
             raise DataError(f"{split} split: {len(unreadable)} files cannot be read:\n  " + _listing(unreadable))
+        if bad_labels:
+            raise DataError(f"{split} split: {len(bad_labels)} bad class labels (num_classes={self.num_classes}, "
+                            f"class_names={self.class_names}):\n  " + _listing(bad_labels))
         if mismatched:
             raise RasterMismatchError(f"{split} split: {len(mismatched)} problems in the rasters:\n  "
                                       + _listing(mismatched))

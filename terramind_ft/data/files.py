@@ -142,7 +142,7 @@ def read_split_file(path: str | os.PathLike, greps: Sequence[Grep], *, key: str)
         hint = f" A folder was given; point {key} at the split file inside it." if path.is_dir() else ""
         raise DataNotFoundError(f"{key}: split file {path} does not exist.{hint}")
     rows = _read_rows(path, key)
-    if rows and rows[0][0].lower() in CSV_HEADER_NAMES:
+    if path.suffix.lower() == ".csv" and rows and rows[0][0].lower() in CSV_HEADER_NAMES:
         rows = rows[1:]
     prefixes, seen, duplicates = [], set(), []
     for row in rows:

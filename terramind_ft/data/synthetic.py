@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from affine import Affine
 from rasterio.transform import from_origin
 
 from terramind_ft.data.raster import write_raster
@@ -113,9 +114,10 @@ def _unique_prefixes(rng: np.random.Generator, n: int) -> list[str]:
     return [f"{REGIONS[int(rng.integers(len(REGIONS)))]}_{int(i)}" for i in ids]
 
 
-def _origin(rng: np.random.Generator) -> tuple[float, float]:
-    """A plausible UTM origin (easting, northing), on the 10 m grid."""
-    return float(rng.integers(30000, 70000) * 10), float(rng.integers(100000, 900000) * 10)
+def _grid(rng: np.random.Generator) -> Affine:
+    """A north-up 10 m pixel grid at a plausible UTM origin (easting, northing)."""
+    west, north = float(rng.integers(30000, 70000) * 10), float(rng.integers(100000, 900000) * 10)
+    return Affine(PIXEL_SIZE, 0.0, west, 0.0, -PIXEL_SIZE, north)
 
 
 def _flood_chip(rng: np.random.Generator, size: int, nan_fraction: float, ignore_fraction: float, s2_nodata):
@@ -192,7 +194,7 @@ def make_sen1floods11(
         prefixes[split] = names
         for prefix in names:
             s2, s1, label = _flood_chip(rng, size, nan_fraction, ignore_fraction, s2_nodata)
-            transform = from_origin(*_origin(rng), PIXEL_SIZE, PIXEL_SIZE)
+            transform = _grid(rng)
             write_raster(folders["S2L1C"] / f"{prefix}{suffix['S2L1C']}", s2, crs=crs, transform=transform,
                          nodata=s2_nodata, compress=compress)
             write_raster(folders["S1GRD"] / f"{prefix}{suffix['S1GRD']}", s1, crs=crs, transform=transform,
@@ -213,7 +215,7 @@ def make_sen1floods11(
         data_roots={m: str(p) for m, p in folders.items()}, label_root=str(label_dir), splits=split_files,
         image_grep={m: "*" + s for m, s in suffix.items()}, label_grep="*" + label_suffix, prefixes=prefixes,
         size=size, num_classes=2, class_names=FLOOD_CLASS_NAMES, crs=crs,
-        extra={"no_label_replace": -1, "no_data_replace": 0.0, "rgb_indices": [3, 2, 1]},
+        extra={"no_label_replace": -1, "no_data_replace": 0.0},
     )
 
 
@@ -254,7 +256,7 @@ def make_classification(
     classes[:num_classes] = np.arange(min(num_classes, total))  # every class appears at least once
     label_of = dict(zip(ids, (int(c) for c in classes), strict=True))
     for sample_id in ids:
-        transform = from_origin(*_origin(rng), PIXEL_SIZE, PIXEL_SIZE)
+        transform = _grid(rng)
         shift = label_of[sample_id] / num_classes
         for name in modalities:
             m = MODALITIES[name]
@@ -321,14 +323,18 @@ class SyntheticScene:
 
 
 def _scene_water(x: np.ndarray, y: np.ndarray, seed: int) -> np.ndarray:
-    """Water mask at map coordinates (metres): smooth sinusoid mix, the same whatever the grid that samples it."""
+    """Water mask at map coordinates (metres; ``x`` [1, w], ``y`` [h, 1]): a smooth sinusoid mix, the same
+    whatever grid samples it."""
     rng = np.random.default_rng(seed)
     field_ = np.zeros(np.broadcast_shapes(x.shape, y.shape), np.float32)
     for _ in range(6):
         wavelength = rng.uniform(800.0, 6000.0)
         angle = rng.uniform(0, np.pi)
         phase = rng.uniform(0, 2 * np.pi)
-        field_ += np.sin((np.cos(angle) * x + np.sin(angle) * y) * (2 * np.pi / wavelength) + phase).astype(np.float32)
+        k = 2 * np.pi / wavelength
+        # float64 phases per axis (exact over large extents), float32 for the [h, w] sum
+        field_ += np.sin((np.cos(angle) * k * x + phase).astype(np.float32)
+                         + (np.sin(angle) * k * y).astype(np.float32))
     return field_ > 1.2  # about a quarter of the scene is water
 
 
@@ -426,20 +432,24 @@ def make_scene(
 
 
 def _scene_values(modality: str, water: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Float32 ``[C, h, w]`` raw values of ``modality`` for a water mask, with a little sensor noise."""
+    """Float32 ``[C, h, w]`` raw values of ``modality`` for a water mask, with a little sensor noise.
+
+    One noise field per call, shifted along the row for each band: cheap, and bands still differ."""
     m = MODALITIES[modality]
     w = water[None].astype(np.float32)
+    noise_row = rng.standard_normal((water.shape[0], water.shape[1] + 7 * m.num_bands), dtype=np.float32)
+    noise = np.stack([noise_row[:, 7 * b:7 * b + water.shape[1]] for b in range(m.num_bands)])
     if modality in ("S2L1C", "S2L2A"):
         land = _S2_LAND if modality == "S2L1C" else np.delete(_S2_LAND, 10)  # L2A has no cirrus band
         wet = _S2_WATER if modality == "S2L1C" else np.delete(_S2_WATER, 10)
         values = land[:, None, None] * (1 - w) + wet[:, None, None] * w
-        return np.clip(values + rng.normal(0, 40, values.shape).astype(np.float32), 1, 10000)
+        return np.clip(values + 40 * noise, 1, 10000)
     if modality in ("S1GRD", "S1RTC"):
         values = _S1_LAND[:, None, None] * (1 - w) + _S1_WATER[:, None, None] * w
-        return values + rng.normal(0, 1.0, values.shape).astype(np.float32)
+        return values + noise
     mean = np.asarray(m.mean, np.float32)[:, None, None]
     std = np.asarray(m.std, np.float32)[:, None, None]
-    values = mean + std * (0.8 * (0.5 - w) + 0.2 * rng.standard_normal((m.num_bands, *water.shape)).astype(np.float32))
+    values = mean + std * (0.8 * (0.5 - w) + 0.2 * noise)
     if m.value_range is not None:
         values = np.clip(values, *m.value_range)
     return values

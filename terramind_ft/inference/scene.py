@@ -607,7 +607,7 @@ class _Stream:
 
             progress = tqdm(total=len(self.rows), desc=desc, unit="strip")
         self.progress = progress
-        # One reusable input buffer per modality: chips are standardised straight into it.
+        # One input buffer per modality and batch: chips are standardised straight into it.
         self.batch_inputs = {
             src.modality: np.empty((p.batch_size, len(src.indexes), self.rows[0].size, self.cols[0].size), np.float32)
             for src in self.sources
@@ -653,12 +653,14 @@ class _Stream:
             for j in range(len(self.cols)):
                 col_idx, col_valid = self.col_idx[j]
                 cols = _as_slice(col_idx)
+                if slot == 0:  # fresh buffers per batch: the model may keep references to its inputs
+                    self.batch_inputs = {name: np.empty_like(buf) for name, buf in self.batch_inputs.items()}
                 for src, raw, invalid in strips:
                     values = self.batch_inputs[src.modality][slot]
-                    values[...] = raw[:, :, cols]  # cast to float32 on the way
-                    values -= src.mean[:, None, None]
+                    np.subtract(raw[:, :, cols], src.mean[:, None, None], out=values, casting="unsafe")
                     values /= src.std[:, None, None]
-                    values[invalid[:, :, cols]] = 0.0  # invalid -> 0 after standardisation (as the data module)
+                    np.putmask(values, invalid[:, :, cols], 0.0)  # invalid -> 0 after standardisation, as the
+                    # data module does
                     if row_valid is not None or col_valid is not None:  # constant padding: zeros outside
                         rv = row_valid if row_valid is not None else np.ones(len(row_idx), bool)
                         cv = col_valid if col_valid is not None else np.ones(len(col_idx), bool)

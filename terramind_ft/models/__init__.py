@@ -14,4 +14,7 @@ from terramind_ft.registry import (  # noqa: F401
 # Registering modules (add one line per module that defines registry entries):
 from terramind_ft.models import necks, heads  # noqa: F401
 from terramind_ft.models.terramind import encoder  # noqa: F401
+from terramind_ft.models.terramind import decoder  # noqa: F401
+from terramind_ft.models.terramind import tim  # noqa: F401
 from terramind_ft.models.decoders import fcn, identity, unet, upernet  # noqa: F401
+from terramind_ft.models.tokenizers import tokenizer  # noqa: F401

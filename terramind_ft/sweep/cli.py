@@ -11,7 +11,6 @@ worker died resume from their run folder's last checkpoint, and only the missing
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from terramind_ft.errors import TerraMindFTError
@@ -41,9 +40,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     from terramind_ft.sweep.launch import run_sweep, show_status
-    from terramind_ft.sweep.spec import check_against_cli, load_spec
+    from terramind_ft.sweep.spec import check_against_cli, configure_logging, load_spec
+
+    configure_logging()
 
     try:
         spec = load_spec(args.config, output_dir=args.output_dir)

@@ -53,7 +53,14 @@ from terramind_ft.sweep.search import (
     trial_values,
     worker_identity,
 )
-from terramind_ft.sweep.spec import SweepSpec, check_against_cli, load_callable, override_args
+from terramind_ft.sweep.spec import (
+    SweepSpec,
+    check_against_cli,
+    cli_argv,
+    configure_logging,
+    load_callable,
+    override_args,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +96,7 @@ def build_trial_cli(spec: SweepSpec, values: dict[str, Any], run_dir: Path) -> A
             f"--trainer.default_root_dir={run_dir}"]
     tee = _Tee(sys.stderr)
     try:
-        with contextlib.redirect_stderr(tee):
+        with contextlib.redirect_stderr(tee), cli_argv():
             return build(args, run=False)
     except SystemExit as exc:  # jsonargparse exits on a parse error; a trial must fail, not end the worker
         text = tee.copy.getvalue().strip()
@@ -210,7 +217,7 @@ class SweepWorker(submitit.helpers.Checkpointable):
 
     def __call__(self) -> dict[str, Any]:
         spec = self.spec
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+        configure_logging()
         study = open_study(spec, create=False, parallel=True, worker_index=self.index)
         if self.resume_trial is not None:
             recover_trial(study, self.resume_trial, "its worker was preempted or timed out and requeued")

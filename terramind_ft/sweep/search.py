@@ -301,7 +301,9 @@ def retry_trial(study: optuna.Study, trial: FrozenTrial, reason: str) -> int | N
     attrs = {"retry_of": trial.number, "retry_reason": reason}
     if "run_dir" in trial.user_attrs:
         attrs["run_dir"] = trial.user_attrs["run_dir"]
-    study.enqueue_trial(dict(trial.params), user_attrs=attrs)
+    # A worker that died before suggesting its values leaves only the enqueued ones.
+    params = dict(trial.params) or dict(trial.system_attrs.get("fixed_params", {}))
+    study.enqueue_trial(params, user_attrs=attrs)
     log.warning("trial %d: %s; its parameters are enqueued again and will resume from %s", trial.number, reason,
                 attrs.get("run_dir", "scratch"))
     return trial.number

@@ -31,9 +31,11 @@ import contextlib
 import importlib
 import io
 import json
+import logging
 import math
 import re
 import shlex
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -529,6 +531,28 @@ def load_callable(target: str) -> Callable[..., Any]:
     return getattr(module, attr)
 
 
+@contextlib.contextmanager
+def cli_argv() -> Any:
+    """Hide our own command line from LightningCLI while it parses ``args`` (it warns when both are set)."""
+    saved = sys.argv
+    sys.argv = saved[:1]
+    try:
+        yield
+    finally:
+        sys.argv = saved
+
+
+def configure_logging() -> None:
+    """INFO messages of terramind_ft on stderr, once per process (workers run in fresh processes)."""
+    logger = logging.getLogger("terramind_ft")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+
+
 def parse_with_cli(spec: SweepSpec, values: Mapping[str, Any]) -> tuple[str | None, str]:
     """Parse the base config plus ``values`` with the CLI's parser, instantiating nothing.
 
@@ -539,7 +563,7 @@ def parse_with_cli(spec: SweepSpec, values: Mapping[str, Any]) -> tuple[str | No
     args = ["fit", "--config", str(spec.base_config), *override_args(values), "--print_config"]
     out, err = io.StringIO(), io.StringIO()
     code: Any = 0
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), cli_argv():
         try:
             build(args, run=True)
         except SystemExit as exc:
@@ -561,6 +585,20 @@ def flatten_keys(node: Any, prefix: str = "") -> list[str]:
     return keys
 
 
+def has_key(config: Any, key: str) -> bool:
+    """Whether dotted ``key`` is present in a nested mapping."""
+    node = config
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def _printed(text: str) -> Any:
+    return yaml.load(text, Loader=_Yaml12Loader)
+
+
 def check_against_cli(spec: SweepSpec, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Parse the base config with every override and every search-space value; name the first bad key.
 
@@ -572,7 +610,7 @@ def check_against_cli(spec: SweepSpec, progress: Callable[[str], None] | None = 
     error, printed = parse_with_cli(spec, {})
     if error:
         raise ConfigError(f"the base config does not parse: {error}", key="base_config")
-    resolved = yaml.load(printed.split("\n", 1)[1] if printed.startswith("#") else printed, Loader=_Yaml12Loader)
+    resolved = _printed(printed)
     if not isinstance(resolved, Mapping):
         raise ConfigError(f"--print_config of {spec.base_config} printed no config", key="base_config")
     known = flatten_keys(resolved)
@@ -588,21 +626,32 @@ def check_against_cli(spec: SweepSpec, progress: Callable[[str], None] | None = 
                 raise ConfigError(f"value {value!r} is rejected by the base config's parser: {err}",
                                   key=f"{section[key]}.{key}")
 
+    def landed(values: Mapping[str, Any], printed_config: str) -> None:
+        # argparse accepts an unambiguous prefix ("--trainer.max_epoch" sets max_epochs): a key must land
+        # where it says, or the recorded trial config would differ from the run.
+        config = _printed(printed_config)
+        for key in values:
+            if not has_key(config, key):
+                hint = did_you_mean(key, known) or " The parser took it for another key."
+                raise ConfigError(f"no such config key.{hint} Write the full dotted key.", key=f"{section[key]}.{key}")
+
     section = {k: "overrides" for k in spec.overrides} | {d.key: "search_space" for d in spec.search_space}
     if spec.overrides:
         say(f"checking {len(spec.overrides)} override(s)")
-        err, _ = parse_with_cli(spec, spec.overrides)
+        err, printed = parse_with_cli(spec, spec.overrides)
         if err:
             culprit(spec.overrides, section)
             raise ConfigError(f"the overrides together do not parse: {err}", key="overrides")
+        landed(spec.overrides, printed)
     rounds = max(len(d.samples()) for d in spec.search_space)
     for r in range(rounds):
         values = {d.key: d.samples()[r % len(d.samples())] for d in spec.search_space}
         say(f"checking search-space values, set {r + 1}/{rounds}: {values}")
-        err, _ = parse_with_cli(spec, {**spec.overrides, **values})
+        err, printed = parse_with_cli(spec, {**spec.overrides, **values})
         if err:
             culprit(values, section)
             raise ConfigError(f"these values do not parse together: {values}: {err}", key="search_space")
+        landed(values, printed)
     spec.output_dir.mkdir(parents=True, exist_ok=True)
     tmp = spec.resolved_base_path.with_suffix(".yaml.tmp")
     tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))

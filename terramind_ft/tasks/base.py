@@ -3,7 +3,8 @@
 Tasks take TerraTorch's arguments (``model_args``, ``model_factory``, ``loss``, ``ignore_index``,
 ``class_weights``, ``class_names``, ``lr``, ``optimizer``, ``optimizer_hparams``, ``scheduler``,
 ``scheduler_hparams``, ``lr_overrides``, ``freeze_backbone``, ``freeze_decoder``, ``freeze_head``,
-``plot_on_val``), so a TerraTorch config's ``model.init_args`` runs unchanged.
+``plot_on_val``, ``tiled_inference_parameters``, ``tiled_inference_on_validation``/``_testing``), so a
+TerraTorch config's ``model.init_args`` runs unchanged.
 
 Optimiser: ``optimizer`` is a ``torch.optim`` name (default AdamW) built with ``lr`` and
 ``optimizer_hparams``; ``scheduler`` a ``torch.optim.lr_scheduler`` name with ``scheduler_hparams``
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 
 from terramind_ft.errors import ConfigError, DataError, TrainingError, did_you_mean
+from terramind_ft.inference.tiling import TilingParameters, run_tiled
 from terramind_ft.models.factory import MODEL_FACTORIES, build_model
 from terramind_ft.tasks import metrics as M
 from terramind_ft.tasks.losses import build_loss
@@ -72,6 +74,9 @@ class BaseTask(pl.LightningModule):
         freeze_decoder: bool = False,
         freeze_head: bool = False,
         plot_on_val: bool | int = 4,
+        tiled_inference_parameters: dict[str, Any] | None = None,
+        tiled_inference_on_validation: bool = False,
+        tiled_inference_on_testing: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
@@ -100,6 +105,15 @@ class BaseTask(pl.LightningModule):
         if freeze_head:
             self.model.freeze_head()
         self.plot_on_val = int(plot_on_val)
+        self.tiling = None
+        if tiled_inference_parameters is not None:
+            if self.task == "classification":
+                raise ConfigError("tiled inference needs a pixelwise task",
+                                  key="model.init_args.tiled_inference_parameters")
+            self.tiling = TilingParameters.from_mapping(tiled_inference_parameters,
+                                                        key="model.init_args.tiled_inference_parameters")
+        self.tiled_stages = {"predict"} | ({"val"} if tiled_inference_on_validation else set()) | (
+            {"test"} if tiled_inference_on_testing else set())
         self.val_metrics = self.make_metrics()
         self.test_metrics = self.make_metrics()
         self._preview: dict[str, Any] | None = None
@@ -130,6 +144,12 @@ class BaseTask(pl.LightningModule):
     def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(x).output
 
+    def infer(self, x: torch.Tensor | dict[str, torch.Tensor], stage: str) -> torch.Tensor:
+        """Forward pass, chip by chip when tiled inference is configured for ``stage``."""
+        if self.tiling is None or stage not in self.tiled_stages:
+            return self(x)
+        return run_tiled(self.forward, x, self.tiling)
+
     def _check_target(self, target: torch.Tensor, batch: dict[str, Any]) -> None:
         if self.num_classes is None:
             return
@@ -143,7 +163,7 @@ class BaseTask(pl.LightningModule):
     def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         target = self.target(batch)
         self._check_target(target, batch)
-        output = self(batch["image"])
+        output = self.infer(batch["image"], stage)
         loss, parts = self.loss_fn(output, target)
         bs = target.shape[0]
         on_step = stage == "train"

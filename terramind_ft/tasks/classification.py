@@ -32,6 +32,6 @@ class ClassificationTask(BaseTask):
         return "Accuracy_Micro", correct.sum() / valid.sum().clamp_min(1)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        probs = self(batch["image"]).float().softmax(dim=1)
+        probs = self.infer(batch["image"], "predict").float().softmax(dim=1)
         return {"label": probs.argmax(dim=1), "probabilities": probs, "filename": batch.get("filename", {}),
                 "class_names": self.class_names}

@@ -36,5 +36,5 @@ class PixelwiseRegressionTask(BaseTask):
         return "RMSE", err.square().mean().sqrt() if err.numel() else err.sum()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        return {"values": self(batch["image"]).float(), "filename": batch.get("filename", {}),
+        return {"values": self.infer(batch["image"], "predict").float(), "filename": batch.get("filename", {}),
                 "nodata": batch.get("nodata")}

@@ -45,7 +45,7 @@ class SemanticSegmentationTask(BaseTask):
         return "Pixel_Accuracy", correct.sum() / valid.sum().clamp_min(1)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        logits = self(batch["image"]).float()
+        logits = self.infer(batch["image"], "predict").float()
         out: dict[str, Any] = {"class_map": logits.argmax(dim=1).to(torch.uint8),
                                "filename": batch.get("filename", {}), "nodata": batch.get("nodata"),
                                "class_names": self.class_names}

@@ -184,7 +184,8 @@ def test_raw_token_maps_go_through_the_frozen_tokenizer(monkeypatch):
     model = tiny(["S1GRD", "LULC"]).train()
     s1 = torch.randn(1, 2, 40, 40)
     classes = torch.randint(0, 10, (1, 40, 40))
-    out = model({"S1GRD": s1, "LULC": classes})  # integer class map of the pixel size -> tokenizer
+    with pytest.warns(UserWarning, match="tokenizer terramind_v1_tokenizer_lulc is built with random weights"):
+        out = model({"S1GRD": s1, "LULC": classes})  # integer class map of the pixel size -> tokenizer
     tokenizer = model._tokenizers["LULC"]
     assert tokenizer.calls == [((1, 10, 48, 48), False)]  # one-hot, padded to 48, run without gradients
     assert not tokenizer.weight.requires_grad and not tokenizer.training
@@ -195,6 +196,8 @@ def test_raw_token_maps_go_through_the_frozen_tokenizer(monkeypatch):
         direct = model({"S1GRD": s1, "LULC": ids})
         via_map = model({"S1GRD": s1, "LULC": F.one_hot(classes, 10).permute(0, 3, 1, 2).float()})
     assert torch.allclose(via_map[-1], direct[-1]) and out.grid == (3, 3)
+    with pytest.raises(ModalityError, match=r"LULC: class ids must lie in \[0, 10\)"):
+        model({"S1GRD": s1, "LULC": classes + 10})
 
 
 def test_missing_tokenizer_is_a_clear_error(monkeypatch):
@@ -256,7 +259,8 @@ def test_modality_dropout_only_while_training_and_keeps_one():
     model = tiny(["S2L2A", "S1GRD", "DEM"], modality_drop_rate=0.7, merge_method="dict")
     x = {"S2L2A": torch.randn(1, 12, 16, 16), "S1GRD": torch.randn(1, 2, 16, 16), "DEM": torch.randn(1, 1, 16, 16)}
     model.train()
-    kept = [len(model(x)[0]) for _ in range(30)]
+    with torch.no_grad():  # dropout follows the training flag, not autograd
+        kept = [len(model(x)[0]) for _ in range(12)]
     assert min(kept) >= 1 and max(kept) <= 3 and len(set(kept)) > 1
     model.eval()
     with torch.no_grad():
@@ -324,7 +328,7 @@ def test_new_modality_is_random_and_expected(tmp_path):
 
 
 def test_errors_name_the_valid_choices(tmp_path):
-    with pytest.raises(ModalityError, match="unknown modality 'SAR'.*Valid modalitys:.*S1GRD"):
+    with pytest.raises(ConfigError, match="unknown modality 'SAR'.*Valid modalitys:.*S1GRD"):
         tiny(["SAR"])
     with pytest.raises(ConfigError, match="Did you mean 'merge_method'.*Accepted:.*modalities"):
         BACKBONE_REGISTRY.build("terramind_v1_tiny", modalities=["S2L2A"], merge_mehtod="mean")
@@ -337,6 +341,8 @@ def test_errors_name_the_valid_choices(tmp_path):
     model = tiny(["S2L2A"])
     with pytest.raises(ModalityError, match="'DEM' is not a modality of this backbone; configured modalities: S2L2A"):
         model({"DEM": torch.randn(1, 1, 32, 32)})
+    with pytest.raises(ModalityError, match="'SAR' is not a modality of this backbone"):
+        model({"SAR": torch.randn(1, 1, 32, 32)})
     with pytest.raises(ModalityError, match=r"expected 12 channels \(COASTAL_AEROSOL.*got 13"):
         model(torch.randn(1, 13, 32, 32))
     two = tiny(["S2L2A", "S1GRD"], merge_method="mean")

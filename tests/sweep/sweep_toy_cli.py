@@ -4,7 +4,7 @@ It lets the sweep engine be tested (search, launch, requeue, resume, results) wi
 two-layer MLP regressing a fixed linear target. ``val/score`` (= -MSE, higher is better) depends on the
 learning rate and the width, so different trials give different values. Knobs for fault tests:
 ``fail_if_hidden`` makes one width raise; ``step_sleep_s`` slows training so a test can interrupt it.
-Every ``fit`` start appends the epoch it starts from to ``<default_root_dir>/fit_starts.txt``.
+Every training start appends the epoch it starts from to ``<default_root_dir>/fit_starts.txt``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ class ToyRegressor(pl.LightningModule):
         self.save_hyperparameters()
         self.net = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 1))
 
-    def on_fit_start(self) -> None:
+    def on_train_start(self) -> None:  # after a checkpoint restored the loop state
         with open(Path(self.trainer.default_root_dir) / "fit_starts.txt", "a") as f:
             f.write(f"{self.trainer.current_epoch}\n")
 

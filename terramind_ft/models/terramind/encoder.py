@@ -318,7 +318,7 @@ class TerraMindEncoder(nn.Module):
             return self.specs[name]
         try:
             key = resolve_input(name)[1]
-        except ModalityError:
+        except ConfigError:  # not a catalogue name either; reported below with the configured names
             key = None
         for spec in self.specs.values():
             if spec.key == key:
@@ -521,6 +521,16 @@ class TerraMindEncoder(nn.Module):
                 self._check_ids(spec, value, spec.modality.vocab_size)
             return embedding(value), None, None
         # token modality: ids, or a raw map to tokenise
+        value, raw_size = self.token_ids(spec, value, pixel_size)
+        return embedding(value), ImageTokenEncoderEmbedding.ids_grid(value), raw_size
+
+    def token_ids(self, spec: InputSpec, value: Any, pixel_size: tuple[int, int] | None
+                  ) -> tuple[Tensor, tuple[int, int] | None]:
+        """Token ids of a token-modality input (tokenising a raw map) and the raw map's pixel size (or None).
+
+        Shared with TiM, which tokenises once and feeds the ids to both its generator and its encoder.
+        """
+        embedding = self.encoder_embeddings[spec.key]
         if not isinstance(value, Tensor):
             raise ModalityError(f"{spec.name}: expected a tensor, got {_describe(value)}", key="modalities")
         raw_size = None
@@ -530,14 +540,17 @@ class TerraMindEncoder(nn.Module):
             raw = value
             if spec.modality.is_categorical and not raw.is_floating_point():  # class map -> one-hot channels
                 raw = raw[:, 0] if raw.ndim == 4 else raw
-                raw = F.one_hot(raw.long().clamp(0, spec.modality.num_classes - 1),
-                                spec.modality.num_classes).permute(0, 3, 1, 2).float()
+                classes = spec.modality.num_classes
+                if raw.numel() and (int(raw.min()) < 0 or int(raw.max()) >= classes):
+                    raise ModalityError(f"{spec.name}: class ids must lie in [0, {classes}), got values in "
+                                        f"[{int(raw.min())}, {int(raw.max())}]", key="modalities")
+                raw = F.one_hot(raw.long(), classes).permute(0, 3, 1, 2).float()
             if raw.ndim == 3:
                 raw = raw.unsqueeze(1)
             raw_size = (int(raw.shape[-2]), int(raw.shape[-1]))
             value = self._tokenize(spec, self._pad(raw, spec.modality.patch_size))
         self._check_ids(spec, value, embedding.vocab_size)
-        return embedding(value), ImageTokenEncoderEmbedding.ids_grid(value), raw_size
+        return value, raw_size
 
     def forward(self, x: Tensor | Mapping[str, Any] | None = None, **kwargs: Any) -> BackboneOutput:
         inputs = self._collect_inputs(x, kwargs)

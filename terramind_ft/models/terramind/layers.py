@@ -129,9 +129,10 @@ class DecoderBlock(nn.Module):
         super().__init__()
         self.norm1 = LayerNorm(dim)
         self.self_attn = Attention(dim, num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias)
+        # Registration order = state-dict order of the official checkpoints (cross_attn before its norms).
+        self.cross_attn = CrossAttention(dim, num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias)
         self.query_norm = LayerNorm(dim)
         self.context_norm = LayerNorm(dim)
-        self.cross_attn = CrossAttention(dim, num_heads, qkv_bias=qkv_bias, proj_bias=proj_bias)
         self.norm2 = LayerNorm(dim)
         self.mlp = make_mlp(dim, mlp_ratio, gated_mlp, mlp_bias)
 

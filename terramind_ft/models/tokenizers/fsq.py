@@ -51,15 +51,22 @@ class FSQ(nn.Module):
         self.name = name
         self.dim = len(levels)
         self.vocab_size = math.prod(levels)  # python int: works when the module is built on the meta device
-        basis = [1]
-        for level in levels[:-1]:
-            basis.append(basis[-1] * level)
-        self.register_buffer("_levels", torch.tensor(levels, dtype=torch.int32), persistent=False)
         self._levels: Tensor
-        self.register_buffer("_basis", torch.tensor(basis, dtype=torch.int32), persistent=False)
         self._basis: Tensor
-        self.register_buffer("codebook", self.indices_to_codes(torch.arange(self.vocab_size)), persistent=False)
         self.codebook: Tensor
+        self.reset_buffers()
+
+    def reset_buffers(self, device: torch.device | str | None = None) -> None:
+        """(Re)compute the level, basis and codebook buffers, e.g. after ``to_empty()`` of a meta-built model."""
+        if device is None:
+            device = self._levels.device if hasattr(self, "_levels") else None
+        basis = [1]
+        for level in self.levels[:-1]:
+            basis.append(basis[-1] * level)
+        self.register_buffer("_levels", torch.tensor(self.levels, dtype=torch.int32, device=device), persistent=False)
+        self.register_buffer("_basis", torch.tensor(basis, dtype=torch.int32, device=device), persistent=False)
+        codebook = self.indices_to_codes(torch.arange(self.vocab_size, device=device))
+        self.register_buffer("codebook", codebook, persistent=False)
 
     @classmethod
     def for_modality(cls, modality: str) -> FSQ:

@@ -31,6 +31,7 @@ API shared by both tokenizer kinds (inputs standardised with the catalogue's v1 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -38,8 +39,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from terramind_ft.errors import CheckpointError, ConfigError, DataError, ModalityError
-from terramind_ft.hub import load_checkpoint, resolve_checkpoint
+from terramind_ft.hub import load_checkpoint, read_state_dict, resolve_checkpoint
 from terramind_ft.modalities import MODALITIES, PATCH_SIZE, TOKEN_MODALITIES, Modality, get_modality
+from terramind_ft.models.terramind.encoder import BackboneOutput
 from terramind_ft.models.tokenizers.diffusion import DDIMSchedule, ddim_sample
 from terramind_ft.models.tokenizers.fsq import FSQ
 from terramind_ft.models.tokenizers.unet import PatchedDiffusionUNet
@@ -102,7 +104,7 @@ class TokenizerEncoder(nn.Module):
                     (int(classes.min()) < 0 or int(classes.max()) >= self.num_classes):
                 raise DataError(f"{self.modality} class ids must lie in [0, {self.num_classes}), got values in "
                                 f"[{int(classes.min())}, {int(classes.max())}]")
-            return F.one_hot(classes, self.num_classes).permute(0, 3, 1, 2).to(torch.get_default_dtype())
+            return F.one_hot(classes, self.num_classes).permute(0, 3, 1, 2).to(self.encoder.proj.weight.dtype)
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             hint = (f"a class map [B, H, W] / [B, 1, H, W] or a one-hot map [B, {self.in_channels}, H, W]"
                     if self.num_classes else f"[B, {self.in_channels}, H, W] standardised "
@@ -207,15 +209,8 @@ class VQVAE(TokenizerEncoder):
         return self.decode_codes(self.encode_codes(x))
 
 
-class TokenizerBackboneOutput(list):
-    """Per-layer ``[B, N, D]`` tokens with ``.grid`` (token grid) and ``.image_size`` (unpadded input)."""
-
-    grid: tuple[int, int]
-    image_size: tuple[int, int]
-
-
 class TokenizerBackbone(TokenizerEncoder):
-    """Encoder-only tokenizer as a backbone (the reference's ``VQBackbone``).
+    """Encoder-only tokenizer as a backbone (the reference's ``VQBackbone``), returning a ``BackboneOutput``.
 
     ``return_type``: ``"embedding"`` (default) gives the 12 per-block outputs ``[B, N, 768]`` (the last one after
     the post-MLP); ``"latent"`` gives ``[B, N, 5]`` before quantisation, ``"quantized"`` the FSQ codes
@@ -232,7 +227,7 @@ class TokenizerBackbone(TokenizerEncoder):
         depth = len(self.encoder.blocks)
         self.out_channels = [DIM] * depth if return_type == "embedding" else [self.latent_dim]
 
-    def forward(self, x: Tensor | dict[str, Tensor]) -> TokenizerBackboneOutput:
+    def forward(self, x: Tensor | dict[str, Tensor]) -> BackboneOutput:
         if isinstance(x, dict):
             x = self._select_input(x)
         height, width = x.shape[-2:]
@@ -247,9 +242,7 @@ class TokenizerBackbone(TokenizerEncoder):
             if self.return_type == "quantized":
                 latent = self.quantize(latent).codes
             layers = [latent.flatten(2).transpose(1, 2)]
-        out = TokenizerBackboneOutput(layers)
-        out.grid, out.image_size = grid, (int(height), int(width))
-        return out
+        return BackboneOutput(layers, grid=grid, image_size=(int(height), int(width)), modalities=[self.modality])
 
     def _select_input(self, inputs: dict[str, Tensor]) -> Tensor:
         for name, value in inputs.items():
@@ -263,49 +256,68 @@ class TokenizerBackbone(TokenizerEncoder):
 
 
 def load_tokenizer_weights(model: nn.Module, *, modality: str, pretrained: bool = False,
-                           ckpt_path: str | os.PathLike | None = None, drop_prefixes: tuple[str, ...] = ()) -> None:
+                           ckpt_path: str | os.PathLike | None = None, drop_prefixes: tuple[str, ...] = ()) -> bool:
     """Fill ``model`` from the official tokenizer file (``pretrained``) or ``ckpt_path``, strictly.
 
     Every model tensor must be in the file with its shape, and every file tensor must be used except those
-    under ``drop_prefixes`` (the decoder, for the encoder-only backbone).
+    under ``drop_prefixes`` (the decoder, for the encoder-only backbone). Nothing is copied when the file does
+    not fit. Returns False when neither ``pretrained`` nor ``ckpt_path`` asks for weights.
     """
     m = _tokenizer_modality(modality)
     what = f"tokenizer {tokenizer_name(m.name)}"
     path = resolve_checkpoint(pretrained=pretrained, ckpt_path=ckpt_path, repo_id=m.tokenizer_repo,
                               filename=m.tokenizer_filename, what=what)
     if path is None:
-        return
-    report = load_checkpoint(model, path, strict_prefixes=("",), recomputed_buffers=(), what=what, warn=False)
-    extra = [k for k in report.unused if not k.startswith(drop_prefixes)]
+        return False
+    state = read_state_dict(path)
+    model_keys = set(model.state_dict())
+    extra = [k for k in state if k not in model_keys and not k.startswith(drop_prefixes)]
     if extra:
         raise CheckpointError(
             f"{path} does not fit {what}: it holds {len(extra)} tensors the model does not have (first: "
             f"{', '.join(extra[:5])}). Official tokenizer files match the model exactly; is this the tokenizer of "
             f"another modality? [config key: {'ckpt_path' if ckpt_path else 'pretrained'}]")
-    dropped = len(report.unused)
+    dropped = [k for k in state if k not in model_keys]
+    state = {k: v for k, v in state.items() if k in model_keys}
+    report = load_checkpoint(model, state, strict_prefixes=("",), recomputed_buffers=(), auto_strip_prefix=False,
+                             what=f"{what} ({path})", warn=False)
+    report.source = str(path)
     if dropped:
-        report.info.append(f"dropped {dropped} decoder tensors (encoder-only backbone)")
-        report.unused = []
+        report.info.append(f"dropped {len(dropped)} decoder tensors of the file (encoder-only backbone)")
     report.emit()
+    return True
+
+
+def _build_and_load(make: Callable[[], nn.Module], modality: str, pretrained: bool,
+                    ckpt_path: str | os.PathLike | None, drop_prefixes: tuple[str, ...] = ()) -> nn.Module:
+    """Build with random weights, or, when weights will be loaded, skip the random init of ~290M parameters:
+    build on the meta device, allocate, then load strictly (every parameter and persistent buffer is
+    overwritten; the FSQ's non-persistent buffers are recomputed)."""
+    if not pretrained and not ckpt_path:
+        return make()
+    with torch.device("meta"):
+        model = make()
+    model.to_empty(device="cpu")
+    model.quantize.reset_buffers("cpu")  # type: ignore[operator]
+    load_tokenizer_weights(model, modality=modality, pretrained=pretrained, ckpt_path=ckpt_path,
+                           drop_prefixes=drop_prefixes)
+    return model
 
 
 def build_tokenizer(modality: str, *, pretrained: bool = False,
                     ckpt_path: str | os.PathLike | None = None) -> DiVAE | VQVAE:
     """The full tokenizer of ``modality`` (any catalogue alias): VQVAE for LULC, DiVAE otherwise."""
     m = _tokenizer_modality(modality)
-    model: DiVAE | VQVAE = VQVAE(m.name) if m.is_categorical else DiVAE(m.name)
-    load_tokenizer_weights(model, modality=m.name, pretrained=pretrained, ckpt_path=ckpt_path)
-    return model
+    kind = VQVAE if m.is_categorical else DiVAE
+    return _build_and_load(lambda: kind(m.name), m.name, pretrained, ckpt_path)  # type: ignore[return-value]
 
 
 def build_tokenizer_backbone(modality: str, *, return_type: ReturnType = "embedding", pretrained: bool = False,
                              ckpt_path: str | os.PathLike | None = None) -> TokenizerBackbone:
     """The encoder-only tokenizer of ``modality`` as a backbone (decoder tensors of the file are dropped)."""
     m = _tokenizer_modality(modality)
-    model = TokenizerBackbone(m.name, return_type=return_type)
-    load_tokenizer_weights(model, modality=m.name, pretrained=pretrained, ckpt_path=ckpt_path,
-                           drop_prefixes=("decoder.", "post_quant_proj."))
-    return model
+    return _build_and_load(lambda: TokenizerBackbone(m.name, return_type=return_type), m.name,  # type: ignore
+                           pretrained, ckpt_path, drop_prefixes=("decoder.", "post_quant_proj."))
 
 
 # ---------------------------------------------------------------------------------------------------- registry

@@ -1,0 +1,176 @@
+"""``terramind-ft check --config X.yaml [overrides]``: build everything, check the data, run one batch.
+
+Stops at the first real problem and reports it with its config key (``model.init_args.model_args.
+decoder_channel: ... Did you mean 'decoder_channels'?``) instead of a page of jsonargparse union errors.
+Steps: read + translate the config (TerraTorch class paths), check every key, instantiate model / data /
+trainer, check that every ``monitor`` key (checkpoint, early stopping, LR scheduler) is a metric the task
+logs, run the datamodule's checks (file discovery, raster headers), then one training batch (forward, loss,
+backward) and one validation batch (metrics). Exit code 0 when all pass, 1 on a problem, 2 on bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import sys
+import time
+from typing import Any
+
+import torch
+
+from terramind_ft.errors import ConfigError, TerraMindFTError, did_you_mean
+
+STEPS = ("config", "monitors", "data", "train batch", "val batch")
+
+
+def _say(step: str, message: str) -> None:
+    print(f"[{step}] {message}", flush=True)
+
+
+def _jsonargparse_message(text: str) -> str:
+    """The informative lines of a jsonargparse error (usage lines and union noise dropped)."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("usage:")]
+    keep = [line for line in lines if "error:" in line or "not expected" in line or "Does not validate" in line]
+    return " ".join((keep or lines)[:3])[:1000]
+
+
+def monitor_keys(cli: Any) -> list[tuple[str, str]]:
+    """(config key, monitored metric) of every checkpoint, early-stopping and LR-scheduler monitor."""
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    out = []
+    for i, cb in enumerate(cli.trainer.callbacks):
+        if isinstance(cb, (ModelCheckpoint, EarlyStopping)) and getattr(cb, "monitor", None):
+            out.append((f"trainer.callbacks[{i}] ({type(cb).__name__}).monitor", cb.monitor))
+    config = cli.config
+    sched = config.get("lr_scheduler")
+    if sched is not None and sched.get("init_args") is not None and sched.init_args.get("monitor"):
+        out.append(("lr_scheduler.init_args.monitor", sched.init_args.monitor))
+    hp = getattr(cli.model, "hparams", {})
+    if hp.get("scheduler"):
+        monitor = (hp.get("scheduler_hparams") or {}).get("monitor", "val/loss")
+        out.append(("model.init_args.scheduler_hparams.monitor", monitor))
+    return out
+
+
+def check_monitors(cli: Any) -> list[str]:
+    model = cli.model
+    if not hasattr(model, "metric_names"):
+        return []
+    logged = set()
+    for stage in ("train", "val", "test"):
+        for name in model.metric_names(stage):
+            logged.add(name)
+            if stage == "train":
+                logged |= {f"{name}_step", f"{name}_epoch"}
+    checked = []
+    for key, monitor in monitor_keys(cli):
+        if monitor not in logged:
+            raise ConfigError(f"monitors {monitor!r}, which no metric produces.{did_you_mean(monitor, logged)} "
+                              f"Logged validation metrics: {', '.join(model.metric_names('val'))}", key=key)
+        checked.append(f"{key} = {monitor}")
+    return checked
+
+
+def _batch_to(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _batch_to(v, device) for k, v in batch.items()}
+    return batch
+
+
+def run_batches(cli: Any) -> None:
+    model, dm = cli.model, cli.datamodule
+    target_key = getattr(model, "target_key", "mask")
+    batch = next(iter(dm.train_dataloader()))
+    shapes = ", ".join(f"{m} {list(x.shape)}" for m, x in batch["image"].items())
+    model.train()
+    t0 = time.perf_counter()
+    output = model(batch["image"])
+    target = model.target(batch)
+    loss, parts = model.loss_fn(output, target)
+    if not torch.isfinite(loss):
+        raise TerraMindFTError(f"the first training batch gives loss {loss.item()} (inputs {shapes}); see the "
+                               "data's no_data_replace and the model's lr / precision")
+    loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
+    _say("train batch", f"inputs {shapes}, {target_key} {list(target.shape)} -> output {list(output.shape)}, "
+         f"loss {loss.item():.4f} ({', '.join(parts)}), forward+backward {time.perf_counter() - t0:.1f}s")
+    if no_grad:
+        _say("train batch", f"note: {len(no_grad)} trainable parameters got no gradient (e.g. {no_grad[0]})")
+    model.zero_grad(set_to_none=True)
+    loaders = dm.val_dataloader() if hasattr(dm, "val_dataloader") else []
+    if not loaders:
+        _say("val batch", "no validation data configured: skipped (the best checkpoint needs it)")
+        return
+    model.eval()
+    with torch.no_grad():
+        batch = next(iter(loaders))
+        output = model(batch["image"])
+        metrics = model.make_metrics()
+        metrics.update(model.predictions(output), model.target(batch))
+        values = metrics.compute()
+    names = [f"val/{k}" for k in values] + ["val/loss"]
+    missing = sorted(set(model.metric_names("val")) - set(names))
+    if missing:
+        raise TerraMindFTError(f"validation did not produce {missing}")
+    shown = ", ".join(f"{k}={float(v):.3f}" for k, v in list(values.items())[:3])
+    _say("val batch", f"{len(names)} metrics ({shown}, ...)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="terramind-ft check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("-c", "--config", action="append", required=True, help="config file (repeatable)")
+    parser.add_argument("--skip-data", action="store_true", help="only build the configuration")
+    args, overrides = parser.parse_known_args(argv)
+    cli_args = [a for c in args.config for a in ("--config", c)] + overrides
+
+    from terramind_ft.lightning_cli import build_cli
+
+    step = "config"
+    try:
+        stderr = io.StringIO()
+        try:
+            with contextlib.redirect_stderr(stderr):
+                cli = build_cli(cli_args, run=False)
+        except SystemExit as exit_:
+            if exit_.code in (0, None):
+                sys.stderr.write(stderr.getvalue())
+                return 0
+            raise ConfigError(_jsonargparse_message(stderr.getvalue()) or "the configuration does not parse") from None
+        finally:
+            notices = [line for line in stderr.getvalue().splitlines() if line.startswith("notice:")]
+            for line in notices:
+                _say("config", line)
+        _say("config", f"model {type(cli.model).__name__} ({sum(p.numel() for p in cli.model.parameters()):,} "
+             f"parameters), data {type(cli.datamodule).__name__}, precision {cli.trainer.precision}, run folder "
+             f"{cli.trainer.default_root_dir}")
+        step = "monitors"
+        for line in check_monitors(cli):
+            _say(step, line)
+        if args.skip_data:
+            _say("check", "passed (data skipped)")
+            return 0
+        step = "data"
+        dm = cli.datamodule
+        dm.setup("fit")
+        if callable(getattr(dm, "check", None)):
+            report = dm.check()
+            for line in str(report).splitlines():
+                _say(step, line)
+        step = "train batch"
+        run_batches(cli)
+    except ConfigError as err:
+        print(f"[{step}] FAILED: config error at {err}", flush=True)
+        return 1
+    except TerraMindFTError as err:
+        print(f"[{step}] FAILED: {type(err).__name__}: {err}", flush=True)
+        return 1
+    _say("check", "passed")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""End-to-end sweeps of the toy LightningCLI program with submitit's in-process ("debug") executor."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from terramind_ft import cli
+from terramind_ft.sweep.search import open_study
+from terramind_ft.sweep.spec import load_spec
+
+
+def _sweep(path, *extra, check: bool = False) -> int:
+    # The parser check is covered by test_sweep_check (and by the first test here); it costs seconds.
+    return cli.main(["sweep", "--config", str(path), *extra, *([] if check else ["--skip-check"])])
+
+
+def _trials(spec):
+    return sorted(open_study(spec, create=False).get_trials(), key=lambda t: t.number)
+
+
+def _rows(spec):
+    with open(spec.output_dir / "results.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_three_trials_give_table_and_best_config(toy_sweep):
+    spec = load_spec(toy_sweep(overrides={"trainer.max_epochs": 1}))
+    assert _sweep(spec.path, check=True) == 0
+
+    trials = _trials(spec)
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
+    rows = _rows(spec)
+    assert [r["trial"] for r in rows] == ["0", "1", "2"]
+    assert {r["state"] for r in rows} == {"COMPLETE"}
+    for row, t in zip(rows, trials):
+        assert float(row["val/score"]) == pytest.approx(t.value)
+        assert float(row["optimizer.init_args.lr"]) == pytest.approx(t.params["optimizer.init_args.lr"])
+        assert int(row["model.hidden"]) == t.params["model.hidden"]
+        run_dir = spec.trials_dir / f"trial_{t.number:04d}"
+        assert row["run_dir"] == str(run_dir)
+        assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+        trial_cfg = yaml.safe_load((run_dir / "trial_config.yaml").read_text())
+        assert trial_cfg["optimizer"]["init_args"]["lr"] == t.params["optimizer.init_args.lr"]
+        assert trial_cfg["trainer"]["default_root_dir"] == str(run_dir)
+        assert trial_cfg["trainer"]["max_epochs"] == 1
+        metrics = json.loads((run_dir / "metrics.json").read_text())["sweep"]
+        assert metrics["state"] == "COMPLETE" and metrics["value"] == pytest.approx(t.value)
+    md = (spec.output_dir / "results.md").read_text()
+    assert "| trial | state | val/score | optimizer.init_args.lr | model.hidden |" in md
+
+    best = max(trials, key=lambda t: t.value)
+    best_cfg = yaml.safe_load((spec.output_dir / "best.yaml").read_text())
+    base = yaml.safe_load(spec.base_config.read_text())
+    assert best_cfg["optimizer"]["init_args"]["lr"] == best.params["optimizer.init_args.lr"]
+    assert best_cfg["model"]["hidden"] == best.params["model.hidden"]
+    assert best_cfg["trainer"]["max_epochs"] == 1  # the sweep's fixed override is part of the best config
+    assert "default_root_dir" not in best_cfg["trainer"]
+    assert best_cfg["data"] == base["data"]
+    assert f"best trial {best.number}" in (spec.output_dir / "best.yaml").read_text()
+
+
+def test_failing_trial_is_recorded_and_sweep_completes(toy_sweep):
+    spec = load_spec(toy_sweep(study={"sampler": "grid", "n_trials": 10},
+                               search_space={"model.hidden": [4, 8, 16]},
+                               overrides={"model.fail_if_hidden": 16, "trainer.max_epochs": 1}))
+    assert spec.budget == 3
+    assert _sweep(spec.path) == 0
+    trials = _trials(spec)
+    assert len(trials) == 3
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert [t.params["model.hidden"] for t in failed] == [16]
+    assert "RuntimeError: toy failure for hidden=16" in failed[0].user_attrs["error"]
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
+    row = next(r for r in _rows(spec) if r["state"] == "FAIL")
+    assert "toy failure" in row["error"]
+    run_dir = spec.trials_dir / f"trial_{failed[0].number:04d}"
+    assert "Traceback" in (run_dir / "error.txt").read_text()
+    assert json.loads((run_dir / "metrics.json").read_text())["sweep"]["state"] == "FAIL"
+    # The best config comes from a completed trial.
+    assert yaml.safe_load((spec.output_dir / "best.yaml").read_text())["model"]["hidden"] in (4, 8)
+
+
+def test_rerun_continues_without_repeating_finished_trials(toy_sweep):
+    first = load_spec(toy_sweep(study={"n_trials": 2}, overrides={"trainer.max_epochs": 1}))
+    assert _sweep(first.path) == 0
+    before = _trials(first)
+    assert len(before) == 2
+    starts = {t.number: (first.trials_dir / f"trial_{t.number:04d}" / "fit_starts.txt").read_text() for t in before}
+
+    second = load_spec(toy_sweep(study={"n_trials": 3}, overrides={"trainer.max_epochs": 1}))
+    assert _sweep(second.path) == 0
+    after = _trials(second)
+    assert len(after) == 3  # one new trial only
+    assert [(t.number, t.params, t.value) for t in after[:2]] == [(t.number, t.params, t.value) for t in before]
+    for number, text in starts.items():  # the finished trials were not trained again
+        assert (second.trials_dir / f"trial_{number:04d}" / "fit_starts.txt").read_text() == text
+    # A restarted worker does not replay the random draws of the first run.
+    assert after[2].params != after[0].params
+
+    # Nothing left: a third run starts nothing and still writes the table.
+    assert _sweep(second.path) == 0
+    assert len(_trials(second)) == 3
