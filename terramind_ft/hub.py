@@ -153,9 +153,8 @@ class LoadReport:
         return not (self.missing or self.mismatched or self.notes)
 
     def summary(self) -> str:
-        lines = [f"{self.what}: loaded {len(self.loaded)} of "
-                 f"{len(self.loaded) + len(self.missing) + len(self.expected_missing) + len(self.mismatched) + len(self.recomputed)}"
-                 f" tensors from {self.source}"
+        total = sum(map(len, (self.loaded, self.missing, self.expected_missing, self.mismatched, self.recomputed)))
+        lines = [f"{self.what}: loaded {len(self.loaded)} of {total} tensors from {self.source}"
                  + (f" (stripped key prefix {self.stripped_prefix!r})" if self.stripped_prefix else "")]
         if self.missing:
             lines.append("  NOT in the checkpoint, left at their random initialisation:")
@@ -193,8 +192,11 @@ def group_keys(keys: Iterable[str]) -> list[str]:
         owners = [h for h in heads if key.startswith(h + ".")]
         head = min(owners, key=len) if owners else ""
         groups.setdefault(head, []).append(key[len(head) + 1:] if head else key)
-    return [f"{head}.{{{', '.join(tails)}}}" if head and len(tails) > 1 else (f"{head}.{tails[0]}" if head else tails[0])
-            for head, tails in groups.items()]
+    lines = []
+    for head, tails in groups.items():
+        joined = tails[0] if len(tails) == 1 else "{" + ", ".join(tails) + "}"
+        lines.append(f"{head}.{joined}" if head else joined)
+    return lines
 
 
 def group_prefixes(keys: Iterable[str], depth: int = 1) -> list[str]:

@@ -36,6 +36,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -44,6 +45,7 @@ from typing import Any
 
 import torch
 import yaml
+from jsonargparse import ArgumentError
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
@@ -518,7 +520,7 @@ def _cli_kwargs() -> dict[str, Any]:
         model_class=BaseTask, datamodule_class=LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
         save_config_callback=RunFolderConfig, save_config_kwargs={"overwrite": True},
         trainer_defaults={"precision": default_precision()}, seed_everything_default=0,
-        parser_kwargs={"version": _version()}, auto_configure_optimizers=True,
+        parser_kwargs={"version": _version(), "exit_on_error": False}, auto_configure_optimizers=True,
     )
 
 
@@ -545,8 +547,49 @@ def build_cli(args: list[str], run: bool = False) -> TerraMindCLI:
     argv, sys.argv = sys.argv, sys.argv[:1]  # args are explicit: keep Lightning from also reading sys.argv
     try:
         return TerraMindCLI(args=args, run=run, **_cli_kwargs())
+    except Exception as err:  # jsonargparse wraps our typed errors in "Does not validate ..." unions
+        cause = _typed_cause(err)
+        if cause is not None and cause is not err:
+            raise cause from None
+        if isinstance(err, ArgumentError):
+            key, message = summarize_jsonargparse_error(str(err))
+            raise ConfigError(message, key=key) from None
+        raise
     finally:
         sys.argv = argv
+
+
+def summarize_jsonargparse_error(text: str) -> tuple[str | None, str]:
+    """(dotted key, one-line reason) from a jsonargparse error, e.g. ``model.init_args.lr``, ``Expected a
+    <class 'float'>. Got value: abc``."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    keys: list[str] = []
+    reason = ""
+    for i, line in enumerate(lines):
+        match = re.match(r'(?:- )?(?:error: )?Parser key "([^"]+)":?(.*)', line)
+        if match:
+            keys.append(match.group(1))
+            reason = match.group(2).strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+        elif re.search(r"Key '([^']+)' is not expected|Expected a|Got value|not expected", line) and not reason:
+            reason = line
+    if not keys:
+        match = re.search(r"Key '([^']+)'", text)
+        return (match.group(1) if match else None), (reason or lines[0] if lines else text)
+    key = keys[0] + "".join(f".init_args.{k}" for k in keys[1:])
+    return key, reason
+
+
+def _typed_cause(err: BaseException) -> BaseException | None:
+    """The first terramind-ft error in ``err``'s cause/context chain."""
+    from terramind_ft.errors import TerraMindFTError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, TerraMindFTError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def run_lightning_cli(argv: list[str]) -> None:

@@ -11,8 +11,6 @@ backward) and one validation batch (metrics). Exit code 0 when all pass, 1 on a 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import sys
 import time
 from typing import Any
@@ -26,13 +24,6 @@ STEPS = ("config", "monitors", "data", "train batch", "val batch")
 
 def _say(step: str, message: str) -> None:
     print(f"[{step}] {message}", flush=True)
-
-
-def _jsonargparse_message(text: str) -> str:
-    """The informative lines of a jsonargparse error (usage lines and union noise dropped)."""
-    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("usage:")]
-    keep = [line for line in lines if "error:" in line or "not expected" in line or "Does not validate" in line]
-    return " ".join((keep or lines)[:3])[:1000]
 
 
 def monitor_keys(cli: Any) -> list[tuple[str, str]]:
@@ -112,7 +103,8 @@ def run_batches(cli: Any) -> None:
         metrics = model.make_metrics()
         metrics.update(model.predictions(output), model.target(batch))
         values = metrics.compute()
-    names = [f"val/{k}" for k in values] + ["val/loss"]
+    names = [f"val/{k}" for k in values] + ["val/loss"] + [f"val/loss_{n}" for n in model.loss_fn.names
+                                                            if len(model.loss_fn.names) > 1]
     missing = sorted(set(model.metric_names("val")) - set(names))
     if missing:
         raise TerraMindFTError(f"validation did not produce {missing}")
@@ -131,19 +123,7 @@ def main(argv: list[str] | None = None) -> int:
 
     step = "config"
     try:
-        stderr = io.StringIO()
-        try:
-            with contextlib.redirect_stderr(stderr):
-                cli = build_cli(cli_args, run=False)
-        except SystemExit as exit_:
-            if exit_.code in (0, None):
-                sys.stderr.write(stderr.getvalue())
-                return 0
-            raise ConfigError(_jsonargparse_message(stderr.getvalue()) or "the configuration does not parse") from None
-        finally:
-            notices = [line for line in stderr.getvalue().splitlines() if line.startswith("notice:")]
-            for line in notices:
-                _say("config", line)
+        cli = build_cli(cli_args, run=False)
         _say("config", f"model {type(cli.model).__name__} ({sum(p.numel() for p in cli.model.parameters()):,} "
              f"parameters), data {type(cli.datamodule).__name__}, precision {cli.trainer.precision}, run folder "
              f"{cli.trainer.default_root_dir}")

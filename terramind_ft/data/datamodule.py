@@ -150,7 +150,8 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         super().__init__()
         self.save_hyperparameters(logger=False)
         if task not in ("segmentation", "classification", "regression"):
-            raise ConfigError(f"task must be segmentation, classification or regression, got {task!r}", key=f"{KEY}.task")
+            raise ConfigError(f"task must be segmentation, classification or regression, got {task!r}",
+                              key=f"{KEY}.task")
         if not modalities or isinstance(modalities, str):
             raise ConfigError("give a list of modality names, e.g. [S2L1C, S1GRD]", key=f"{KEY}.modalities")
         if "mask" in modalities or "label" in modalities:
@@ -228,9 +229,18 @@ class GenericMultiModalDataModule(L.LightningDataModule):
 
         self._records: dict[str, list[SampleRecord]] = {}
         self._checked: dict[str, CheckReport] = {}
+        # Predict yields file references and the task streams each scene from disk (terramind_ft.inference.scene),
+        # so that no predict raster is read whole. On when set, or when the attached task asks for it (tiled
+        # inference); see streaming_predict.
+        self.stream_predict = False
         self.datasets: dict[str, MultiModalDataset] = {}
 
     # ------------------------------------------------------------------------------------------ config
+
+    @property
+    def streaming_predict(self) -> bool:
+        task = self.trainer.lightning_module if self.trainer is not None else None
+        return self.stream_predict or bool(getattr(task, "streams_predict", False))
 
     @property
     def ignore_index(self) -> int | None:
@@ -425,7 +435,8 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                 if not 0 <= int(target) < self.num_classes:
                     bad_labels.append(f"sample {record.prefix!r}: class {target} outside "
                                       f"[0, {self.num_classes - 1}] in {record.label_file}")
-            mismatched.extend(self._compare_grids(record, headers, label_header))
+            if not (split == "predict" and self.streaming_predict):  # streaming warps other grids onto the first
+                mismatched.extend(self._compare_grids(record, headers, label_header))
             if headers:
                 first = next(iter(headers.values()))
                 sizes.add((first.height, first.width))
@@ -444,13 +455,13 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             raise ConfigError(f"the train split has {len(records)} samples, fewer than batch_size={self.batch_size}, "
                               "and drop_last: true would leave no batch; lower batch_size or set drop_last: false",
                               key=f"{KEY}.batch_size")
-        if self.task == "segmentation" and split != "predict":
-            out_sizes = {transform.output_size(h, w) for h, w in sizes}
-            if len(out_sizes) > 1 and self.batch_size > 1:
-                listed = ", ".join(f"{h}x{w}" for h, w in sorted(out_sizes))
-                raise RasterMismatchError(
-                    f"{split} split: samples have different sizes ({listed}) and cannot be stacked into batches of "
-                    f"{self.batch_size}; add a crop or resize to {KEY}.{split}_transform, or use batch_size: 1")
+        out_sizes = {transform.output_size(h, w) for h, w in sizes}
+        if len(out_sizes) > 1 and self.batch_size > 1:
+            listed = ", ".join(f"{h}x{w}" for h, w in sorted(out_sizes))
+            fix = ("predict never crops: use batch_size: 1, or tiled inference for scenes" if split == "predict"
+                   else f"add a crop or resize to {KEY}.{split}_transform, or use batch_size: 1")
+            raise RasterMismatchError(f"{split} split: samples have different sizes ({listed}) and cannot be "
+                                      f"stacked into batches of {self.batch_size}; {fix}")
         report = CheckReport({split: len(records)}, {split: sorted(sizes)}, files)
         self._checked[split] = report
         return report
@@ -531,6 +542,12 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        if self.streaming_predict:
+            from terramind_ft.inference.scene import scene_dataloader
+
+            if "predict" not in self.datasets:
+                self.setup("predict")  # discovery and file checks, as for the in-memory path
+            return scene_dataloader(self)
         return self._loader("predict", shuffle=False)
 
     # ------------------------------------------------------------------------------------------ plots

@@ -178,7 +178,8 @@ class MultiModalDataset(Dataset):
                 data[invalid] = np.nan
             else:
                 mean, std = self._stats[m]
-                data = (data - mean) / std
+                data -= mean  # in place: ``data`` is a fresh float32 array of this read
+                data /= std
                 if self.no_data_replace is not None:
                     data[invalid] = self.no_data_replace
             images[m] = data
@@ -206,12 +207,13 @@ class MultiModalDataset(Dataset):
 
         if not self.raw:
             tensors = self.transform(tensors, frozenset(discrete))
-        sample["image"] = {m: tensors[f"image/{m}"].contiguous() for m in modalities}
+        # Flipped / rotated views are not copied here: collation stacks (copies) them once anyway.
+        sample["image"] = {m: tensors[f"image/{m}"] for m in modalities}
         nodata = [tensors[f"nodata/{m}"][0] for m in modalities]
         sample["nodata"] = torch.stack(nodata).any(0)
         sample["nodata_pixels"] = {m: n.sum().to(torch.int64) for m, n in zip(modalities, nodata, strict=True)}
         if label_key == "mask":
-            sample["mask"] = tensors["mask"][0].contiguous()
+            sample["mask"] = tensors["mask"][0]
         return sample
 
 

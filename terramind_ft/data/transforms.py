@@ -303,8 +303,8 @@ TRANSFORMS: dict[str, Callable[[Any, str], JointTransform]] = {
     "resize": _build_sized(Resize, "resize"),
 }
 _SIZED = {"random_crop", "center_crop", "resize"}
-_ALIASES = {"horizontal_flip": "hflip", "vertical_flip": "vflip", "random_rotate90": "rot90", "randomcrop": "random_crop",
-            "centercrop": "center_crop"}
+_ALIASES = {"horizontal_flip": "hflip", "vertical_flip": "vflip", "random_rotate90": "rot90",
+            "randomcrop": "random_crop", "centercrop": "center_crop"}
 
 # albumentations class name -> (our name, how its init_args map to ours). Args not listed are rejected.
 _ALBUMENTATIONS: dict[str, tuple[str | None, tuple[str, ...]]] = {

@@ -134,14 +134,23 @@ class _Source:
             return raw, masked
         return raw[:, rows - lo], masked[rows - lo]
 
-    def invalid(self, raw: np.ndarray) -> np.ndarray:
-        """Per-band bool mask of ``raw`` ``[C, ...]``: declared nodata, NaN or inf."""
-        invalid = np.zeros(raw.shape, bool)
-        if raw.dtype.kind == "f":
-            invalid |= ~np.isfinite(raw)
-        for c, value in enumerate(self.nodata):
-            if value is not None and not math.isnan(value):
-                invalid[c] |= raw[c] == np.asarray(value).astype(raw.dtype)
+    def invalid_band(self, raw: np.ndarray, c: int) -> np.ndarray | None:
+        """Bool mask of band ``c`` of ``raw`` ``[C, ...]`` (declared nodata, NaN or inf); None if all valid."""
+        invalid = ~np.isfinite(raw[c]) if raw.dtype.kind == "f" else None
+        value = self.nodata[c]
+        if value is not None and not math.isnan(value):
+            equal = raw[c] == np.asarray(value).astype(raw.dtype)  # compare in the file dtype: exact
+            invalid = equal if invalid is None else invalid | equal
+        return invalid
+
+    def invalid_pixels(self, raw: np.ndarray) -> np.ndarray:
+        """``[...]`` bool: True where any band of ``raw`` ``[C, ...]`` is invalid (one band at a time, so that
+        no ``[C, ...]`` mask is ever held)."""
+        invalid = np.zeros(raw.shape[1:], bool)
+        for c in range(raw.shape[0]):
+            band = self.invalid_band(raw, c)
+            if band is not None:
+                invalid |= band
         return invalid
 
 
@@ -302,6 +311,7 @@ class SceneResult:
 
     output_path: Path
     probabilities_path: Path | None
+    logits_path: Path | None
     height: int
     width: int
     num_classes: int
@@ -338,9 +348,12 @@ def predict_scene(
     class_names: Sequence[str] | None = None,
     write_probabilities: bool = False,
     probabilities_path: str | Path | None = None,
+    write_logits: bool = False,
+    logits_path: str | Path | None = None,
     reference_modality: str | None = None,
     band_indexes: Mapping[str, Sequence[int]] | None = None,
     nodata: Mapping[str, float | None] | None = None,
+    nodata_fill: float | None = 0.0,
     resampling: Mapping[str, str] | None = None,
     align: bool = True,
     layout: str = "cog",
@@ -358,7 +371,9 @@ def predict_scene(
     ``[b, K, crop, crop]`` (or an object whose ``.output`` is that). ``sources`` maps modality names (catalogue
     names or aliases, as the model expects them) to raster paths; ``means``/``stds`` override the catalogue's
     pretraining statistics per modality; ``band_indexes`` selects 1-based bands per modality; ``nodata``
-    overrides a modality's declared nodata value (None: no nodata value).
+    overrides a modality's declared nodata value (None: no nodata value). Invalid input values (nodata, NaN,
+    outside the footprint) become ``nodata_fill`` after standardisation (the data module's ``no_data_replace``:
+    0 = the modality mean; None keeps NaN).
 
     The output grid is ``reference_modality``'s (default: the first source). Other modalities on a different
     grid are warped on the fly (``align=True``; ``resampling`` per modality overrides bilinear / nearest) or
@@ -373,9 +388,11 @@ def predict_scene(
     ``task="segmentation"``: a uint8 class map (argmax; one logit = binary, logit > 0), nodata 255, with a
     colour table and the class names (``class_names``, default ``class_0..``) in the band description and tags;
     ``write_probabilities`` also writes float32 softmax (sigmoid) probabilities to ``probabilities_path``
-    (default ``<output stem>_probabilities.tif``). ``task="regression"``: float32 values, nodata NaN.
+    (default ``<output stem>_probabilities.tif``) and ``write_logits`` the blended logits to ``logits_path``
+    (default ``<output stem>_logits.tif``). ``task="regression"``: float32 values, nodata NaN.
     ``layout``: ``"cog"`` (Cloud-Optimised GeoTIFF with overviews) or ``"gtiff"`` (tiled GeoTIFF, internal
-    overviews when ``overviews``). ``verbose`` shows a progress bar over rows of chips.
+    overviews when ``overviews``). ``verbose`` shows a progress bar over rows of chips. ``gdal_cache_mb``
+    bounds GDAL's block cache (part of the process memory). ``kwargs`` go to ``model_forward``.
     """
     t0 = time.perf_counter()
     output_path = Path(output_path)
@@ -401,14 +418,24 @@ def predict_scene(
         class_names = [str(c) for c in class_names]
         if num_classes is not None and num_classes != len(class_names) and not (num_classes == 1 and len(class_names) == 2):
             raise ConfigError(f"{len(class_names)} class_names for num_classes={num_classes}", key="class_names")
-    if write_probabilities and task != "segmentation":
-        raise ConfigError("probabilities exist for segmentation only", key="write_probabilities")
-    prob_path = None
-    if write_probabilities:
-        prob_path = Path(probabilities_path) if probabilities_path else output_path.with_name(
-            f"{output_path.stem}_probabilities{output_path.suffix or '.tif'}")
-    output_path.parent.mkdir(parents=True, exist_ok=True)
-    targets = [output_path] + ([prob_path] if prob_path else [])
+    for flag, name in ((write_probabilities, "write_probabilities"), (write_logits, "write_logits")):
+        if flag and task != "segmentation":
+            raise ConfigError("probabilities and logits exist for segmentation only", key=name)
+    suffix = output_path.suffix or ".tif"
+    prob_path = (Path(probabilities_path) if probabilities_path else
+                 output_path.with_name(f"{output_path.stem}_probabilities{suffix}")) if write_probabilities else None
+    logit_path = (Path(logits_path) if logits_path else
+                  output_path.with_name(f"{output_path.stem}_logits{suffix}")) if write_logits else None
+    kinds = {("values" if task == "regression" else "class_map"): output_path}
+    if prob_path:
+        kinds["probabilities"] = prob_path
+    if logit_path:
+        kinds["logits"] = logit_path
+    if len(set(kinds.values())) != len(kinds):
+        raise ConfigError(f"outputs would overwrite each other: {kinds}", key="probabilities_path")
+    targets = list(kinds.values())
+    for target in targets:
+        target.parent.mkdir(parents=True, exist_ok=True)
     partials = {p: partial_path(p) for p in targets}
     staged: list[Path] = []  # layout "cog": the tiled GTiff written first, converted afterwards
 
@@ -420,9 +447,10 @@ def predict_scene(
             stream = _Stream(
                 model_forward=model_forward, sources=opened, params=params, height=ref.height, width=ref.width,
                 device=torch.device(device) if device is not None else torch.device("cpu"), kwargs=kwargs,
+                nodata_fill=np.nan if nodata_fill is None else float(nodata_fill),
             )
             out = _Outputs(stack=stack, ref=ref, task=task, num_classes=num_classes, class_names=class_names,
-                           targets=targets, partials=partials, layout=layout, compress=compress,
+                           kinds=kinds, partials=partials, layout=layout, compress=compress,
                            overviews=overviews, tags=dict(tags or {}), staged=staged,
                            sources={s.modality: s.path for s in opened})
             stream.run(out, verbose=verbose, desc=f"predict {output_path.name}")
@@ -438,10 +466,11 @@ def predict_scene(
                 p.unlink()
         raise
     seconds = time.perf_counter() - t0
-    log.info("wrote %s (%dx%d px, %d chips, %.1f s)%s", output_path, ref.width, ref.height, stream.chips, seconds,
-             f" and {prob_path}" if prob_path else "")
+    log.info("wrote %s (%dx%d px, %d chips, %.1f s)", ", ".join(map(str, targets)), ref.width, ref.height,
+             stream.chips, seconds)
     return SceneResult(
-        output_path=output_path, probabilities_path=prob_path, height=ref.height, width=ref.width,
+        output_path=output_path, probabilities_path=prob_path, logits_path=logit_path, height=ref.height,
+        width=ref.width,
         num_classes=out.num_classes or 0, chips=stream.chips, seconds=seconds, nodata_pixels=out.nodata_pixels,
         max_rows_in_flight=stream.max_rows_in_flight, peak_buffer_bytes=stream.peak_buffer_bytes,
     )
@@ -449,14 +478,16 @@ def predict_scene(
 
 @dataclass
 class _Outputs:
-    """Opens the output files once the model's channel count is known, and turns logit rows into pixels."""
+    """Opens the output files once the model's channel count is known, and turns logit rows into pixels.
+
+    ``kinds`` maps what is written (``class_map`` | ``values``, ``probabilities``, ``logits``) to its path."""
 
     stack: ExitStack
     ref: Any
     task: str
     num_classes: int | None
     class_names: list[str] | None
-    targets: list[Path]
+    kinds: dict[str, Path]
     partials: dict[Path, Path]
     layout: str
     compress: str
@@ -464,92 +495,90 @@ class _Outputs:
     tags: dict[str, str]
     staged: list[Path]
     sources: dict[str, str]
-    writers: list[_BlockWriter] = field(default_factory=list)
-    datasets: list[Any] = field(default_factory=list)
+    writers: dict[str, _BlockWriter] = field(default_factory=dict)
+    files: dict[Path, Path] = field(default_factory=dict)  # target -> file written now (partial or staged)
     nodata_pixels: int = 0
-    channels: int = 0
+
+    @property
+    def targets(self) -> list[Path]:
+        return list(self.kinds.values())
+
+    def _check_classes(self, channels: int) -> list[str]:
+        classes = 2 if channels == 1 else channels  # one logit: binary, class 1 where logit > 0
+        if self.num_classes is not None and self.num_classes != classes and not (channels == 1 == self.num_classes):
+            raise InferenceError(f"the model returns {channels} channel(s) per pixel but num_classes="
+                                 f"{self.num_classes}; set num_classes to match the model head")
+        if classes > CLASS_NODATA:
+            raise InferenceError(f"{classes} classes do not fit a uint8 class map (at most {CLASS_NODATA})")
+        names = self.class_names or [f"class_{k}" for k in range(classes)]
+        if len(names) != classes:
+            raise ConfigError(f"{len(names)} class names for a model with {classes} classes", key="class_names")
+        return names
 
     def open(self, channels: int) -> None:
-        self.channels = channels
-        if self.task == "segmentation":
-            classes = 2 if channels == 1 else channels  # one logit: binary, class 1 where logit > 0
-            if self.num_classes is not None and self.num_classes != classes and not (channels == 1 == self.num_classes):
-                raise InferenceError(f"the model returns {channels} channel(s) per pixel but num_classes="
-                                     f"{self.num_classes}; set num_classes to match the model head")
-            if classes > CLASS_NODATA:
-                raise InferenceError(f"{classes} classes do not fit a uint8 class map (at most {CLASS_NODATA})")
-            self.num_classes = classes
-            names = self.class_names or [f"class_{k}" for k in range(classes)]
-            if len(names) != classes:
-                raise ConfigError(f"{len(names)} class names for a model with {classes} classes", key="class_names")
-            self.class_names = names
-        else:
-            self.num_classes = channels
+        names = self._check_classes(channels) if self.task == "segmentation" else []
+        self.num_classes, self.class_names = (len(names), names) if names else (channels, None)
         common = dict(driver="GTiff", width=self.ref.width, height=self.ref.height, crs=self.ref.crs,
                       transform=self.ref.transform, tiled=True, blockxsize=OUTPUT_BLOCK, blockysize=OUTPUT_BLOCK,
                       compress=self.compress, BIGTIFF="IF_SAFER")
         provenance = {"software": "terramind-ft", "sources": json.dumps(self.sources), **self.tags}
-        specs = []
-        if self.task == "segmentation":
-            specs.append(dict(count=1, dtype="uint8", nodata=CLASS_NODATA, predictor=2))
-            if len(self.targets) > 1:
-                specs.append(dict(count=channels, dtype="float32", nodata=float("nan"), predictor=3))
-        else:
-            specs.append(dict(count=channels, dtype="float32", nodata=float("nan"), predictor=3))
-        for target, spec in zip(self.targets, specs):
+        for kind, target in self.kinds.items():
+            if kind == "class_map":
+                spec = dict(count=1, dtype="uint8", nodata=CLASS_NODATA, predictor=2)
+            else:
+                spec = dict(count=channels, dtype="float32", nodata=float("nan"), predictor=3)
             path = self.partials[target]
             if self.layout == "cog":
                 path = path.with_name(path.name + ".gtiff")
                 self.staged.append(path)
+            self.files[target] = path
             dst = self.stack.enter_context(rasterio.open(path, "w", **common, **spec))
             dst.update_tags(**provenance)
-            if spec["dtype"] == "uint8":
-                names = self.class_names or []
+            if kind == "class_map":
                 dst.write_colormap(1, class_colormap(len(names)))
-                dst.set_band_description(1, "class: " + ", ".join(f"{k}={n}" for k, n in enumerate(names)))
-                dst.update_tags(class_names=json.dumps(names))
+                dst.set_band_description(1, "class (" + ", ".join(f"{k}={n}" for k, n in enumerate(names)) + ")")
                 dst.update_tags(1, **{f"CLASS_{k}": n for k, n in enumerate(names)})
-            elif self.task == "segmentation":
-                names = self.class_names or []
-                band_names = names if channels == len(names) else [f"probability of {names[-1]}"]
+            if names:
+                dst.update_tags(CLASS_NAMES=json.dumps(names))
+            if kind in ("probabilities", "logits"):
+                what = "probability" if kind == "probabilities" else "logit"
+                band_names = names if channels == len(names) else [f"{what} of {names[-1]}"]
                 for b, name in enumerate(band_names, start=1):
                     dst.set_band_description(b, name)
-                dst.update_tags(class_names=json.dumps(names))
-            else:
+            elif kind == "values":
                 for b in range(1, channels + 1):
                     dst.set_band_description(b, f"value_{b - 1}" if channels > 1 else "value")
-            self.datasets.append(dst)
-            self.writers.append(_BlockWriter(dst, spec["count"], spec["dtype"], self.ref.width, OUTPUT_BLOCK))
+            self.writers[kind] = _BlockWriter(dst, spec["count"], spec["dtype"], self.ref.width, OUTPUT_BLOCK)
 
     def write(self, logits: np.ndarray, invalid: np.ndarray) -> None:
         """Finished rows: ``logits`` float32 ``[K, n, W]`` (already normalised), ``invalid`` bool ``[n, W]``."""
         self.nodata_pixels += int(invalid.sum())
-        if self.task == "regression":
-            values = logits.copy()
-            values[:, invalid] = np.nan
-            self.writers[0].add(values)
-            return
-        if logits.shape[0] == 1:
-            classes = (logits[0] > 0).astype(np.uint8)
-        else:
-            classes = logits.argmax(axis=0).astype(np.uint8)
-        classes[invalid] = CLASS_NODATA
-        self.writers[0].add(classes[None])
-        if len(self.writers) > 1:
-            t = torch.from_numpy(logits)
-            probs = (torch.sigmoid(t) if logits.shape[0] == 1 else torch.softmax(t, dim=0)).numpy()
-            probs[:, invalid] = np.nan
-            self.writers[1].add(probs)
+        for kind, writer in self.writers.items():
+            if kind == "class_map":
+                if logits.shape[0] == 1:
+                    rows = (logits[0] > 0).astype(np.uint8)[None]
+                else:
+                    rows = logits.argmax(axis=0).astype(np.uint8)[None]
+                rows[:, invalid] = CLASS_NODATA
+            elif kind == "probabilities":
+                t = torch.from_numpy(logits)
+                rows = (torch.sigmoid(t) if logits.shape[0] == 1 else torch.softmax(t, dim=0)).numpy()
+                rows[:, invalid] = np.nan
+            else:  # logits, values
+                rows = logits.copy()
+                rows[:, invalid] = np.nan
+            writer.add(rows)
 
     def buffer_bytes(self) -> int:
-        return sum(w.buffer.nbytes for w in self.writers)
+        return sum(w.buffer.nbytes for w in self.writers.values())
 
     def close(self) -> None:
-        for writer in self.writers:
+        for writer in self.writers.values():
             writer.flush()
         if self.layout == "gtiff" and self.overviews:
             factors = overview_factors(self.ref.height, self.ref.width)
-            for dst in self.datasets:
+            for writer in self.writers.values():
+                dst = writer.dataset
                 if factors:
                     method = Resampling.nearest if dst.dtypes[0] == "uint8" else Resampling.average
                     dst.build_overviews(factors, method)
@@ -558,7 +587,8 @@ class _Outputs:
 
 def _to_cog(out: _Outputs, compress: str) -> None:
     """Convert the staged tiled GeoTIFFs to Cloud-Optimised GeoTIFFs (GDAL's COG driver streams block-wise)."""
-    for target, staged in zip(out.targets, out.staged):
+    for target in out.targets:
+        staged = out.files[target]
         with rasterio.open(staged) as src:
             categorical = src.dtypes[0] == "uint8"
         options = dict(driver="COG", compress=compress, blocksize=OUTPUT_BLOCK, BIGTIFF="IF_SAFER",
@@ -583,6 +613,7 @@ class _Stream:
     chips: int = 0
     max_rows_in_flight: int = 0
     peak_buffer_bytes: int = 0
+    nodata_fill: float = 0.0  # standardised value given to invalid inputs
     strip_bytes: int = 0  # raw strips of the chip row being cut
     batch_bytes: int = 0  # chips (numpy and tensor) and logits of the batch in flight
 
@@ -642,11 +673,9 @@ class _Stream:
             strip_bytes = 0
             for src in self.sources:
                 raw, masked = src.read_rows(row_idx)
-                invalid = src.invalid(raw) | masked[None]
-                invalid_rows |= invalid[:, keep].any(axis=0)
-                strips.append((src, raw, invalid))
-                strip_bytes += raw.nbytes + invalid.nbytes + masked.nbytes
-            del masked
+                invalid_rows |= src.invalid_pixels(raw[:, keep]) | masked[keep]
+                strips.append((src, raw, masked))
+                strip_bytes += raw.nbytes + masked.nbytes + invalid_rows.nbytes
             self.pending_invalid[i] = invalid_rows
             self.strip_bytes = strip_bytes
             self._note_memory()
@@ -655,12 +684,19 @@ class _Stream:
                 cols = _as_slice(col_idx)
                 if slot == 0:  # fresh buffers per batch: the model may keep references to its inputs
                     self.batch_inputs = {name: np.empty_like(buf) for name, buf in self.batch_inputs.items()}
-                for src, raw, invalid in strips:
+                for src, raw, masked in strips:
                     values = self.batch_inputs[src.modality][slot]
-                    np.subtract(raw[:, :, cols], src.mean[:, None, None], out=values, casting="unsafe")
+                    chip = raw[:, :, cols]
+                    np.subtract(chip, src.mean[:, None, None], out=values, casting="unsafe")
                     values /= src.std[:, None, None]
-                    np.putmask(values, invalid[:, :, cols], 0.0)  # invalid -> 0 after standardisation, as the
-                    # data module does
+                    # invalid -> nodata_fill after standardisation, as the data module's no_data_replace
+                    for c in range(chip.shape[0]):
+                        band = src.invalid_band(chip, c)
+                        if band is not None:
+                            np.putmask(values[c], band, self.nodata_fill)
+                    chip_masked = masked[:, cols]
+                    if chip_masked.any():
+                        values[:, chip_masked] = self.nodata_fill
                     if row_valid is not None or col_valid is not None:  # constant padding: zeros outside
                         rv = row_valid if row_valid is not None else np.ones(len(row_idx), bool)
                         cv = col_valid if col_valid is not None else np.ones(len(col_idx), bool)
@@ -734,3 +770,90 @@ class _Stream:
         if self.acc is not None:
             held += 2 * self.acc.nbytes  # the accumulator and the normalised rows handed to the writer
         self.peak_buffer_bytes = max(self.peak_buffer_bytes, held)
+
+
+# ---------------------------------------------------------------------------------------- terramind-ft predict
+#
+# With ``tiled_inference_parameters`` on the task, ``terramind-ft predict`` streams every predict sample from
+# its files: the data module's predict loader yields file references only (no pixels, see scene_dataloader),
+# and the task's predict_step hands each one to predict_scene_batch, which writes the outputs where the
+# prediction writer would and reports them to it (``{"written": {input: [outputs]}}``).
+
+
+class SceneDataset(torch.utils.data.Dataset):
+    """One item per predict sample: its files and how to standardise them; no pixels are read here."""
+
+    def __init__(self, records: Sequence[Any], specs: Mapping[str, Any], nodata_fill: float | None):
+        self.records = list(records)
+        self.specs = dict(specs)
+        self.nodata_fill = nodata_fill
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        files = {m: str(p) for m, p in record.files.items()}
+        scene = {
+            "sources": files,
+            "means": {m: list(self.specs[m].mean) for m in files},
+            "stds": {m: list(self.specs[m].std) for m in files},
+            "band_indexes": {m: [i + 1 for i in self.specs[m].band_indices] for m in files
+                             if self.specs[m].band_indices is not None},
+            "nodata_fill": self.nodata_fill,
+        }
+        return {"filename": files, "scene": scene}
+
+
+def _collate_scenes(items: list[dict[str, Any]]) -> dict[str, Any]:
+    modalities = list(dict.fromkeys(m for item in items for m in item["filename"]))
+    return {"filename": {m: [item["filename"].get(m) for item in items] for m in modalities},
+            "scene": [item["scene"] for item in items]}
+
+
+def scene_dataloader(datamodule: Any) -> torch.utils.data.DataLoader:
+    """The predict loader of a streaming ``predict``: one scene (file references) per batch."""
+    records = datamodule.records("predict")
+    dataset = SceneDataset(records, datamodule.specs, getattr(datamodule, "no_data_replace", 0.0))
+    return torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=_collate_scenes)
+
+
+def _prediction_writer(trainer: Any) -> tuple[Path, Any]:
+    """Where the trainer's prediction writer puts files, and the writer (None when there is none)."""
+    for callback in getattr(trainer, "callbacks", []) or []:
+        if callable(getattr(callback, "resolved_dir", None)):
+            return Path(callback.resolved_dir(trainer)), callback
+    return Path(trainer.default_root_dir) / "predictions", None
+
+
+def predict_scene_batch(task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
+    """``predict_step`` of a streamed batch: :func:`predict_scene` for each scene with the task's forward,
+    tiling, class names and requested outputs. Returns ``{"written": {input: [outputs]}, "filename": ...}``."""
+    from terramind_ft.inference.writers import SUFFIX  # writers imports this module
+
+    out_dir, writer = _prediction_writer(task.trainer)
+    reference = getattr(writer, "reference_modality", None)
+    claim = getattr(writer, "_claim", None)  # refuses two inputs that would write the same output file
+    pixel_task = "regression" if task.task == "regression" else "segmentation"
+    outputs = set(getattr(task, "outputs", ()) or ())
+    written: dict[str, list[str]] = {}
+    for scene in batch["scene"]:
+        sources = scene["sources"]
+        ref = reference if reference in sources else next(iter(sources))
+        stem = Path(sources[ref]).stem
+        kind = "values" if pixel_task == "regression" else "class_map"
+        output = out_dir / f"{stem}{SUFFIX[kind]}.tif"
+        if claim is not None:
+            claim(output, sources[ref])
+        result = predict_scene(
+            task.forward, sources, output, means=scene["means"], stds=scene["stds"],
+            band_indexes=scene["band_indexes"] or None, nodata_fill=scene["nodata_fill"], tiling=task.tiling,
+            task=pixel_task, class_names=task.class_names if pixel_task == "segmentation" else None,
+            write_probabilities="probabilities" in outputs,
+            probabilities_path=out_dir / f"{stem}{SUFFIX['probabilities']}.tif",
+            write_logits="logits" in outputs, logits_path=out_dir / f"{stem}{SUFFIX['logits']}.tif",
+            reference_modality=ref, device=task.device, verbose=True,
+        )
+        written[sources[ref]] = [str(p) for p in (result.output_path, result.probabilities_path, result.logits_path)
+                                 if p is not None]
+    return {"written": written, "filename": batch["filename"]}

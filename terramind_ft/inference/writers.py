@@ -147,6 +147,12 @@ class PredictionWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer: Any, pl_module: Any, prediction: dict[str, Any], batch_indices: Any,
                            batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         out_dir = self.resolved_dir(trainer)
+        if "written" in prediction:  # streamed scenes (terramind_ft.inference.scene): already on disk
+            for ref, paths in prediction["written"].items():
+                for path in paths:
+                    self._claim(Path(path), ref)
+                self.written.setdefault(ref, []).extend(paths)
+            return
         references = self._references(prediction)
         class_names = prediction.get("class_names")
         if "label" in prediction:  # classification: rows of a table, written at the end

@@ -16,5 +16,6 @@ from terramind_ft.models import necks, heads  # noqa: F401
 from terramind_ft.models.terramind import encoder  # noqa: F401
 from terramind_ft.models.terramind import decoder  # noqa: F401
 from terramind_ft.models.terramind import tim  # noqa: F401
+from terramind_ft.models.terramind import generation  # noqa: F401
 from terramind_ft.models.decoders import fcn, identity, unet, upernet  # noqa: F401
 from terramind_ft.models.tokenizers import tokenizer  # noqa: F401

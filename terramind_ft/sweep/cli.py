@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.status:
             return show_status(spec)
         if args.check:
-            check_against_cli(spec, progress=print)
+            check_against_cli(spec, progress=print, write=False)
             print(f"{args.config}: OK ({len(spec.search_space)} search-space key(s), {spec.budget} trial(s), "
                   f"launcher {spec.launcher.cluster})")
             return 0

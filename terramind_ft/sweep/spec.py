@@ -28,6 +28,7 @@ LightningCLI parser, so that a typo fails here and not in trial 17 on a cluster.
 from __future__ import annotations
 
 import contextlib
+import difflib
 import importlib
 import io
 import json
@@ -197,7 +198,8 @@ class SweepSpec:
 
     @property
     def resolved_base_path(self) -> Path:
-        """The base config as the CLI parser resolved it (written by :func:`check_against_cli`)."""
+        """The checked config as the CLI parser resolved it, every ``class_path``/``init_args`` level spelled
+        out (written by :func:`check_against_cli`; a skeleton to place keys the base YAML leaves implicit)."""
         return self.output_dir / "base_resolved.yaml"
 
     @property
@@ -566,8 +568,10 @@ def parse_with_cli(spec: SweepSpec, values: Mapping[str, Any]) -> tuple[str | No
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), cli_argv():
         try:
             build(args, run=True)
-        except SystemExit as exc:
+        except SystemExit as exc:  # --print_config ends with exit(0); a parser with exit_on_error exits 2
             code = exc.code
+        except Exception as exc:  # ConfigError, or a parser that raises instead of exiting
+            return (str(exc) if isinstance(exc, ValueError) else f"{type(exc).__name__}: {exc}"), ""
     if code not in (0, None):
         text = err.getvalue().strip() or out.getvalue().strip()
         match = re.search(r"error: (.*)", text, re.S)
@@ -599,61 +603,85 @@ def _printed(text: str) -> Any:
     return yaml.load(text, Loader=_Yaml12Loader)
 
 
-def check_against_cli(spec: SweepSpec, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Parse the base config with every override and every search-space value; name the first bad key.
+def check_against_cli(spec: SweepSpec, progress: Callable[[str], None] | None = None,
+                      write: bool = True) -> dict[str, Any]:
+    """Parse the base config with the overrides and every search-space value; name the first bad key.
 
-    Writes the resolved base config to ``spec.resolved_base_path`` (used to place keys the base YAML does
-    not spell out) and returns it.
+    One parse per categorical choice (numeric ranges try ``low`` and ``high`` along the way), each with
+    LightningCLI's ``--print_config`` (nothing is built). Writes the resolved config of the first parse to
+    ``spec.resolved_base_path`` (used to place keys the base YAML does not spell out; unless ``write`` is
+    false) and returns it.
     """
     say = progress or (lambda _msg: None)
-    say(f"checking {spec.base_config} with its CLI parser")
-    error, printed = parse_with_cli(spec, {})
-    if error:
-        raise ConfigError(f"the base config does not parse: {error}", key="base_config")
-    resolved = _printed(printed)
-    if not isinstance(resolved, Mapping):
-        raise ConfigError(f"--print_config of {spec.base_config} printed no config", key="base_config")
-    known = flatten_keys(resolved)
+    section = {k: "overrides" for k in spec.overrides} | {d.key: "search_space" for d in spec.search_space}
+    known: list[str] = []
 
-    def culprit(values: Mapping[str, Any], section: Mapping[str, str]) -> None:
+    def base_keys() -> list[str]:
+        error, printed = parse_with_cli(spec, {})
+        if error:
+            raise ConfigError(f"the base config does not parse: {error}", key="base_config")
+        return flatten_keys(_printed(printed))
+
+    def culprit(values: Mapping[str, Any]) -> None:
+        keys = known or base_keys()
         for key, value in values.items():
-            err, _ = parse_with_cli(spec, {**spec.overrides, key: value} if section[key] == "search_space"
-                                    else {key: value})
+            alone = {**spec.overrides, key: value} if section[key] == "search_space" else {key: value}
+            err, _ = parse_with_cli(spec, alone)
             if err:
-                if key not in known:
-                    hint = did_you_mean(key, known) or " It is not a key of the base config's parser."
+                if key not in keys:
+                    hint = did_you_mean(key, keys) or " It is not a key of the base config's parser."
                     raise ConfigError(f"no such config key.{hint} Parser says: {err}", key=f"{section[key]}.{key}")
                 raise ConfigError(f"value {value!r} is rejected by the base config's parser: {err}",
                                   key=f"{section[key]}.{key}")
 
-    def landed(values: Mapping[str, Any], printed_config: str) -> None:
+    def landed(values: Mapping[str, Any], config: Mapping[str, Any]) -> None:
         # argparse accepts an unambiguous prefix ("--trainer.max_epoch" sets max_epochs): a key must land
         # where it says, or the recorded trial config would differ from the run.
-        config = _printed(printed_config)
         for key in values:
             if not has_key(config, key):
                 hint = did_you_mean(key, known) or " The parser took it for another key."
                 raise ConfigError(f"no such config key.{hint} Write the full dotted key.", key=f"{section[key]}.{key}")
 
-    section = {k: "overrides" for k in spec.overrides} | {d.key: "search_space" for d in spec.search_space}
-    if spec.overrides:
-        say(f"checking {len(spec.overrides)} override(s)")
-        err, printed = parse_with_cli(spec, spec.overrides)
-        if err:
-            culprit(spec.overrides, section)
-            raise ConfigError(f"the overrides together do not parse: {err}", key="overrides")
-        landed(spec.overrides, printed)
-    rounds = max(len(d.samples()) for d in spec.search_space)
+    rounds = max(len(d.choices) if d.kind == "categorical" else 1 for d in spec.search_space)
+    rounds = max(rounds, 2) if any(d.kind != "categorical" for d in spec.search_space) else rounds
+    resolved: dict[str, Any] = {}
     for r in range(rounds):
         values = {d.key: d.samples()[r % len(d.samples())] for d in spec.search_space}
-        say(f"checking search-space values, set {r + 1}/{rounds}: {values}")
+        say(f"checking {spec.base_config.name} with {len(spec.overrides)} override(s) and search-space values "
+            f"{r + 1}/{rounds}: {values}")
         err, printed = parse_with_cli(spec, {**spec.overrides, **values})
         if err:
-            culprit(values, section)
+            culprit(spec.overrides)
+            culprit(values)
             raise ConfigError(f"these values do not parse together: {values}: {err}", key="search_space")
-        landed(values, printed)
-    spec.output_dir.mkdir(parents=True, exist_ok=True)
-    tmp = spec.resolved_base_path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-    tmp.replace(spec.resolved_base_path)
-    return dict(resolved)
+        config = _printed(printed)
+        if not isinstance(config, Mapping):
+            raise ConfigError(f"--print_config of {spec.base_config} printed no config", key="base_config")
+        if r == 0:
+            resolved = dict(config)
+            known = flatten_keys(resolved)
+        landed({**spec.overrides, **values}, config)
+
+    # A key inside a free-form mapping (model_args) always parses: a typo there ("backbon") only fails when
+    # the model is built, in every trial. Catch the obvious ones: a new key next to a near-identical one.
+    raw_keys = set(flatten_keys(load_yaml(spec.base_config) or {}))
+    new_keys = [k for k in section if k not in raw_keys]
+    if new_keys:
+        keys = set(base_keys())
+        for key in new_keys:
+            if key in keys or "." not in key:
+                continue
+            parent, leaf = key.rsplit(".", 1)
+            siblings = [k.rsplit(".", 1)[1] for k in keys if k.rsplit(".", 1)[0] == parent]
+            close = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.85)
+            if close:
+                raise ConfigError(f"the base config has no {leaf!r} under {parent!r}. Did you mean "
+                                  f"'{parent}.{close[0]}'? ({parent} takes any key, so only the model would "
+                                  "notice, in every trial)", key=f"{section[key]}.{key}")
+            say(f"note: {key} is a new entry of {parent}; it is checked when the model is built")
+    if write:
+        spec.output_dir.mkdir(parents=True, exist_ok=True)
+        tmp = spec.resolved_base_path.with_suffix(".yaml.tmp")
+        tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+        tmp.replace(spec.resolved_base_path)
+    return resolved

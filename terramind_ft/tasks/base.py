@@ -141,6 +141,12 @@ class BaseTask(pl.LightningModule):
         return M.metric_names(self.task, stage, self.class_names, self.loss_fn.names)
 
     # -- forward / steps -------------------------------------------------------------------------------------
+    @property
+    def streams_predict(self) -> bool:
+        """With tiled inference, predict streams each scene from its files (constant memory, the same pixels as
+        in-memory tiling): the data module then yields file references (see terramind_ft.inference.scene)."""
+        return self.tiling is not None
+
     def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model(x).output
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from terramind_ft.inference.scene import predict_scene_batch
 from terramind_ft.tasks import metrics as M
 from terramind_ft.tasks.base import BaseTask
 
@@ -36,5 +37,7 @@ class PixelwiseRegressionTask(BaseTask):
         return "RMSE", err.square().mean().sqrt() if err.numel() else err.sum()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        if "scene" in batch:  # streamed from the files (tiled inference), see BaseTask.setup
+            return predict_scene_batch(self, batch)
         return {"values": self.infer(batch["image"], "predict").float(), "filename": batch.get("filename", {}),
                 "nodata": batch.get("nodata")}

@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from terramind_ft.errors import ConfigError
+from terramind_ft.inference.scene import predict_scene_batch
 from terramind_ft.tasks import metrics as M
 from terramind_ft.tasks.base import BaseTask
 
@@ -45,6 +46,8 @@ class SemanticSegmentationTask(BaseTask):
         return "Pixel_Accuracy", correct.sum() / valid.sum().clamp_min(1)
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
+        if "scene" in batch:  # streamed from the files (tiled inference), see BaseTask.setup
+            return predict_scene_batch(self, batch)
         logits = self.infer(batch["image"], "predict").float()
         out: dict[str, Any] = {"class_map": logits.argmax(dim=1).to(torch.uint8),
                                "filename": batch.get("filename", {}), "nodata": batch.get("nodata"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 import rasterio
 from affine import Affine
@@ -86,7 +85,8 @@ def test_size_mismatch_between_modalities(fresh_flood):
     with pytest.raises(RasterMismatchError) as err:
         GenericMultiModalDataModule(**fresh_flood.datamodule_kwargs()).check(["train"])
     message = str(err.value)
-    assert f"{path} (modality 'S1GRD') is 16x16 but {_file(fresh_flood, 'S2L1C')} (modality 'S2L1C') is 32x32" in message
+    s2 = _file(fresh_flood, "S2L1C")
+    assert f"{path} (modality 'S1GRD') is 16x16 but {s2} (modality 'S2L1C') is 32x32" in message
 
 
 def test_label_size_crs_and_transform_mismatch(fresh_flood):
@@ -98,7 +98,8 @@ def test_label_size_crs_and_transform_mismatch(fresh_flood):
     message = str(err.value)
     assert "3 problems" in message
     assert f"{_file(fresh_flood, 'label', i=0)} (the label)" in message and "CRS EPSG:4326 vs EPSG:32630" in message
-    assert f"{_file(fresh_flood, 'S1GRD', i=1)} (modality 'S1GRD')" in message and "not on the same pixel grid" in message
+    assert f"{_file(fresh_flood, 'S1GRD', i=1)} (modality 'S1GRD')" in message
+    assert "not on the same pixel grid" in message
     assert f"{_file(fresh_flood, 'label', i=2)} (the label) is 30x32" in message
 
 
@@ -142,6 +143,8 @@ def test_samples_of_different_sizes_need_a_crop(fresh_flood):
     dm = GenericMultiModalDataModule(**fresh_flood.datamodule_kwargs(batch_size=2, train_transform=[
         {"random_crop": 16}]))
     assert dm.check(["train"]).sizes["train"] == [(16, 16), (32, 32)]
+    with pytest.raises(RasterMismatchError, match="predict never crops: use batch_size: 1"):
+        dm.check(["predict"])
 
 
 def test_random_crop_larger_than_rasters(fresh_flood):
@@ -175,7 +178,8 @@ def test_out_of_range_classification_target(tmp_path):
 
 @pytest.mark.parametrize("override, key, message", [
     ({"image_grep": {"S2L1C": "*_S2Hand.tif"}}, "image_grep", r"no grep for modalities \['S1GRD'\]"),
-    ({"output_bands": {"S2L1C": ["NIR"]}}, "output_bands.S2L1C", "output band 'NIR' of 'S2L1C' is not in dataset_bands"),
+    ({"output_bands": {"S2L1C": ["NIR"]}}, "output_bands.S2L1C",
+     "output band 'NIR' of 'S2L1C' is not in dataset_bands"),
     ({"means": {"S2L1C": [0.0] * 12}, "stds": {"S2L1C": [1.0] * 12}}, "means.S2L1C", "12 values for 13 bands"),
     ({"means": {"S2L1C": [0.0] * 13}}, "stds.S2L1C", "give both means.S2L1C and stds.S2L1C"),
     ({"stds": {"S1GRD": [1.0, 0.0]}, "means": {"S1GRD": [0.0, 0.0]}}, "stds.S1GRD", "must be positive"),

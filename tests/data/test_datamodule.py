@@ -128,7 +128,8 @@ def test_band_selection_by_name_and_statistics_follow(flood):
         output_bands={"S2L1C": ["B04", "GREEN", "BLUE"], "S1GRD": ["VH"]}, rgb_indices=None))
     assert dm.bands == {"S2L1C": ["B04", "GREEN", "BLUE"], "S1GRD": ["VH"]}
     s2 = MODALITIES["S2L1C"]
-    assert dm.means["S2L1C"] == [s2.mean[3], s2.mean[2], s2.mean[1]] and dm.stds["S1GRD"] == [MODALITIES["S1GRD"].std[1]]
+    assert dm.means["S2L1C"] == [s2.mean[3], s2.mean[2], s2.mean[1]]
+    assert dm.stds["S1GRD"] == [MODALITIES["S1GRD"].std[1]]
     assert dm.rgb_indices == [0, 1, 2]  # found by band name
     sample = dm.make_dataset("train")[0]
     record = dm.records("train")[0]
@@ -307,3 +308,11 @@ def test_val_reading_train_folders_without_splits_warns(flood):
     kwargs = flood.datamodule_kwargs(train_split=None, val_split=None)
     with pytest.warns(DataNotice, match="evaluated on its training data"):
         GenericMultiModalDataModule(**kwargs).records("val")
+
+
+def test_predict_split_and_exact_file_names(flood):
+    dm = GenericMultiModalDataModule(**flood.datamodule_kwargs(predict_split=flood.splits["test"],
+                                                               allow_substring_file_names=False, batch_size=1))
+    dm.setup("predict")
+    names = [Path(b["filename"]["S1GRD"][0]).name for b in dm.predict_dataloader()]
+    assert names == [f"{p}_S1Hand.tif" for p in flood.prefixes["test"]]

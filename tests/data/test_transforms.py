@@ -90,7 +90,8 @@ def test_our_schema_forms():
 
 
 def test_terratorch_albumentations_entries_are_mapped_with_a_notice():
-    spec = [{"class_path": "albumentations.D4"}, {"class_path": "albumentations.HorizontalFlip", "init_args": {"p": 0.3}},
+    spec = [{"class_path": "albumentations.D4"},
+            {"class_path": "albumentations.HorizontalFlip", "init_args": {"p": 0.3}},
             {"class_path": "albumentations.RandomCrop", "init_args": {"height": 224, "width": 200}},
             {"class_path": "albumentations.pytorch.transforms.ToTensorV2"}, "albumentations.VerticalFlip"]
     with pytest.warns(TransformNotice, match=r"train_transform\[2\]: albumentations.RandomCrop -> terramind-ft "

@@ -97,8 +97,8 @@ def test_output_is_a_georeferenced_cog_with_classes_colours_and_nodata(tmp_path)
         assert src.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"
         assert src.block_shapes[0] == (512, 512) and src.compression.name == "deflate"
         assert src.overviews(1), "a COG carries overviews"
-        assert src.descriptions[0] == "class: 0=dry, 1=flooded"
-        assert json.loads(src.tags()["class_names"]) == ["dry", "flooded"]
+        assert src.descriptions[0] == "class (0=dry, 1=flooded)"
+        assert json.loads(src.tags()["CLASS_NAMES"]) == ["dry", "flooded"]
         assert src.colormap(1)[1][3] == 255 and src.colormap(1)[CLASS_NODATA][3] == 0
         mask = src.read_masks(1)
         classes = src.read(1)

@@ -330,6 +330,8 @@ def test_unet_concatenates_patched_image_then_codes():
         assert torch.equal(out, unet(x, 999, torch.rand(1, 5, 1, 1)))
         assert not torch.equal(out, unet(torch.randn_like(x), 999, cond))
         assert not torch.equal(out, unet(x, 0, cond))  # the timestep matters
+        pair = unet(torch.cat([x, x]), torch.tensor([999, 0]), torch.cat([cond, cond]))  # per-sample timesteps
+        assert torch.allclose(pair[0], out, atol=1e-5) and torch.allclose(pair[1], unet(x, 0, cond), atol=1e-5)
 
 
 def test_encoder_pos_emb_is_sincos_resized_bicubically():

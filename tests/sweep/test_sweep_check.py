@@ -14,8 +14,12 @@ from terramind_ft.sweep.spec import check_against_cli, load_spec
 def test_valid_sweep_passes_and_writes_resolved_base(toy_sweep):
     spec = load_spec(toy_sweep(overrides={"trainer.max_epochs": 1}))
     resolved = check_against_cli(spec)
+    # The first checked set: overrides plus the first choice / lower bound, every level spelled out.
     assert resolved["optimizer"]["class_path"] == "torch.optim.SGD"
-    assert yaml.safe_load(spec.resolved_base_path.read_text())["model"]["hidden"] == 8
+    assert resolved["optimizer"]["init_args"]["lr"] == 1e-3
+    assert resolved["optimizer"]["init_args"]["momentum"] == 0.0  # a default the base YAML leaves out
+    assert resolved["trainer"]["max_epochs"] == 1
+    assert yaml.safe_load(spec.resolved_base_path.read_text())["model"]["hidden"] == 4
 
 
 def test_unknown_key_is_named_with_did_you_mean(toy_sweep):

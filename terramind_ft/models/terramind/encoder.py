@@ -467,7 +467,8 @@ class TerraMindEncoder(nn.Module):
                 f"has no such entry (tokenizers available: "
                 f"{', '.join(n for n in FULL_MODEL_REGISTRY.names() if 'tokenizer' in n) or 'none'}). "
                 f"Pass integer token ids [B, h, w] for {spec.name} instead, or install the tokenizer module.")
-        kwargs = {"pretrained": self.pretrained or self.ckpt_path is not None, **self.tokenizer_kwargs.get(spec.name, {})}
+        kwargs = {"pretrained": self.pretrained or self.ckpt_path is not None,
+                  **self.tokenizer_kwargs.get(spec.name, {})}
         if not kwargs.get("pretrained") and not kwargs.get("ckpt_path"):
             warnings.warn(f"{spec.name}: tokenizer {name} is built with random weights (the backbone is not "
                           "pretrained); its token ids carry no meaning. Set pretrained or tokenizer_kwargs.",

@@ -138,8 +138,8 @@ class TimestepSequential(nn.Sequential):
 class PatchedDiffusionUNet(nn.Module):
     """``forward(x_t [B, C, H, W], t, cond [B, D, h, w]) -> x0_hat [B, C, H, W]`` ("sample" prediction).
 
-    ``t`` is one integer diffusion timestep (a Python number or a 0-d / 1-element tensor) shared by the whole
-    batch, as in the reference sampler.
+    ``t`` is one integer diffusion timestep shared by the whole batch (a Python number or a 0-d / 1-element
+    tensor), as in the reference sampler, or a ``[B]`` tensor of per-sample timesteps (training).
     """
 
     def __init__(self, in_channels: int, cond_channels: int, patch_size: int = PATCH,
@@ -203,7 +203,9 @@ class PatchedDiffusionUNet(nn.Module):
         cond = F.interpolate(cond.to(patched.dtype), size=(nh, nw), mode="nearest")
         h = torch.cat([patched, cond], dim=1)
 
-        t = torch.as_tensor(t, device=x.device).reshape(1)  # one timestep, broadcast over the batch
+        t = torch.as_tensor(t, device=x.device).reshape(-1)  # one timestep for the batch (sampling) or one each
+        if t.numel() not in (1, b):
+            raise DataError(f"the diffusion decoder takes one timestep or one per sample ({b}), got {t.numel()}")
         emb = self.time_embed(timestep_embedding(t, self.model_channels).to(self.time_embed[0].weight.dtype))
 
         skips = []

@@ -1,0 +1,78 @@
+"""``terramind-ft predict`` with tiled inference streams whole scenes from disk into georeferenced COGs."""
+
+from __future__ import annotations
+
+import json
+import sys
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import yaml
+
+from terramind_ft.cli import main
+from terramind_ft.data import dataset as dataset_module
+from terramind_ft.data.synthetic import make_scene
+from terramind_ft.inference.scene import CLASS_NODATA
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from fake_backbone import register  # noqa: E402
+
+register()
+
+HEIGHT, WIDTH = 3072, 1536
+MODEL_ARGS = {
+    "backbone": "fake_vit", "backbone_modalities": ["S2L2A", "S1GRD"], "backbone_in_chans": {"S2L2A": 12, "S1GRD": 2},
+    "necks": [{"name": "SelectIndices", "indices": [0, 1, 2, 3]}, {"name": "ReshapeTokensToImage"},
+              {"name": "LearnedInterpolateToPyramidal"}],
+    "decoder": "UNetDecoder", "decoder_channels": [16, 8, 8, 8], "num_classes": 2,
+}
+
+
+def test_predict_streams_a_large_two_modality_scene_to_a_cog(tmp_path, monkeypatch):
+    scene = make_scene(tmp_path / "scene", height=HEIGHT, width=WIDTH, resolutions={"S1GRD": 20.0}, label=False,
+                       nodata_box=(1000, 300, 200, 100), compress=None)
+    config = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "precision": "32-true", "enable_progress_bar": False,
+                    "enable_model_summary": False, "default_root_dir": str(tmp_path / "run")},
+        "data": {"class_path": "GenericMultiModalDataModule", "init_args": {
+            "modalities": ["S2L2A", "S1GRD"], "task": "segmentation", "batch_size": 1, "num_classes": 2,
+            "predict_data_root": scene.data_roots, "image_grep": "*.tif"}},
+        "model": {"class_path": "SemanticSegmentationTask", "init_args": {
+            "model_args": MODEL_ARGS, "class_names": ["land", "water"],
+            "output_on_inference": ["prediction", "probabilities"],
+            "tiled_inference_parameters": {"crop": 256, "stride": 192, "delta": 8, "batch_size": 4}}},
+    }
+    cfg = tmp_path / "predict.yaml"
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def whole_file_read(*args, **kwargs):
+        raise AssertionError("predict read a whole scene through the dataset instead of streaming it")
+
+    monkeypatch.setattr(dataset_module.MultiModalDataset, "__getitem__", whole_file_read)
+    out = tmp_path / "preds"
+    tracemalloc.start()
+    try:
+        assert main(["predict", "--config", str(cfg), "--predict_output_dir", str(out)]) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    manifest = json.loads((out / "predictions.json").read_text())
+    source = str(scene.paths["S2L2A"])
+    assert manifest == {source: [str(out / "scene_pred.tif"), str(out / "scene_probabilities.tif")]}
+    with rasterio.open(source) as src, rasterio.open(out / "scene_pred.tif") as dst:
+        assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
+        assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG" and dst.nodata == CLASS_NODATA
+        assert dst.descriptions[0] == "class (0=land, 1=water)"
+        classes = dst.read(1)
+    assert (classes[1000:1200, 300:400] == CLASS_NODATA).all() and (classes == CLASS_NODATA).sum() == 200 * 100
+    with rasterio.open(out / "scene_probabilities.tif") as prob:
+        assert prob.descriptions == ("land", "water") and prob.dtypes[0] == "float32"
+        p = prob.read(window=((0, 512), (0, 512)))
+    np.testing.assert_allclose(p.sum(0), 1.0, atol=1e-5)
+    # Whole-scene float32 inputs would be 3072 * 1536 * 14 * 4 B = 264 MB; the traced peak (numpy and Python
+    # objects, including building the model) is a few chip rows.
+    assert peak < 264e6 / 4, f"peak {peak / 1e6:.0f} MB"
