@@ -3,8 +3,9 @@
 
 For every size (``N`` for N x N, or ``HxW``; S2L2A 12 bands uint16 + S1GRD 2 bands float32 at 20 m, written
 once into ``--workdir``), a fresh Python process builds the model, runs
-:func:`terramind_ft.inference.scene.predict_scene` and reports its own peak resident memory (``ru_maxrss``), so
-that sizes do not share an allocator history. Time grows with the pixel count; memory is set by a row of chips,
+:func:`terramind_ft.inference.scene.predict_scene` and reports its own peak resident memory (``VmHWM``, which,
+unlike ``ru_maxrss``, does not inherit the parent's peak across fork/exec), so that sizes do not share an
+allocator history. Time grows with the pixel count; memory is set by a row of chips,
 i.e. by the scene *width* (flat for scenes of one width, whatever their height) plus GDAL's block cache
 (``gdal_cache_mb``, 128 MB), and stays far below the scene's float32 input arrays (what whole-scene inference
 would hold).
@@ -31,7 +32,7 @@ from pathlib import Path
 BANDS = {"S2L2A": 12, "S1GRD": 2}
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 import torch
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
@@ -53,16 +54,20 @@ else:
         def forward(self, x):
             return self.net(torch.cat([x["S2L2A"], x["S1GRD"]], 1))
     model = Conv().eval()
+def vm_hwm():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
 with torch.no_grad():  # warm-up: first-call allocations belong to the model, not to the scene
     model({"S2L2A": torch.zeros(1, 12, args["crop"], args["crop"]),
            "S1GRD": torch.zeros(1, 2, args["crop"], args["crop"])})
-rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+rss_before = vm_hwm()
 t0 = time.perf_counter()
 result = predict_scene(model, args["paths"], args["output"], crop=args["crop"], stride=args["stride"],
                        batch_size=args["batch_size"], write_probabilities=args["probabilities"],
                        verbose=False)
 seconds = time.perf_counter() - t0
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+peak = vm_hwm()
 print(json.dumps(dict(seconds=seconds, chips=result.chips, rss_before=rss_before, peak_rss=peak,
                       buffers=result.peak_buffer_bytes, rows=result.max_rows_in_flight)))
 """

@@ -73,7 +73,7 @@ def run_one(args: argparse.Namespace) -> dict:
         "--data.init_args.val_data_root=null", "--data.init_args.test_data_root=null",
         f"--trainer.precision={args.precision}", "--trainer.max_epochs=1",
         f"--trainer.limit_train_batches={args.warmup + args.steps}", "--trainer.limit_val_batches=0",
-        "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+        "--lr_scheduler=null", "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tempfile.mkdtemp(prefix='bench_run_')}", "--trainer.callbacks=[]",
     ]
     cli = build_cli(["--config", args.config, *overrides], run=False)

@@ -40,7 +40,8 @@ class UnknownNameError(ConfigError, KeyError):
         choices = sorted(set(choices))
         self.name = name
         self.choices = choices
-        msg = f"unknown {kind} {name!r}.{did_you_mean(name, choices)} Valid {kind}s: {', '.join(choices)}"
+        plural = kind[:-1] + "ies" if kind.endswith("y") else kind + "s"
+        msg = f"unknown {kind} {name!r}.{did_you_mean(name, choices)} Valid {plural}: {', '.join(choices)}"
         super().__init__(msg, key=key)
 
     def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes

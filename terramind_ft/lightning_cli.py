@@ -280,7 +280,9 @@ def check_config_keys(config: dict[str, Any], subcommand: str | None) -> None:
             if k not in names:
                 raise ConfigError(f"Trainer has no argument {k!r}.{did_you_mean(k, names)}", key=f"trainer.{k}")
     for key, node in _walk(config):
-        if key.split(".")[0] in ("model", "data", "trainer", "optimizer", "lr_scheduler"):
+        # only the nodes LightningCLI instantiates; transform entries and model_args are checked by their owners
+        if key in ("model", "data", "optimizer", "lr_scheduler") or re.fullmatch(
+                r"trainer\.(callbacks|logger|plugins)(\[\d+\])?", key):
             _check_node(node, key, key)
 
 

@@ -2,20 +2,24 @@
 
 :func:`predict_scene` never holds a whole scene. It walks the scene in rows of chips: for each row it reads one
 strip of every modality raster (``crop`` rows, full width), standardises each chip with the modality's
-mean/std (invalid values -> 0 after standardisation, as the data module does), runs the model on batches of
-chips and adds ``logits x blend weight`` into an accumulator that holds only the rows still in flight (at most
-``crop`` rows). Rows that no later chip can touch are normalised, turned into classes (and probabilities) and
-handed to a block writer that writes whole 512-row block strips of the output. Peak memory is therefore set by
-the scene *width*, ``crop``, ``batch_size`` and the band count, never by the scene height.
+mean/std (invalid values -> ``nodata_fill``, 0 by default, after standardisation, as the data module does),
+runs the model on batches of chips and adds ``logits x blend weight`` into an accumulator that holds only the
+rows still in flight (at most ``crop`` rows). Rows that no later chip can touch are normalised, turned into
+classes (and probabilities) and handed to a block writer that writes whole 512-row block strips of the output.
+Peak memory is therefore set by the scene *width*, ``crop``, ``batch_size`` and the band count, never by the
+scene height. The chip geometry and blending are those of :mod:`terramind_ft.inference.tiling`, so the pixels
+equal in-memory :func:`~terramind_ft.inference.tiling.tiled_inference` on the same standardised arrays.
 
 Modalities on another grid (other CRS, resolution or extent) are warped on the fly onto the reference
 modality's grid with a GDAL WarpedVRT: bilinear for continuous data, nearest for categorical modalities
-(catalogue ``num_classes``) and integer rasters declared categorical with ``resampling``.
+(catalogue ``num_classes``), or what ``resampling`` says per modality; ``align=False`` refuses them instead.
 
-Output: a uint8 class map (nodata 255, colour table, class names in the band description and tags), optionally
-float32 probabilities (one band per class, NaN nodata) or, for regression, float32 values. Both are written to a
-hidden ``.<name>.partial-<pid>`` file next to the output and renamed only when complete, as a Cloud-Optimised
-GeoTIFF (``layout="cog"``, overviews included) or a tiled GeoTIFF (``layout="gtiff"``).
+Outputs: a uint8 class map (nodata 255, colour table, class names in the band description and tags), optionally
+float32 probabilities and logits (one band per class, NaN nodata), or for regression float32 values. Each is
+written to a hidden ``.<name>.partial-<pid>`` file next to it and renamed only when complete, as a
+Cloud-Optimised GeoTIFF (``layout="cog"``, overviews included) or a tiled GeoTIFF (``layout="gtiff"``).
+
+The end of the module plugs this into ``terramind-ft predict`` (see :func:`predict_scene_batch`).
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ from rasterio.windows import Window
 
 from terramind_ft.errors import ConfigError, DataError, DataNotFoundError, InferenceError, RasterMismatchError
 from terramind_ft.inference.tiling import (
-    AxisChip,
     TilingParameters,
     chip_weight,
     output_tensor,
@@ -416,7 +419,8 @@ def predict_scene(
                           key="reference_modality")
     if class_names is not None:
         class_names = [str(c) for c in class_names]
-        if num_classes is not None and num_classes != len(class_names) and not (num_classes == 1 and len(class_names) == 2):
+        binary = num_classes == 1 and len(class_names) == 2  # one logit, two named classes
+        if num_classes is not None and num_classes != len(class_names) and not binary:
             raise ConfigError(f"{len(class_names)} class_names for num_classes={num_classes}", key="class_names")
     for flag, name in ((write_probabilities, "write_probabilities"), (write_logits, "write_logits")):
         if flag and task != "segmentation":
@@ -638,11 +642,11 @@ class _Stream:
 
             progress = tqdm(total=len(self.rows), desc=desc, unit="strip")
         self.progress = progress
-        # One input buffer per modality and batch: chips are standardised straight into it.
-        self.batch_inputs = {
-            src.modality: np.empty((p.batch_size, len(src.indexes), self.rows[0].size, self.cols[0].size), np.float32)
-            for src in self.sources
-        }
+        # One input buffer per modality and batch (allocated when its first chip is cut): chips are
+        # standardised straight into it.
+        self.batch_shapes = {src.modality: (p.batch_size, len(src.indexes), self.rows[0].size, self.cols[0].size)
+                             for src in self.sources}
+        self.batch_inputs: dict[str, np.ndarray] = {}
         try:
             batch: list[tuple[int, int]] = []
             for i, j in self._fill_chips():
@@ -683,7 +687,8 @@ class _Stream:
                 col_idx, col_valid = self.col_idx[j]
                 cols = _as_slice(col_idx)
                 if slot == 0:  # fresh buffers per batch: the model may keep references to its inputs
-                    self.batch_inputs = {name: np.empty_like(buf) for name, buf in self.batch_inputs.items()}
+                    self.batch_inputs = {}  # (dropped first, so that two batches are never held at once)
+                    self.batch_inputs = {m: np.empty(shape, np.float32) for m, shape in self.batch_shapes.items()}
                 for src, raw, masked in strips:
                     values = self.batch_inputs[src.modality][slot]
                     chip = raw[:, :, cols]

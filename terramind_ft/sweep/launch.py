@@ -42,7 +42,6 @@ from terramind_ft.errors import ConfigError
 from terramind_ft.sweep.results import write_results, write_trial_config
 from terramind_ft.sweep.search import (
     Heartbeat,
-    MetricNotLoggedError,
     TrialMetricCallback,
     open_study,
     recover_stale_trials,
@@ -228,7 +227,7 @@ class SweepWorker(submitit.helpers.Checkpointable):
             recover_stale_trials(spec, study)
             if remaining_work(spec, study) <= 0:
                 break
-            before = len(study.get_trials(deepcopy=False))
+            started = None
             try:
                 study.optimize(self._objective, n_trials=1, catch=(Exception,), gc_after_trial=True)
             except UpdateFinishedTrialError as exc:
@@ -236,11 +235,11 @@ class SweepWorker(submitit.helpers.Checkpointable):
                 log.warning("worker %d: trial %s was taken over by another worker: %s", self.index,
                             self.current_trial, exc)
             finally:
-                if self.current_trial is not None:
-                    ran.append(self.current_trial)
-                self.current_trial = None
+                started, self.current_trial = self.current_trial, None
+                if started is not None:
+                    ran.append(started)
                 _release_memory()
-            if len(study.get_trials(deepcopy=False)) == before:  # the sampler refused (grid exhausted)
+            if started is None:  # no trial reached the objective (the sampler stopped the study)
                 break
             with contextlib.suppress(Exception):
                 write_results(spec, study)
@@ -248,7 +247,12 @@ class SweepWorker(submitit.helpers.Checkpointable):
 
     def _objective(self, trial: optuna.Trial) -> float:
         self.current_trial = trial.number
-        return run_trial(self.spec, trial)
+        try:
+            return run_trial(self.spec, trial)
+        except KeyboardInterrupt:
+            # Optuna records a KeyboardInterrupt as FAIL; leave the trial RUNNING with its heartbeat marked
+            # stopped instead, so that the next `terramind-ft sweep` resumes it (as after a SystemExit).
+            raise SystemExit(130) from None
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> submitit.helpers.DelayedSubmission:
         """Called by submitit on preemption / time limit: save the running trial, requeue this worker."""
@@ -304,18 +308,16 @@ def plan_workers(spec: SweepSpec, work: int) -> list[dict[str, Any]]:
     if launcher.cluster == "slurm":
         n = launcher.workers or spec.budget
         return [{"index": i} for i in range(max(1, min(n, work)))]
-    per = launcher.gpus_per_trial
-    if per == 0:
+    if launcher.gpus_per_trial == 0:
         return [{"index": i, "gpus": ()} for i in range(max(1, min(launcher.workers or 1, work)))]
     gpus = _visible_gpus(spec)
-    groups = [tuple(gpus[i:i + per]) for i in range(0, len(gpus) - per + 1, per)]
-    if not groups:
-        log.warning("launcher.gpus_per_trial is %d but this machine shows GPUs %s: trials run on the CPU", per, gpus)
+    if not gpus:
+        log.warning("launcher.gpus_per_trial is 1 but this machine shows no GPU: one worker, on the CPU")
         return [{"index": 0, "gpus": ()}]
-    n = max(1, min(launcher.workers or len(groups), work))
-    if n > len(groups):
-        log.warning("%d workers share %d GPU group(s) %s", n, len(groups), groups)
-    return [{"index": i, "gpus": groups[i % len(groups)]} for i in range(n)]
+    n = max(1, min(launcher.workers or len(gpus), work))
+    if n > len(gpus):
+        log.warning("%d workers share GPUs %s", n, gpus)
+    return [{"index": i, "gpus": (gpus[i % len(gpus)],)} for i in range(n)]
 
 
 def make_executor(spec: SweepSpec) -> submitit.Executor:
@@ -388,6 +390,8 @@ def _wait(spec: SweepSpec, study: optuna.Study, jobs: list[submitit.Job], say: C
         for job in jobs:  # the debug executor runs the job inside result()
             try:
                 job.result()
+            except SystemExit:  # Lightning turns Ctrl-C into sys.exit(1) after its graceful shutdown
+                raise KeyboardInterrupt from None
             except Exception as exc:
                 errors.append(f"worker {job.job_id}: {type(exc).__name__}: {exc}")
         return errors
@@ -439,14 +443,33 @@ def run_sweep(spec: SweepSpec, wait: bool | None = None, retry_failed: bool = Fa
     try:
         errors = _wait(spec, study, jobs, say)
     except KeyboardInterrupt:
-        for job in jobs:
-            with contextlib.suppress(Exception):
-                job.cancel()
+        if spec.launcher.cluster == "slurm":
+            say(f"stopped waiting; the jobs keep running (scancel {jobs[0].job_id.split('_')[0]} stops them)")
+            return 130
+        if spec.launcher.cluster == "local":
+            _stop_local_workers(spec, study, jobs)
         say("interrupted: re-run the same command to continue; running trials resume from their last checkpoint")
         with contextlib.suppress(Exception):
             write_results(spec, study)
         return 130
     return _finish(spec, study, say, errors)
+
+
+def _stop_local_workers(spec: SweepSpec, study: optuna.Study, jobs: list[submitit.Job]) -> None:
+    """Stop our worker processes and mark their trials' heartbeats stopped, so the next run resumes them at
+    once (a worker killed before it could say so would otherwise wait for ``stale_after_s``)."""
+    for job in jobs:
+        with contextlib.suppress(Exception):
+            job.cancel()
+    end = time.time() + 10
+    while time.time() < end and not all(job.done() for job in jobs):
+        time.sleep(0.2)
+    ours = {str(job.job_id) for job in jobs}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        run_dir = t.user_attrs.get("run_dir")
+        if run_dir and str(t.user_attrs.get("worker", {}).get("job")) in ours:
+            with contextlib.suppress(OSError):
+                Heartbeat(Path(run_dir), spec.study.heartbeat_s).beat(stopped=True)
 
 
 def _finish(spec: SweepSpec, study: optuna.Study, say: Callable[[str], None], errors: list[str]) -> int:

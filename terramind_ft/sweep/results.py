@@ -20,13 +20,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from terramind_ft.sweep.search import (
-    describe_trial_times,
-    heartbeat_age,
-    is_stale,
-    superseded,
-    config_params,
-)
+from terramind_ft.sweep.search import config_params, describe_trial_times, heartbeat_age, is_stale, superseded
 from terramind_ft.sweep.spec import SweepSpec, load_yaml
 
 TRIAL_CONFIG_FILE = "trial_config.yaml"

@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import os
+import signal
 import socket
 import threading
 import time
@@ -114,6 +115,9 @@ def open_study(spec: SweepSpec, create: bool = True, parallel: bool = False,
     trials already in the study: reproducible for one worker from scratch, and no two workers or restarts
     replay the same random draws.
     """
+    if not create and not spec.study.storage_is_url and not Path(spec.study.storage).exists():
+        raise ConfigError(f"no sweep has run yet: {spec.study.storage} does not exist; start it with "
+                          f"'terramind-ft sweep --config {spec.path}'", key="study.storage")
     storage = storage or build_storage(spec)
     kwargs = dict(study_name=spec.study.name, storage=storage, sampler=build_sampler(spec, parallel),
                   pruner=build_pruner(spec))
@@ -257,10 +261,16 @@ class Heartbeat:
     def __exit__(self, exc_type, exc, tb) -> None:
         self._stop.set()
         if exc_type is not None and not issubclass(exc_type, Exception):
+            # A second Ctrl-C (Lightning restores the SIGINT handler in its teardown) must not cut this short.
+            main = threading.current_thread() is threading.main_thread()
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
             try:
                 self.beat(stopped=True)
             except OSError:
                 pass
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, previous)
 
 
 def heartbeat_age(run_dir: str | Path | None) -> tuple[float | None, bool]:

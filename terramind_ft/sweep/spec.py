@@ -166,9 +166,9 @@ class SlurmSpec:
 @dataclass(frozen=True)
 class LauncherSpec:
     cluster: str = "local"
-    workers: int | None = None  # None: local = one per GPU group (1 on CPU); slurm = n_trials
+    workers: int | None = None  # None: local = one per GPU (1 on CPU); slurm = n_trials
     trials_per_worker: int | None = None  # None: local/debug = until the budget is spent; slurm = 1
-    gpus_per_trial: int = 0
+    gpus_per_trial: int = 0  # 0 (CPU) or 1
     cpus_per_trial: int | None = None
     mem_gb: float | None = None
     timeout_min: int | None = None
@@ -486,6 +486,12 @@ def _parse_launcher(checker: _Checker, value: Any, study: StudySpec) -> Launcher
                                       minimum=1),
         extra_sbatch=_parse_extra_sbatch(checker, raw_slurm.get("extra_sbatch")),
     )
+    gpus_per_trial = checker.number(raw.get("gpus_per_trial", 0), "launcher.gpus_per_trial", int, minimum=0)
+    if gpus_per_trial > 1:
+        # A trial runs inside its worker process; Lightning cannot start DDP ranks from a submitit job that
+        # holds one task (and each SLURM task would run its own worker). Multi-GPU runs: scripts/slurm/train.sbatch.
+        raise checker.error("launcher.gpus_per_trial", "a sweep trial uses one GPU (0 = CPU); train a multi-GPU "
+                                                       "config with scripts/slurm/train.sbatch")
     timeout = checker.number(raw.get("timeout_min"), "launcher.timeout_min", int, minimum=1, optional=True)
     if cluster == "slurm" and timeout is None:
         raise checker.error("launcher.timeout_min", "required with cluster: slurm (it becomes #SBATCH --time; "
@@ -495,7 +501,7 @@ def _parse_launcher(checker: _Checker, value: Any, study: StudySpec) -> Launcher
         workers=checker.number(raw.get("workers"), "launcher.workers", int, minimum=1, optional=True),
         trials_per_worker=checker.number(raw.get("trials_per_worker"), "launcher.trials_per_worker", int, minimum=1,
                                          optional=True),
-        gpus_per_trial=checker.number(raw.get("gpus_per_trial", 0), "launcher.gpus_per_trial", int, minimum=0),
+        gpus_per_trial=gpus_per_trial,
         cpus_per_trial=checker.number(raw.get("cpus_per_trial"), "launcher.cpus_per_trial", int, minimum=1,
                                       optional=True),
         mem_gb=checker.number(raw.get("mem_gb"), "launcher.mem_gb", float, minimum=0, optional=True),

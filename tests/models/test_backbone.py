@@ -328,7 +328,7 @@ def test_new_modality_is_random_and_expected(tmp_path):
 
 
 def test_errors_name_the_valid_choices(tmp_path):
-    with pytest.raises(ConfigError, match="unknown modality 'SAR'.*Valid modalitys:.*S1GRD"):
+    with pytest.raises(ConfigError, match="unknown modality 'SAR'.*Valid modalities:.*S1GRD"):
         tiny(["SAR"])
     with pytest.raises(ConfigError, match="Did you mean 'merge_method'.*Accepted:.*modalities"):
         BACKBONE_REGISTRY.build("terramind_v1_tiny", modalities=["S2L2A"], merge_mehtod="mean")

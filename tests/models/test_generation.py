@@ -202,3 +202,23 @@ def test_build_errors():
         TerraMindGeneration(["S2L2A"], ["DEM", "dem"], size="tiny")
     for size in ("tiny", "small", "base", "large"):
         assert f"terramind_v1_{size}_generate" in FULL_MODEL_REGISTRY
+
+
+def test_greedy_generation_reproduces_the_reference_generator_and_multi_step_works(terramind_ref, dem_lulc_model):
+    """The generator of TiM case f, used for generation at temperature 0, gives the reference's greedy tokens."""
+    from safetensors.torch import load_file
+
+    a, f = load_file(terramind_ref / "case_a.safetensors"), load_file(terramind_ref / "case_f.safetensors")
+    inputs = {"S2L2A": a["input.S2L2A"], "S1GRD": a["input.S1GRD"]}  # already standardised
+    lulc_tokenizer = {"LULC": dem_lulc_model.tokenizer["tok_lulc@224"]}
+    golden = str(terramind_ref / "golden_TerraMind_v1_tiny_subset.pt")
+    greedy = TerraMindGeneration(["S2L2A", "S1GRD"], ["LULC"], size="tiny", ckpt_path=golden, temps=0.0,
+                                 tokenizers=lulc_tokenizer)
+    tokens = greedy.generate_tokens(inputs, seed=123)["LULC"]
+    assert torch.equal(tokens.reshape(2, -1), f["greedy.tokens"])
+
+    stepped = TerraMindGeneration(["S2L2A", "S1GRD"], ["LULC"], size="tiny", ckpt_path=golden, decoding_steps=4,
+                                  tokenizers=lulc_tokenizer)
+    assert "tok_lulc@224" in stepped.sampler.model.encoder_embeddings  # decoded tokens feed later steps
+    first, again = stepped.generate_tokens(inputs, seed=5)["LULC"], stepped.generate_tokens(inputs, seed=5)["LULC"]
+    assert torch.equal(first, again) and first.shape == (2, 14, 14) and int(first.max()) < 4375

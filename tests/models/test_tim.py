@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -286,3 +288,29 @@ def test_registry_names():
         assert f"terramind_v1_{size}_tim" in BACKBONE_REGISTRY
     with pytest.raises(ValueError, match="tim_seeds.*Did you mean 'tim_seed'"):
         BACKBONE_REGISTRY.build("terramind_v1_tiny_tim", modalities=["S2L2A"], tim_seeds=1)
+
+
+# ---- the fine-tuning config ---------------------------------------------------------------------------------
+
+
+def test_sen1floods11_tim_config_trains_a_few_steps(tmp_path):
+    """configs/sen1floods11_tim.yaml, pointed at generated data and the tiny TiM, fits through the real CLI."""
+    import yaml
+    from cli_configs import FAST_TRAINER, write
+
+    from terramind_ft.cli import main
+    from terramind_ft.data.synthetic import make_sen1floods11
+
+    config = yaml.safe_load((Path(__file__).resolve().parents[2] / "configs" / "sen1floods11_tim.yaml").read_text())
+    dataset = make_sen1floods11(tmp_path / "data", size=64, splits={"train": 4, "val": 2, "test": 2})
+    config["data"]["init_args"] = {**dataset.datamodule_kwargs(), "batch_size": 2, "num_workers": 0}
+    config["trainer"] = {**FAST_TRAINER, "default_root_dir": str(tmp_path / "run")}
+    args = config["model"]["init_args"]["model_args"]
+    assert args["backbone"].endswith("_tim") and args["backbone_tim_modalities"] == ["LULC"]
+    args.update(backbone="terramind_v1_tiny_tim", backbone_pretrained=False, decoder_channels=[32, 16, 16, 8],
+                backbone_tim_seed=0)
+    assert main(["fit", "--config", write(config, tmp_path / "tim.yaml")]) == 0
+    checkpoint = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    keys = checkpoint["state_dict"]
+    assert any(".sampler.model.decoder.0." in k for k in keys) and any(k.endswith("encoder.0.attn.qkv.weight")
+                                                                         for k in keys)

@@ -3,7 +3,8 @@
 It lets the sweep engine be tested (search, launch, requeue, resume, results) without TerraMind: a
 two-layer MLP regressing a fixed linear target. ``val/score`` (= -MSE, higher is better) depends on the
 learning rate and the width, so different trials give different values. Knobs for fault tests:
-``fail_if_hidden`` makes one width raise; ``step_sleep_s`` slows training so a test can interrupt it.
+``fail_if_hidden`` makes one width raise; ``step_sleep_s`` slows training so a test can interrupt it;
+``ctrl_c_file`` (when that file exists) raises KeyboardInterrupt once in the second epoch, as Ctrl-C would.
 Every training start appends the epoch it starts from to ``<default_root_dir>/fit_starts.txt``.
 """
 
@@ -21,7 +22,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 
 class ToyRegressor(pl.LightningModule):
-    def __init__(self, hidden: int = 8, fail_if_hidden: int | None = None, step_sleep_s: float = 0.0):
+    def __init__(self, hidden: int = 8, fail_if_hidden: int | None = None, step_sleep_s: float = 0.0,
+                 ctrl_c_file: str | None = None):
         super().__init__()
         self.save_hyperparameters()
         self.net = nn.Sequential(nn.Linear(4, hidden), nn.ReLU(), nn.Linear(hidden, 1))
@@ -33,6 +35,10 @@ class ToyRegressor(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         if self.hparams.fail_if_hidden == self.hparams.hidden:
             raise RuntimeError(f"toy failure for hidden={self.hparams.hidden}")
+        flag = self.hparams.ctrl_c_file
+        if flag and self.current_epoch >= 1 and Path(flag).exists():  # Ctrl-C once, in the second epoch
+            Path(flag).unlink()
+            raise KeyboardInterrupt
         if self.hparams.step_sleep_s:
             time.sleep(self.hparams.step_sleep_s)
         x, y = batch

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import time
 from datetime import datetime
 from types import SimpleNamespace
@@ -57,10 +58,13 @@ def test_stale_running_trial_resumes_from_its_last_checkpoint(toy_sweep):
     old = time.time() - 3600
     os.utime(run_dir / HEARTBEAT_FILE, (old, old))
 
-    two_epochs = load_spec(toy_sweep(study={"n_trials": 2}, overrides={"trainer.max_epochs": 2}))
+    # Re-run with one more trial: the dead worker's trial resumes first, then one new trial runs.
+    two_epochs = load_spec(toy_sweep(study={"n_trials": 3}, overrides={"trainer.max_epochs": 2}))
     assert _sweep(two_epochs.path) == 0
     trials = _trials(two_epochs)
-    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL] + [TrialState.COMPLETE] * 2
+    assert "retry_of" not in trials[3].user_attrs
+    assert (two_epochs.trials_dir / "trial_0003" / "fit_starts.txt").read_text().split() == ["0"]
     retry = trials[2]
     assert retry.user_attrs["retry_of"] == 1
     assert retry.user_attrs["run_dir"] == str(run_dir)
@@ -71,6 +75,34 @@ def test_stale_running_trial_resumes_from_its_last_checkpoint(toy_sweep):
     rows = {r["trial"]: r for r in _rows(two_epochs)}
     assert rows["1"]["state"] == "INTERRUPTED" and "re-run as trial 2" in rows["1"]["note"]
     assert "re-run of trial 1" in rows["2"]["note"]
+
+
+@pytest.fixture
+def keep_sigint():
+    """Lightning ignores SIGINT after handling a KeyboardInterrupt; give pytest its handler back."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
+
+
+def test_ctrl_c_stops_the_sweep_and_the_rerun_resumes_the_trial(toy_sweep, tmp_path, keep_sigint):
+    flag = tmp_path / "press_ctrl_c"
+    flag.write_text("")
+    spec = load_spec(toy_sweep(study={"n_trials": 1},
+                               overrides={"trainer.max_epochs": 2, "model.ctrl_c_file": str(flag)}))
+    assert _sweep(spec.path) == 130
+    [trial] = _trials(spec)
+    assert trial.state == TrialState.RUNNING  # not FAIL: it is resumable
+    run_dir = spec.trials_dir / "trial_0000"
+    assert json.loads((run_dir / HEARTBEAT_FILE).read_text())["stopped"] is True
+    assert is_stale(spec, trial)  # at once, not after stale_after_s
+
+    assert _sweep(spec.path) == 0
+    trials = _trials(spec)
+    assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[1].user_attrs["retry_of"] == 0
+    assert (run_dir / "fit_starts.txt").read_text().split() == ["0", "1"]
+    assert _rows(spec)[0]["state"] == "INTERRUPTED"
 
 
 def test_staleness_rules(toy_sweep, tmp_path):
@@ -128,6 +160,13 @@ def test_missing_metric_names_the_logged_ones(tmp_path):
     with pytest.raises(MetricNotLoggedError) as info:
         cb.on_validation_end(_fake_trainer({"val/miou": 0.3, "val/loss": 1.0}), None)
     assert "Did you mean 'val/miou'" in str(info.value) and "val/loss" in str(info.value)
+
+
+def test_status_before_any_run_says_how_to_start(toy_sweep, capsys):
+    spec = load_spec(toy_sweep())
+    assert _sweep(spec.path, "--status") == 2
+    assert "no sweep has run yet" in capsys.readouterr().err
+    assert not spec.output_dir.exists()  # asking for the status created nothing
 
 
 def test_status_and_retry_failed(toy_sweep, capsys):

@@ -51,6 +51,7 @@ def test_yaml_1_1_exponent_is_a_number(toy_sweep, tmp_path):
         ({"launcher": {"cluster": "slurm"}}, "launcher.timeout_min", "required with cluster: slurm"),
         ({"launcher": {"slurm": {"partion": "gpu"}}}, "launcher.slurm.partion", "Did you mean 'partition'"),
         ({"launcher": {"gpus": "0,1"}}, "launcher.gpus", "list of GPU ids"),
+        ({"launcher": {"gpus_per_trial": 2}}, "launcher.gpus_per_trial", "train.sbatch"),
         ({"launcher": {"slurm": {"extra_sbatch": ["qos=high"]}}}, "launcher.slurm.extra_sbatch",
          "not an sbatch option"),
         ({"base_config": "missing.yaml"}, "base_config", "not found"),
@@ -75,7 +76,8 @@ def test_bad_keys_and_values_name_the_key(toy_sweep, changes, key, text):
     [
         ({"type": "float", "low": 1e-3, "high": 1e-4}, "search_space.x.y", "low < high"),
         ({"type": "float", "low": 0.0, "high": 1.0, "log": True}, "search_space.x.y.low", "log-scale"),
-        ({"type": "float", "low": 0.1, "high": 1.0, "log": True, "step": 0.1}, "search_space.x.y", "cannot be combined"),
+        ({"type": "float", "low": 0.1, "high": 1.0, "log": True, "step": 0.1}, "search_space.x.y",
+         "cannot be combined"),
         ({"type": "float", "low": 0.1}, "search_space.x.y", "needs 'low' and 'high'"),
         ({"type": "int", "low": 1.5, "high": 4}, "search_space.x.y.low", "integer"),
         ({"type": "normal", "low": 0, "high": 1}, "search_space.x.y.type", "Valid values"),

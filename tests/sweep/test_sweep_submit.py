@@ -1,4 +1,5 @@
-"""The SLURM path up to job submission (a fake ``sbatch`` records the script), and the DDP sbatch template."""
+"""Job planning and submission: the SLURM path up to ``sbatch`` (a fake one records the script), GPU
+pinning of local workers, and the DDP sbatch template."""
 
 from __future__ import annotations
 
@@ -81,6 +82,24 @@ def test_slurm_workers_default_to_one_trial_each(toy_sweep, fake_slurm):
     assert _default_trials_per_worker(spec) == 1
     assert [w["index"] for w in plan_workers(spec, work=7)] == [0, 1, 2]
     assert len(plan_workers(spec, work=2)) == 2  # never more workers than trials left
+
+
+def test_local_workers_get_one_gpu_each(toy_sweep, monkeypatch):
+    from terramind_ft.sweep.launch import _default_trials_per_worker, plan_workers
+
+    spec = load_spec(toy_sweep(launcher={"cluster": "local", "gpus_per_trial": 1, "gpus": [2, 3, 5]}))
+    assert _default_trials_per_worker(spec) is None  # local workers loop until the budget is spent
+    assert plan_workers(spec, work=10) == [{"index": 0, "gpus": (2,)}, {"index": 1, "gpus": (3,)},
+                                           {"index": 2, "gpus": (5,)}]
+    assert len(plan_workers(spec, work=1)) == 1
+    # Without launcher.gpus the visible GPUs are CUDA_VISIBLE_DEVICES (ids of this machine, not 0..n-1).
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+    spec = load_spec(toy_sweep(launcher={"cluster": "local", "gpus_per_trial": 1}))
+    assert [w["gpus"] for w in plan_workers(spec, work=5)] == [(4,), (6,)]
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")
+    assert plan_workers(spec, work=5) == [{"index": 0, "gpus": ()}]  # no GPU: one CPU worker, with a warning
+    cpu = load_spec(toy_sweep(launcher={"cluster": "local", "workers": 2}))
+    assert plan_workers(cpu, work=5) == [{"index": 0, "gpus": ()}, {"index": 1, "gpus": ()}]
 
 
 def test_train_sbatch_template_is_consistent():
