@@ -73,7 +73,8 @@ def run_one(args: argparse.Namespace) -> dict:
         "--data.init_args.val_data_root=null", "--data.init_args.test_data_root=null",
         f"--trainer.precision={args.precision}", "--trainer.max_epochs=1",
         f"--trainer.limit_train_batches={args.warmup + args.steps}", "--trainer.limit_val_batches=0",
-        "--lr_scheduler=null", "--trainer.logger=false", "--trainer.enable_checkpointing=false", "--trainer.enable_progress_bar=false",
+        "--lr_scheduler=null", "--trainer.logger=false", "--trainer.enable_checkpointing=false",
+        "--trainer.enable_progress_bar=false",
         f"--trainer.default_root_dir={tempfile.mkdtemp(prefix='bench_run_')}", "--trainer.callbacks=[]",
     ]
     cli = build_cli(["--config", args.config, *overrides], run=False)
@@ -88,7 +89,8 @@ def run_one(args: argparse.Namespace) -> dict:
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB
     return {
         "precision": args.precision,
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else f"cpu ({torch.get_num_threads()} threads)",
+        "device": (torch.cuda.get_device_name() if torch.cuda.is_available()
+                   else f"cpu ({torch.get_num_threads()} threads)"),
         "samples_per_s": timer.steps * args.batch_size / seconds if seconds > 0 else float("nan"),
         "s_per_step": seconds / max(timer.steps, 1),
         "peak_rss_gib": peak_rss,

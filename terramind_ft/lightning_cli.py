@@ -262,14 +262,22 @@ def _check_node(node: dict, key: str, base: str) -> None:
                               f"{', '.join(sorted(names))}", key=f"{key}.init_args.{arg}")
 
 
+@functools.cache
+def _method_keys() -> set[str]:
+    """Top-level keys that only exist for a subcommand (ckpt_path, weights_only, verbose, return_predictions)."""
+    keys: set[str] = set()
+    for sub in SUBCOMMANDS:
+        skip = LightningCLI.subcommands()[sub] | {"self"}
+        keys |= {p for p in inspect.signature(getattr(Trainer, sub)).parameters if p not in skip}
+    return keys
+
+
 def check_config_keys(config: dict[str, Any], subcommand: str | None) -> None:
     """Raise :class:`ConfigError` (dotted key + "did you mean") for the first unknown key in ``config``."""
     top = {"seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler", "predict_output_dir"}
     if subcommand in SUBCOMMANDS:
         skip = LightningCLI.subcommands()[subcommand]
         top |= {p for p in inspect.signature(getattr(Trainer, subcommand)).parameters if p not in skip | {"self"}}
-    elif subcommand is None:
-        top |= {"ckpt_path"}
     for k in config:
         if k not in top:
             raise ConfigError(f"unknown top-level key.{did_you_mean(k, top)} Valid: {', '.join(sorted(top))}", key=k)
@@ -320,6 +328,11 @@ def prepare_args(args: list[str], subcommand: str | None, tmp_dir: str | None = 
     for index, path in _config_paths(args):
         raw = _load_yaml(path)
         translated, notices = translate_terratorch(raw)
+        if subcommand is None:  # build_cli(run=False) has no subcommand: drop fit/test/... method arguments
+            for k in _method_keys() & set(translated):
+                value = translated.pop(k)
+                if value is not None:
+                    notices.append(f"{k}: {value!r} ignored (only used by fit/validate/test/predict)")
         for n in notices:
             _notice(n)
         check_config_keys(translated, subcommand)
@@ -598,6 +611,9 @@ def run_lightning_cli(argv: list[str]) -> None:
     """``terramind-ft fit|validate|test|predict ...``: configuration problems end with one clear line."""
     try:
         build_cli(list(argv), run=True)
+    except SystemExit as exit_:  # --help, --print_config, --version
+        if exit_.code not in (0, None):
+            raise
     except ConfigError as err:
         print(f"terramind-ft: config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

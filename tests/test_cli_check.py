@@ -70,3 +70,13 @@ def test_missing_data_folder_is_reported_with_its_key(good, capsys):
     assert main(["check", "--config", write(bad, tmp / "bad_data.yaml")]) == 1
     out = capsys.readouterr().out
     assert "[data] FAILED" in out and "train_data_root.S1GRD" in out and "nowhere" in out
+
+
+def test_print_config_round_trips(good, capsys, tmp_path):
+    """``fit --print_config`` prints a complete config that runs as it is (full class paths, defaults filled)."""
+    tmp, config = good
+    assert main(["fit", "--config", write(config, tmp / "p.yaml"), "--print_config"]) == 0
+    printed = capsys.readouterr().out
+    assert "class_path: terramind_ft.tasks.SemanticSegmentationTask" in printed
+    (tmp_path / "printed.yaml").write_text(printed)
+    assert main(["check", "--config", str(tmp_path / "printed.yaml"), "--skip-data"]) == 0

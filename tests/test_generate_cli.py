@@ -16,6 +16,7 @@ CHIP = "637U_59R_1_3"
 RANDOM = ["--model", "terramind_v1_tiny_generate", "--no-pretrained", "--allow-random-weights"]
 
 
+@pytest.mark.slow  # DEM DiVAE + LULC VQVAE at 224 px
 def test_writes_georeferenced_geotiffs_and_preview_from_a_real_chip(terramesh_dir, tmp_path, capsys):
     source = terramesh_dir / "S2L2A" / f"{CHIP}.tif"
     out = tmp_path / "out"

@@ -26,6 +26,8 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--check", action="store_true",
                       help="validate the sweep file against the base config's parser and stop")
     p.add_argument("--output-dir", default=None, help="override the sweep's output_dir")
+    p.add_argument("--launcher", choices=("local", "slurm", "debug"), default=None,
+                   help="override launcher.cluster (e.g. debug: run a cluster sweep file inside this process)")
     wait = p.add_mutually_exclusive_group()
     wait.add_argument("--wait", dest="wait", action="store_true", default=None,
                       help="wait for SLURM workers to finish, then write the results (local sweeps always wait)")
@@ -46,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
 
     try:
-        spec = load_spec(args.config, output_dir=args.output_dir)
+        spec = load_spec(args.config, output_dir=args.output_dir, cluster=args.launcher)
         if args.status:
             return show_status(spec)
         if args.check:

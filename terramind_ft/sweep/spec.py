@@ -362,9 +362,10 @@ def _parse_extra_sbatch(checker: _Checker, value: Any) -> dict[str, Any]:
     return extra
 
 
-def load_spec(path: str | Path, output_dir: str | Path | None = None) -> SweepSpec:
+def load_spec(path: str | Path, output_dir: str | Path | None = None, cluster: str | None = None) -> SweepSpec:
     """Read and validate a sweep file. Relative paths are taken from the working directory, then from the
-    sweep file's folder (the first that exists wins for ``base_config``)."""
+    sweep file's folder (the first that exists wins for ``base_config``). ``output_dir`` and ``cluster``
+    replace the file's ``output_dir`` and ``launcher.cluster`` (command-line overrides)."""
     path = Path(path).resolve()
     if not path.is_file():
         raise ConfigError(f"sweep file not found: {path}", key="--config")
@@ -455,7 +456,7 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None) -> SweepSp
         for d in space:
             d.grid()  # raises when a range has no step
 
-    launcher = _parse_launcher(checker, top.get("launcher"), study)
+    launcher = _parse_launcher(checker, top.get("launcher"), study, cluster)
     if study.storage.startswith("sqlite") and (launcher.workers or 1) > 1:
         raise checker.error("study.storage", "SQLite cannot take several writers (Optuna FAQ); use the default "
                                              "journal file or a PostgreSQL/MySQL URL with more than one worker")
@@ -463,9 +464,9 @@ def load_spec(path: str | Path, output_dir: str | Path | None = None) -> SweepSp
                      search_space=space, study=study, launcher=launcher)
 
 
-def _parse_launcher(checker: _Checker, value: Any, study: StudySpec) -> LauncherSpec:
+def _parse_launcher(checker: _Checker, value: Any, study: StudySpec, cluster: str | None = None) -> LauncherSpec:
     raw = checker.mapping(value, "launcher", LAUNCHER_KEYS)
-    cluster = checker.string(raw.get("cluster", "local"), "launcher.cluster", CLUSTERS)
+    cluster = checker.string(cluster or raw.get("cluster", "local"), "launcher.cluster", CLUSTERS)
     setup = raw.get("setup") or []
     if isinstance(setup, str) or not all(isinstance(s, str) for s in setup):
         raise checker.error("launcher.setup", f"expected a list of shell lines, got {setup!r}")

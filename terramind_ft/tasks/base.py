@@ -82,8 +82,9 @@ class BaseTask(pl.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         if model is None:
             if model_factory not in MODEL_FACTORIES:
-                raise ConfigError(f"unknown model_factory {model_factory!r}.{did_you_mean(model_factory, MODEL_FACTORIES)}"
-                                  f" Valid: {', '.join(MODEL_FACTORIES)}", key="model.init_args.model_factory")
+                hint = did_you_mean(model_factory, MODEL_FACTORIES)
+                raise ConfigError(f"unknown model_factory {model_factory!r}.{hint} Valid: {', '.join(MODEL_FACTORIES)}",
+                                  key="model.init_args.model_factory")
             if not model_args:
                 raise ConfigError("the task needs model_args (backbone, necks, decoder, ...) or a model",
                                   key="model.init_args.model_args")

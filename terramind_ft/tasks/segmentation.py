@@ -28,7 +28,8 @@ class SemanticSegmentationTask(BaseTask):
         outputs = [output_on_inference] if isinstance(output_on_inference, str) else list(output_on_inference)
         bad = [o for o in outputs if o not in OUTPUTS]
         if bad:
-            raise ConfigError(f"unknown output(s) {bad}; choose from {OUTPUTS}", key="model.init_args.output_on_inference")
+            raise ConfigError(f"unknown output(s) {bad}; choose from {OUTPUTS}",
+                              key="model.init_args.output_on_inference")
         self.outputs = outputs
 
     def make_metrics(self) -> M.SegmentationMetrics:

@@ -39,6 +39,11 @@ class FloodModel(torch.nn.Module):
         return self.net(torch.cat([inputs["S2L2A"], inputs["S1GRD"]], dim=1))
 
 
+def cheap_model(inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Two "logits" per pixel at almost no compute, for tests about the data path rather than the model."""
+    return inputs["S2L2A"][:, 3:5] - inputs["S1GRD"]
+
+
 def read_standardised(paths: dict[str, Path]) -> tuple[dict[str, torch.Tensor], np.ndarray]:
     """Whole rasters, standardised with the catalogue stats, invalid -> 0; plus the any-band invalid mask."""
     inputs, invalid_any = {}, None
@@ -89,7 +94,7 @@ def test_streamed_scene_equals_in_memory_tiling(small_scene, tmp_path, blend, pa
 def test_output_is_a_georeferenced_cog_with_classes_colours_and_nodata(tmp_path):
     scene = make_scene(tmp_path / "scene", height=1100, width=700, nodata_box=(500, 100, 64, 64))
     out = tmp_path / "out" / "flood.tif"
-    predict_scene(FloodModel(), scene.paths, out, crop=128, stride=96, batch_size=8,
+    predict_scene(cheap_model, scene.paths, out, crop=128, stride=96, batch_size=8,
                   class_names=["dry", "flooded"], verbose=False)
     with rasterio.open(scene.paths["S2L2A"]) as ref, rasterio.open(out) as src:
         assert (src.crs, src.transform, src.shape) == (ref.crs, ref.transform, ref.shape)
@@ -158,13 +163,9 @@ def test_memory_stays_bounded_by_a_row_of_chips_on_a_large_scene(tmp_path):
     height, width, crop, batch_size = 3000, 2000, 256, 4
     scene = make_scene(tmp_path / "scene", height=height, width=width, resolutions={"S1GRD": 20.0}, label=False,
                        compress=None)
-
-    def model(inputs):  # two "logits" per pixel at almost no compute: this test is about the data path
-        return inputs["S2L2A"][:, 3:5] - inputs["S1GRD"]
-
     tracemalloc.start()
     try:
-        result = predict_scene(model, scene.paths, tmp_path / "big.tif", crop=crop, stride=192, batch_size=batch_size,
+        result = predict_scene(cheap_model, scene.paths, tmp_path / "big.tif", crop=crop, stride=192, batch_size=batch_size,
                                layout="gtiff", verbose=False)
         _, peak = tracemalloc.get_traced_memory()
     finally:

@@ -104,6 +104,7 @@ def s2_input(batch: int = 1, size: int = 32, seed: int = 0) -> torch.Tensor:
     return (mean + 800 * torch.randn(batch, 12, size, size, generator=g)).clamp(min=0)
 
 
+@pytest.mark.slow  # builds one 286M-parameter DiVAE per output
 @pytest.mark.parametrize("output", ["S2L2A", "S1GRD", "S1RTC", "NDVI"])
 def test_generate_each_diffusion_output_from_s2l2a(output):
     torch.manual_seed(0)

@@ -105,3 +105,25 @@ def test_rerun_continues_without_repeating_finished_trials(toy_sweep):
     # Nothing left: a third run starts nothing and still writes the table.
     assert _sweep(second.path) == 0
     assert len(_trials(second)) == 3
+
+
+def test_median_pruner_stops_a_bad_trial(toy_sweep):
+    spec = load_spec(toy_sweep(study={"n_trials": 2, "pruner": {"type": "median", "n_startup_trials": 1,
+                                                                 "n_warmup_steps": 0}},
+                               search_space={"optimizer.init_args.lr": {"type": "float", "low": 1e-7, "high": 0.1,
+                                                                        "log": True}},
+                               overrides={"trainer.max_epochs": 3}))
+    study = open_study(spec)
+    study.enqueue_trial({"optimizer.init_args.lr": 0.05})  # learns: sets the median
+    study.enqueue_trial({"optimizer.init_args.lr": 1e-7})  # barely moves: below the median after epoch 0
+    assert _sweep(spec.path) == 0
+    good, bad = _trials(spec)
+    assert good.state == TrialState.COMPLETE and sorted(good.intermediate_values) == [0, 1, 2]
+    assert bad.state == TrialState.PRUNED and sorted(bad.intermediate_values) == [0]
+    run_dir = spec.trials_dir / "trial_0001"
+    assert (run_dir / "fit_starts.txt").exists()
+    assert json.loads((run_dir / "metrics.json").read_text())["sweep"]["state"] == "PRUNED"
+    row = _rows(spec)[1]
+    assert row["state"] == "PRUNED" and "pruned after epoch 0" in row["note"]
+    # A pruned trial is finished: the best config comes from the complete one.
+    assert yaml.safe_load((spec.output_dir / "best.yaml").read_text())["optimizer"]["init_args"]["lr"] == 0.05

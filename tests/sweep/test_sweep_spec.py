@@ -121,6 +121,17 @@ def test_slurm_launcher_block(toy_sweep):
     assert launcher.setup == ("module load x",)
 
 
+def test_command_line_overrides_of_cluster_and_output_dir(toy_sweep, tmp_path):
+    path = toy_sweep(launcher={"cluster": "slurm", "timeout_min": 30, "slurm": {"partition": "gpu"}})
+    spec = load_spec(path, output_dir=tmp_path / "elsewhere", cluster="debug")
+    assert spec.launcher.cluster == "debug" and spec.launcher.slurm.partition == "gpu"
+    assert spec.output_dir == tmp_path / "elsewhere"
+    assert spec.study.storage == str(tmp_path / "elsewhere" / "optuna.journal")
+    with pytest.raises(ConfigError) as info:  # the slurm rules apply to an overridden cluster too
+        load_spec(toy_sweep(), cluster="slurm")
+    assert info.value.key == "launcher.timeout_min"
+
+
 def test_override_formatting():
     assert format_override("optimizer.init_args.lr", 1e-4) == "--optimizer.init_args.lr=0.0001"
     assert format_override("model.init_args.model_args.backbone", "terramind_v1_tiny") == \

@@ -29,9 +29,10 @@ def project(tmp_path, monkeypatch):
     return tmp_path
 
 
-@pytest.mark.slow  # 3 TerraMind-tiny trials (one epoch of 2 batches) in a local worker process
+@pytest.mark.slow  # 3 TerraMind-tiny trials (one epoch of 2 batches): ~40 s on an idle 2-core CPU
 def test_readme_tiny_sweep_gives_table_and_runnable_best_config(project, capsys):
-    assert cli.main(["sweep", "--config", TINY_SWEEP]) == 0
+    # The README command, in this process (--launcher debug; the local executor is covered by test_sweep_local).
+    assert cli.main(["sweep", "--config", TINY_SWEEP, "--launcher", "debug"]) == 0
     spec = load_spec(TINY_SWEEP)
     assert spec.output_dir == project / "runs" / "sweeps" / "sen1floods11_lr_tiny"
 

@@ -49,7 +49,8 @@ def test_segmentation_fit_logs_contracted_names_and_writes_previews(tmp_path):
     batches = [seg_batch() for _ in range(3)]
     t.fit(task, ListLoader(batches), ListLoader(batches[:1]))
     logged = set(t.callback_metrics)
-    expected = set(task.metric_names("val")) | {"train/loss", "train/Pixel_Accuracy", "train/loss_ce", "train/loss_dice"}
+    expected = set(task.metric_names("val")) | {"train/loss", "train/Pixel_Accuracy", "train/loss_ce",
+                                                "train/loss_dice"}
     assert expected <= logged | {f"{n}_epoch" for n in logged}, expected - logged
     previews = sorted(p.name for p in (tmp_path / "previews").iterdir())
     assert previews == ["epoch000_0.png", "epoch000_1.png", "epoch001_0.png", "epoch001_1.png"]
