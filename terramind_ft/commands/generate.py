@@ -61,7 +61,10 @@ NDVI_RANGE = (-0.2, 0.9)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="terramind-ft generate", description=__doc__.split("\n\n")[0],
+    p = argparse.ArgumentParser(prog="terramind-ft generate",
+                                description="Generate modalities from GeoTIFFs; write georeferenced GeoTIFFs and "
+                                            "PNG previews.",
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--inputs", nargs="+", required=True, metavar="[MOD=]PATH",
                    help="MOD=FILE or MOD=FOLDER per input modality, or one FOLDER with modality sub-folders")

@@ -146,7 +146,6 @@ def run_trial(spec: SweepSpec, trial: optuna.Trial) -> float:
     run_dir.mkdir(parents=True, exist_ok=True)
     trial.set_user_attr("run_dir", str(run_dir))
     trial.set_user_attr("worker", worker_identity())
-    write_trial_config(spec, trial.number, values, run_dir)
     resume = find_resume_checkpoint(run_dir)
     if resume is not None:
         trial.set_user_attr("resumed_from", str(resume))
@@ -156,6 +155,7 @@ def run_trial(spec: SweepSpec, trial: optuna.Trial) -> float:
     callback: TrialMetricCallback | None = None
     started = time.time()
     try:
+        write_trial_config(spec, trial.number, values, run_dir)
         with Heartbeat(run_dir, spec.study.heartbeat_s):
             cli = build_trial_cli(spec, values, run_dir)
             trainer = cli.trainer

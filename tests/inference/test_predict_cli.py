@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import rasterio
 import yaml
 
+from fake_backbone import register
 from terramind_ft.cli import main
 from terramind_ft.data import dataset as dataset_module
 from terramind_ft.data.synthetic import make_scene
 from terramind_ft.inference import scene as scene_module
 from terramind_ft.inference.scene import CLASS_NODATA
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from fake_backbone import register  # noqa: E402
 
 register()
 

@@ -127,3 +127,14 @@ def test_median_pruner_stops_a_bad_trial(toy_sweep):
     assert row["state"] == "PRUNED" and "pruned after epoch 0" in row["note"]
     # A pruned trial is finished: the best config comes from the complete one.
     assert yaml.safe_load((spec.output_dir / "best.yaml").read_text())["optimizer"]["init_args"]["lr"] == 0.05
+
+
+def test_rdb_storage_url(toy_sweep, tmp_path):
+    spec = load_spec(toy_sweep(study={"n_trials": 1, "storage": f"sqlite:///{tmp_path / 'sweep.db'}"},
+                               overrides={"trainer.max_epochs": 1}))
+    assert spec.study.storage_is_url
+    assert _sweep(spec.path) == 0
+    assert (tmp_path / "sweep.db").is_file() and not (spec.output_dir / "optuna.journal").exists()
+    [trial] = _trials(spec)
+    assert trial.state == TrialState.COMPLETE
+    assert _rows(spec)[0]["state"] == "COMPLETE"

@@ -136,3 +136,21 @@ def test_train_sbatch_runs_srun_with_the_allocation(tmp_path):
     (tmp_path / "runs" / "tm-77" / "hpc_ckpt_1.ckpt").write_text("x")
     subprocess.run(["bash", str(TRAIN_SBATCH), "cfg.yaml"], cwd=tmp_path, env=env, check=True, capture_output=True)
     assert "--ckpt_path=last" not in (tmp_path / "srun.txt").read_text()
+
+
+def test_lightning_slurm_requeue_is_switched_off_in_trials(monkeypatch):
+    """Inside a SLURM array task Lightning detects SLURM; submitit must stay the only requeue owner."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.pytorch import Trainer
+
+    from terramind_ft.sweep.launch import _hand_requeue_to_submitit
+
+    for key, value in {"SLURM_NTASKS": "1", "SLURM_NTASKS_PER_NODE": "1", "SLURM_JOB_NAME": "sweep-x",
+                       "SLURM_JOB_ID": "9", "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0",
+                       "SLURM_NODELIST": "node1"}.items():
+        monkeypatch.setenv(key, value)
+    trainer = Trainer(accelerator="cpu", devices=1, logger=False, enable_checkpointing=False)
+    env = trainer._accelerator_connector.cluster_environment
+    assert isinstance(env, SLURMEnvironment) and env.auto_requeue
+    _hand_requeue_to_submitit(trainer)
+    assert env.auto_requeue is False
