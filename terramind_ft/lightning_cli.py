@@ -33,10 +33,12 @@ import functools
 import hashlib
 import inspect
 import json
+import atexit
 import logging
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -338,7 +340,9 @@ def prepare_args(args: list[str], subcommand: str | None, tmp_dir: str | None = 
         check_config_keys(translated, subcommand)
         merged.update(translated)
         if translated != raw:
-            tmp_dir = tmp_dir or tempfile.mkdtemp(prefix="terramind_ft_config_")
+            if tmp_dir is None:
+                tmp_dir = tempfile.mkdtemp(prefix="terramind_ft_config_")
+                atexit.register(shutil.rmtree, tmp_dir, ignore_errors=True)
             new_path = os.path.join(tmp_dir, f"{len(os.listdir(tmp_dir))}_{Path(path).name}")
             with open(new_path, "w") as f:
                 yaml.safe_dump(translated, f, sort_keys=False)
@@ -535,7 +539,7 @@ def _cli_kwargs() -> dict[str, Any]:
         model_class=BaseTask, datamodule_class=LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
         save_config_callback=RunFolderConfig, save_config_kwargs={"overwrite": True},
         trainer_defaults={"precision": default_precision()}, seed_everything_default=0,
-        parser_kwargs={"version": _version(), "exit_on_error": False}, auto_configure_optimizers=True,
+        parser_kwargs={"version": _version(), "exit_on_error": False, "allow_abbrev": False}, auto_configure_optimizers=True,
     )
 
 

@@ -175,6 +175,10 @@ class PredictionWriter(BasePredictionWriter):
                 log.info("wrote %s", path)
 
     def on_predict_end(self, trainer: Any, pl_module: Any) -> None:
+        # Under DDP every rank wrote the GeoTIFFs of its own samples; rank 0 writes the one manifest/table.
+        self.written, self._rows = _gather_on_rank_zero(trainer, self.written, self._rows)
+        if not trainer.is_global_zero:
+            return
         out_dir = self.resolved_dir(trainer)
         if self._rows:
             out_dir.mkdir(parents=True, exist_ok=True)
@@ -199,3 +203,20 @@ class PredictionWriter(BasePredictionWriter):
         os.replace(tmp, manifest)
         n = sum(len(v) for v in self.written.values())
         log.info("predict: %d files for %d inputs in %s (list: %s)", n, len(self.written), out_dir, manifest)
+
+
+def _gather_on_rank_zero(trainer: Any, written: dict[str, list[str]], rows: list[list[Any]]
+                         ) -> tuple[dict[str, list[str]], list[list[Any]]]:
+    """Merge every rank's manifest and table rows (a DistributedSampler may give a sample to two ranks)."""
+    if trainer.world_size <= 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return written, rows
+    gathered: list[Any] = [None] * trainer.world_size
+    torch.distributed.all_gather_object(gathered, (written, rows))
+    merged: dict[str, list[str]] = {}
+    merged_rows: dict[str, list[Any]] = {}
+    for rank_written, rank_rows in gathered:
+        for ref, paths in rank_written.items():
+            merged[ref] = sorted(set(merged.get(ref, [])) | set(paths))
+        for row in rank_rows:
+            merged_rows[row[0]] = row
+    return merged, list(merged_rows.values())
