@@ -11,7 +11,7 @@ Variants:
 * ``tim``          terramind_v1_<size>_tim (LULC), sampling as in training (temperature 1, top-p 0.8);
 * ``tim_cached``   the same with ``tim_cache="memory"`` after one warm-up step (no generation any more);
 * ``plain_frozen`` / ``tim_frozen``: encoder frozen, head trained; TiM then shares the frozen encoder with its
-  generator (one copy of the weights instead of two).
+  generator (one copy of the weights instead of two); ``tim_frozen_noshare`` is the same without sharing.
 
 Columns: parameters held (unique tensors), step time (best of ``--steps`` after one warm-up: on a shared machine
 the minimum is the least disturbed estimate), eval forward time (TiM: greedy), peak memory (CPU: peak RSS of the
@@ -28,7 +28,7 @@ import subprocess
 import sys
 import time
 
-VARIANTS = ("plain", "tim", "tim_cached", "plain_frozen", "tim_frozen")
+VARIANTS = ("plain", "tim", "tim_cached", "plain_frozen", "tim_frozen", "tim_frozen_noshare")
 
 
 def _worker(size: str, img: int, variant: str, batch: int, steps: int, device: str) -> dict:
@@ -43,10 +43,12 @@ def _worker(size: str, img: int, variant: str, batch: int, steps: int, device: s
         kwargs.update(tim_modalities=["LULC"], tim_seed=0)
         if variant == "tim_cached":
             kwargs["tim_cache"] = "memory"
+        if variant == "tim_frozen_noshare":
+            kwargs["share_frozen_weights"] = False
         backbone = BACKBONE_REGISTRY.build(f"terramind_v1_{size}_tim", **kwargs)
     else:
         backbone = BACKBONE_REGISTRY.build(f"terramind_v1_{size}", **kwargs)
-    if variant.endswith("frozen"):
+    if "frozen" in variant:
         for name, p in backbone.named_parameters():
             p.requires_grad_(False)
     head = torch.nn.Linear(backbone.out_channels[-1], 2)
@@ -114,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_worker(size, int(img), variant, args.batch, args.steps, args.device)))
         return 0
 
-    header = (f"{'size':<5} {'px':>4} {'variant':<13} {'params M':>9} {'shared M':>9} {'step s':>8} "
+    header = (f"{'size':<5} {'px':>4} {'variant':<18} {'params M':>9} {'shared M':>9} {'step s':>8} "
               f"{'x plain':>8} {'eval s':>8} {'peak MB':>9}")
     print(f"device {args.device}, batch {args.batch}, inputs S2L2A + S1GRD, best of {args.steps} steps")
     print(header)
@@ -128,17 +130,17 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     done = subprocess.run(cmd, capture_output=True, text=True, timeout=args.timeout)
                 except subprocess.TimeoutExpired:
-                    print(f"{size:<5} {img:>4} {variant:<13} timed out after {args.timeout} s", flush=True)
+                    print(f"{size:<5} {img:>4} {variant:<18} timed out after {args.timeout} s", flush=True)
                     continue
                 if done.returncode != 0:
-                    print(f"{size:<5} {img:>4} {variant:<13} failed: {done.stderr.strip().splitlines()[-1:]}",
+                    print(f"{size:<5} {img:>4} {variant:<18} failed: {done.stderr.strip().splitlines()[-1:]}",
                           flush=True)
                     continue
                 r = json.loads(done.stdout.strip().splitlines()[-1])
                 if variant == "plain":
                     base_step = r["step_s"]
                 ratio = f"{r['step_s'] / base_step:8.2f}" if base_step else f"{'-':>8}"
-                print(f"{size:<5} {img:>4} {variant:<13} {r['params_m']:9.1f} {r['shared_m']:9.1f} "
+                print(f"{size:<5} {img:>4} {variant:<18} {r['params_m']:9.1f} {r['shared_m']:9.1f} "
                       f"{r['step_s']:8.2f} {ratio} {r['eval_s']:8.2f} {r['peak_mb']:9.0f}", flush=True)
     return 0
 

@@ -61,7 +61,7 @@ NDVI_RANGE = (-0.2, 0.9)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="terramind-ft generate",
+    p = argparse.ArgumentParser(prog="terramind-ft generate", allow_abbrev=False,
                                 description="Generate modalities from GeoTIFFs; write georeferenced GeoTIFFs and "
                                             "PNG previews.",
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
