@@ -32,7 +32,6 @@ import copy
 import functools
 import hashlib
 import inspect
-import json
 import atexit
 import logging
 import math
@@ -56,6 +55,7 @@ import terramind_ft.data.datamodule  # noqa: F401  (short class names resolve on
 import terramind_ft.tasks  # noqa: F401
 from terramind_ft.errors import ConfigError, did_you_mean
 from terramind_ft.inference.writers import PredictionWriter
+from terramind_ft.io import atomic_write_json, atomic_write_text
 from terramind_ft.tasks.base import BaseTask
 from terramind_ft.tasks.metrics import METRIC_NAMES_VERSION
 
@@ -367,14 +367,6 @@ def translated_name(path: str) -> str | None:
 # -------------------------------------------------------------------------------------------- callbacks
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def deploy_config(config: dict[str, Any]) -> dict[str, Any]:
     """An inference-ready copy of a resolved config (see the module docstring)."""
     config = copy.deepcopy(config)
@@ -404,9 +396,9 @@ class RunFolderConfig(SaveConfigCallback):
             return
         run_dir = Path(trainer.default_root_dir)
         text = self.parser.dump(self.config, skip_none=False)
-        _write_atomic(run_dir / "config.yaml", text)
+        atomic_write_text(run_dir / "config.yaml", text)
         deploy = deploy_config(yaml.safe_load(text))
-        _write_atomic(run_dir / "config_deploy.yaml", yaml.safe_dump(deploy, sort_keys=False))
+        atomic_write_text(run_dir / "config_deploy.yaml", yaml.safe_dump(deploy, sort_keys=False))
         log.info("run folder %s: config.yaml, config_deploy.yaml", run_dir)
 
 
@@ -436,7 +428,7 @@ class TestMetricsWriter(Callback):
             "per_class": per_class,
         }
         path = folder / METRICS_FILE
-        _write_atomic(path, json.dumps(doc, indent=1))
+        atomic_write_json(path, doc, indent=1)
         log.info("wrote %s", path)
 
 

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from terramind_ft.errors import ConfigError, DataError, DataNotFoundError, RasterMismatchError, TerraMindFTError
+from terramind_ft.io import atomic_path
 from terramind_ft.modalities import LULC_CLASSES, MODALITIES, TOKEN_MODALITIES, Modality, find_modality, \
     resolve_output
 
@@ -273,7 +274,9 @@ def read_scene(scene: dict[str, Path]) -> tuple[dict[str, torch.Tensor], np.ndar
 
 
 class OutputFiles:
-    """One GeoTIFF per output on the reference grid, filled strip by strip, renamed into place on close."""
+    """One GeoTIFF per output on the reference grid, filled strip by strip. Each is written to a temp file
+    (:func:`terramind_ft.io.atomic_path` entered on ``stack``) that closing ``stack`` without an error renames
+    onto its final name, and closing it with an error deletes."""
 
     def __init__(self, stack: ExitStack, reference: Path, out_dir: Path, stem: str,
                  bands: list[tuple[str, Modality, slice]], lulc_probabilities: bool, tags: dict[str, str]):
@@ -285,7 +288,7 @@ class OutputFiles:
                                       transform=transform, compress="deflate", BIGTIFF="IF_SAFER")
         if min(self.height, self.width) >= 512:
             common.update(tiled=True, blockxsize=512, blockysize=512)
-        self.targets: list[tuple[Path, Path]] = []  # (temporary, final)
+        self.paths: list[Path] = []  # final names, in output order
         self.writers: list[tuple[Any, slice, str]] = []  # (dataset, channel slice, kind)
         for name, modality, channels in bands:
             kinds = ["class_map", "probabilities"] if modality.is_categorical and lulc_probabilities else \
@@ -293,9 +296,8 @@ class OutputFiles:
             for kind in kinds:
                 suffix = "_probabilities" if kind == "probabilities" else ""
                 final = out_dir / f"{stem}_{name}{suffix}.tif"
-                fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=out_dir)
-                os.close(fd)
-                self.targets.append((Path(tmp), final))
+                tmp = stack.enter_context(atomic_path(final))  # entered first: the dataset closes before the rename
+                self.paths.append(final)
                 if kind == "class_map":
                     spec = dict(count=1, dtype="uint8", nodata=CLASS_NODATA)
                 else:
@@ -330,19 +332,6 @@ class OutputFiles:
                 out = values.astype(np.float32, copy=True)
                 out[:, invalid] = np.nan
             dst.write(out, window=window)
-
-    def commit(self) -> list[Path]:
-        umask = os.umask(0)
-        os.umask(umask)
-        for tmp, final in self.targets:
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; outputs get the usual permissions
-            os.replace(tmp, final)
-        return [final for _, final in self.targets]
-
-    def discard(self) -> None:
-        for tmp, _ in self.targets:
-            if tmp.exists():
-                tmp.unlink()
 
 
 def _rgb_panel(data: np.ndarray, modality: Modality) -> np.ndarray:
@@ -429,25 +418,20 @@ def generate_scene(model: Any, args: argparse.Namespace, stem: str, scene: dict[
         pixels = src.height * src.width
     with ExitStack() as stack:
         files = OutputFiles(stack, reference, out_dir, stem, bands, args.lulc_probabilities, tags)
-        try:
-            if args.stream or pixels > args.stream_above:
-                _generate_streaming(forward, args, scene, files, out_dir, stem, device)
+        if args.stream or pixels > args.stream_above:
+            _generate_streaming(forward, args, scene, files, out_dir, stem, device)
+        else:
+            inputs, nodata, _ = read_scene(scene)
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            height, width = nodata.shape
+            if height <= args.crop and width <= args.crop:
+                stacked = forward(inputs)
             else:
-                inputs, nodata, _ = read_scene(scene)
-                inputs = {k: v.to(device) for k, v in inputs.items()}
-                height, width = nodata.shape
-                if height <= args.crop and width <= args.crop:
-                    stacked = forward(inputs)
-                else:
-                    stacked = tiled_inference(forward, inputs, crop=args.crop, stride=args.stride,
-                                              batch_size=args.batch_size, verbose=True)
-                files.write_rows(0, stacked[0].float().cpu().numpy(), nodata)
-            stack.close()  # flush and close every output before renaming
-            written = files.commit()
-        except BaseException:
-            stack.close()
-            files.discard()
-            raise
+                stacked = tiled_inference(forward, inputs, crop=args.crop, stride=args.stride,
+                                          batch_size=args.batch_size, verbose=True)
+            files.write_rows(0, stacked[0].float().cpu().numpy(), nodata)
+    # Leaving the block closed every output and renamed it into place (or, on an error, deleted it).
+    written = list(files.paths)
     if not args.no_preview:
         by_output = {name: out_dir / f"{stem}_{name}.tif" for name, _, _ in bands}
         written.append(write_preview(out_dir / f"{stem}_preview.png", scene, by_output, bands))
@@ -462,6 +446,8 @@ def _generate_streaming(forward: _Forward, args: argparse.Namespace, scene: dict
 
     from terramind_ft.inference.scene import predict_scene
 
+    # A scratch file, always deleted and never renamed onto an output (so not terramind_ft.io.atomic_path);
+    # predict_scene writes it atomically itself.
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}_stacked.", suffix=".tif", dir=out_dir)
     os.close(fd)
     stacked_path = Path(tmp)

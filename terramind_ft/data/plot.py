@@ -6,13 +6,14 @@ tasks' validation previews; never touches files except through :func:`save_figur
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from terramind_ft.io import atomic_path
 
 # Stretch limits of image panels (percentiles of the valid pixels).
 STRETCH_PERCENTILES = (2.0, 98.0)
@@ -151,14 +152,6 @@ def plot_sample(
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> str:
     """Save ``fig`` as PNG at ``path`` via a temp file + rename, so a reader never sees half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return str(path)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from terramind_ft.errors import DataError, DataNotFoundError
+from terramind_ft.io import atomic_path
 
 # File extensions read as plain text (classification labels: one class index or name per file).
 TEXT_LABEL_EXTENSIONS = (".txt",)
@@ -130,7 +130,6 @@ def write_raster(
 ) -> Path:
     """Write a ``[C, H, W]`` (or ``[H, W]``) array as a GeoTIFF, atomically (temp file, then rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if array.ndim == 2:
         array = array[None]
     count, height, width = array.shape
@@ -148,19 +147,10 @@ def write_raster(
     block = 256 if height >= 256 and width >= 256 else 16 * max(1, min(height, width) // 16)
     if height % 16 == 0 and width % 16 == 0 and block % 16 == 0:
         profile.update(tiled=True, blockxsize=block, blockysize=block)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(array)
-            if descriptions:
-                for i, d in enumerate(descriptions, start=1):
-                    dst.set_band_description(i, d)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(array)
+        for i, d in enumerate(descriptions or (), start=1):
+            dst.set_band_description(i, d)
     return path
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from tqdm.auto import tqdm
 from terramind_ft.data.datamodule import GenericMultiModalDataModule
 from terramind_ft.data.files import DataNotice
 from terramind_ft.errors import ConfigError, TerraMindFTError
+from terramind_ft.io import atomic_write_text
 from terramind_ft.registry import check_kwargs
 
 DATA_KEY = "data"
@@ -223,14 +223,6 @@ def build_datamodule(init_args: dict[str, Any]) -> GenericMultiModalDataModule:
     return GenericMultiModalDataModule(**init_args)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="terramind-ft compute-statistics",
@@ -254,7 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     snippet = stats.to_yaml(", ".join(args.config))
     print(snippet, end="")
     if args.output:
-        _write_atomic(Path(args.output), snippet)
+        atomic_write_text(args.output, snippet)
         print(f"# written to {args.output}", file=sys.stderr)
     return 0
 

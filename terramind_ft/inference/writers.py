@@ -18,8 +18,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +29,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from terramind_ft.errors import InferenceError
 from terramind_ft.inference.scene import CLASS_NODATA, class_colormap
+from terramind_ft.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +37,16 @@ PREDICTIONS_DIR = "predictions"
 SUFFIX = {"class_map": "_pred", "probabilities": "_probabilities", "logits": "_logits", "values": "_pred"}
 
 
-def _atomic_write(path: Path, profile: dict[str, Any], array: np.ndarray, *, descriptions: Sequence[str] = (),
-                  colormap: dict | None = None, tags: dict[str, str] | None = None) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with rasterio.open(tmp, "w", **profile) as dst:
-            dst.write(array)
-            for i, d in enumerate(descriptions, start=1):
-                dst.set_band_description(i, d)
-            if colormap:
-                dst.write_colormap(1, colormap)
-            if tags:
-                dst.update_tags(**tags)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+def _write_geotiff(path: Path, profile: dict[str, Any], array: np.ndarray, *, descriptions: Sequence[str] = (),
+                   colormap: dict | None = None, tags: dict[str, str] | None = None) -> Path:
+    with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
+        dst.write(array)
+        for i, d in enumerate(descriptions, start=1):
+            dst.set_band_description(i, d)
+        if colormap:
+            dst.write_colormap(1, colormap)
+        if tags:
+            dst.update_tags(**tags)
     return path
 
 
@@ -91,9 +81,9 @@ def write_prediction(path: str | Path, array: np.ndarray | torch.Tensor, referen
             out[:, mask] = CLASS_NODATA
         profile.update(dtype="uint8", nodata=CLASS_NODATA)
         legend = ", ".join(f"{i}={c}" for i, c in enumerate(names)) if names else "class index"
-        return _atomic_write(Path(path), profile, out, descriptions=[f"class ({legend})"],
-                             colormap=class_colormap(max(n, len(names))),
-                             tags={"CLASS_NAMES": json.dumps(names)} if names else None)
+        return _write_geotiff(Path(path), profile, out, descriptions=[f"class ({legend})"],
+                              colormap=class_colormap(max(n, len(names))),
+                              tags={"CLASS_NAMES": json.dumps(names)} if names else None)
     if kind not in ("probabilities", "logits", "values"):
         raise ValueError(f"unknown prediction kind {kind!r}")
     out = bands.astype(np.float32)
@@ -102,7 +92,7 @@ def write_prediction(path: str | Path, array: np.ndarray | torch.Tensor, referen
     profile.update(dtype="float32", nodata=float("nan"))
     descriptions = names if kind != "values" and len(names) == out.shape[0] else [f"{kind} {i}" for i in
                                                                                   range(out.shape[0])]
-    return _atomic_write(Path(path), profile, out, descriptions=descriptions)
+    return _write_geotiff(Path(path), profile, out, descriptions=descriptions)
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -181,26 +171,18 @@ class PredictionWriter(BasePredictionWriter):
             return
         out_dir = self.resolved_dir(trainer)
         if self._rows:
-            out_dir.mkdir(parents=True, exist_ok=True)
             path = out_dir / "predictions.csv"
-            fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=out_dir)
-            with os.fdopen(fd, "w", newline="") as f:
+            with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
                 writer = csv.writer(f)
                 writer.writerow(self._header)
                 writer.writerows(self._rows)
-            os.replace(tmp, path)
             self.written.update({row[0]: [str(path)] for row in self._rows})
             log.info("wrote %s (%d rows)", path, len(self._rows))
         if not self.written:
             log.warning("predict wrote no files: the predict split is empty (check data.init_args.predict_data_root"
                         " and predict_split)")
             return
-        out_dir.mkdir(parents=True, exist_ok=True)
-        manifest = out_dir / "predictions.json"
-        fd, tmp = tempfile.mkstemp(suffix=".tmp", dir=out_dir)
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.written, f, indent=1)
-        os.replace(tmp, manifest)
+        manifest = atomic_write_json(out_dir / "predictions.json", self.written, indent=1)
         n = sum(len(v) for v in self.written.values())
         log.info("predict: %d files for %d inputs in %s (list: %s)", n, len(self.written), out_dir, manifest)
 

@@ -56,6 +56,11 @@ def test_shape_mismatch_is_refused(tmp_path, source):
 
 
 class _Trainer:
+    """The attributes of a single-process Lightning Trainer that PredictionWriter reads."""
+
+    world_size = 1
+    is_global_zero = True
+
     def __init__(self, root):
         self.default_root_dir = str(root)
 

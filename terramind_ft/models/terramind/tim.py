@@ -47,7 +47,6 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +56,7 @@ from torch import Tensor, nn
 
 from terramind_ft.errors import ConfigError, ModalityError
 from terramind_ft.hub import load_checkpoint, read_state_dict, resolve_checkpoint
+from terramind_ft.io import atomic_path
 from terramind_ft.modalities import MODALITIES, PATCH_SIZE, PRETRAINING_IMG_SIZE, TOKEN_MODALITIES, resolve_input, \
     resolve_output
 from terramind_ft.models.terramind.decoder import TerraMind
@@ -421,15 +421,8 @@ class TerraMindTiM(TerraMindEncoder):
     def _cache_put(self, key: str, tokens: dict[str, Tensor]) -> None:
         self._memory_cache[key] = tokens
         if self._cache_dir is not None:
-            target = self._cache_dir / f"{key}.pt"
-            fd, tmp = tempfile.mkstemp(dir=self._cache_dir, prefix=f".{key}.", suffix=".tmp")
-            os.close(fd)
-            try:
+            with atomic_path(self._cache_dir / f"{key}.pt") as tmp:  # readers never see a half-written file
                 torch.save(tokens, tmp)
-                os.replace(tmp, target)  # atomic: readers never see a half-written file
-            finally:
-                if os.path.exists(tmp):
-                    os.remove(tmp)
 
     def _tokens_with_cache(self, inputs, pieces, grid, batch, device, provided, cache_keys) -> dict[str, Tensor]:
         missing = [name for name in self._tim_names if name not in provided]

@@ -1,0 +1,74 @@
+"""Atomic file output: write to a hidden temp file beside the target, then rename it onto the target.
+
+Project standard: no half-written output is ever left behind. A reader (another rank, a resumed run, a GIS
+viewer) sees either the previous file or the complete new one, because ``os.replace`` within one folder is
+atomic; a crash or an exception leaves at most the old target, never a truncated one and never the temp file.
+
+The temp file is created the way a plain ``open(path, "w")`` creates a file (``O_CREAT | O_EXCL``, mode
+``0o666`` filtered by the umask), not with ``tempfile.mkstemp``, whose files are owner-only (0600) and kept
+that mode after the rename: previews, GeoTIFFs and metrics files must stay readable by the group/others the
+umask allows.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+# Mode a plain open() asks for; the kernel removes the umask bits from it.
+_NEW_FILE_MODE = 0o666
+_NAME_ATTEMPTS = 100
+
+
+def _create_temp_beside(target: Path, suffix: str) -> Path:
+    """Create (empty, exclusively) and return ``<folder>/.<name>.<random><suffix>`` next to ``target``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(_NAME_ATTEMPTS):
+        tmp = target.parent / f".{target.name}.{secrets.token_hex(4)}{suffix}"
+        try:
+            fd = os.open(tmp, flags, _NEW_FILE_MODE)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name for {target} after {_NAME_ATTEMPTS} attempts "
+                          f"(clean up stale .{target.name}.* files in {target.parent})")
+
+
+@contextmanager
+def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
+    """Yield a temp path beside ``target`` to write the whole output to; on a clean exit it is renamed onto
+    ``target``, on any exception (KeyboardInterrupt included) it is deleted and the exception re-raised.
+
+    The parent folder is created. ``suffix`` ends the temp file's name: give the real extension (``".png"``,
+    ``".tif"``) when the writer picks its format from it. The temp file exists (empty) when yielded; writers
+    overwrite it. Close every handle on it before the block ends.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _create_temp_beside(target, suffix)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(target: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``target`` atomically; returns ``target`` as a Path."""
+    target = Path(target)
+    with atomic_path(target) as tmp:
+        tmp.write_text(text, encoding=encoding)
+    return target
+
+
+def atomic_write_json(target: str | os.PathLike, obj: Any, *, indent: int | None = 1) -> Path:
+    """Serialise ``obj`` as JSON (before touching the disk, so an unserialisable value writes nothing) and
+    write it to ``target`` atomically; returns ``target`` as a Path."""
+    return atomic_write_text(target, json.dumps(obj, indent=indent))
