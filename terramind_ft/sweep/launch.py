@@ -39,6 +39,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from terramind_ft.errors import ConfigError
+from terramind_ft.io import atomic_path, atomic_write_text
 from terramind_ft.sweep.results import write_results, write_trial_config
 from terramind_ft.sweep.search import (
     Heartbeat,
@@ -133,9 +134,7 @@ def _write_metrics(run_dir: Path, record: dict[str, Any]) -> None:
             data = {}
     data = data if isinstance(data, dict) else {"run": data}
     data["sweep"] = record
-    tmp = path.with_name(f".{METRICS_FILE}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    tmp.replace(path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def run_trial(spec: SweepSpec, trial: optuna.Trial) -> float:
@@ -261,10 +260,9 @@ class SweepWorker(submitit.helpers.Checkpointable):
         if trainer is not None and getattr(trainer, "world_size", 1) == 1:
             # Mid-epoch state, so that a long epoch is not lost (Lightning's own SLURM requeue does the same).
             path = Path(active["run_dir"]) / PREEMPT_CHECKPOINT
-            tmp = path.with_name(f".{PREEMPT_CHECKPOINT}.tmp")
             try:
-                trainer.save_checkpoint(tmp)
-                tmp.replace(path)
+                with atomic_path(path, suffix=".ckpt") as tmp:
+                    trainer.save_checkpoint(tmp)
             except Exception as exc:  # the last epoch's last.ckpt is still there to resume from
                 log.warning("could not save %s on preemption: %s", path, exc)
         resume = self.current_trial if self.current_trial is not None else active.get("number")

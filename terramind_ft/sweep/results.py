@@ -22,6 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from terramind_ft.sweep.search import config_params, describe_trial_times, heartbeat_age, is_stale, superseded
 from terramind_ft.sweep.spec import SweepSpec, load_yaml
+from terramind_ft.io import atomic_write_text
 
 TRIAL_CONFIG_FILE = "trial_config.yaml"
 ROOT_DIR_KEY = "trainer.default_root_dir"
@@ -82,11 +83,8 @@ def apply_overrides(spec: SweepSpec, values: Mapping[str, Any]) -> dict[str, Any
 
 
 def write_yaml(path: Path, cfg: Mapping[str, Any], header: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
     comment = "".join(f"# {line}\n" for line in header.splitlines())
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(comment + yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=False))
-    tmp.replace(path)
+    atomic_write_text(path, comment + yaml.safe_dump(dict(cfg), sort_keys=False, default_flow_style=False))
     return path
 
 
@@ -178,13 +176,6 @@ def to_markdown(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_results(spec: SweepSpec, study: optuna.Study) -> Results:
     """Write ``results.csv``, ``results.md`` and (when a trial completed) ``best.yaml`` into the output dir."""
     rows = collect_rows(spec, study)
@@ -197,7 +188,7 @@ def write_results(spec: SweepSpec, study: optuna.Study) -> Results:
         writer.writerow({c: ("" if row.get(c) is None else row.get(c)) for c in columns})
     csv_path = spec.output_dir / "results.csv"
     md_path = spec.output_dir / "results.md"
-    _atomic_write(csv_path, buf.getvalue())
+    atomic_write_text(csv_path, buf.getvalue())
 
     best = best_trial(spec, study)
     md_columns = [c for c in columns if c != "run_dir"]
@@ -222,5 +213,5 @@ def write_results(spec: SweepSpec, study: optuna.Study) -> Results:
                   + "\nrun it with: terramind-ft fit --config best.yaml")
         best_path = write_yaml(spec.output_dir / "best.yaml", cfg, header)
         best_line = f"Best: trial {best.number}, {spec.study.metric} = {best.value:.6g}; config: {best_path}\n\n"
-    _atomic_write(md_path, title + best_line + to_markdown(rows, md_columns))
+    atomic_write_text(md_path, title + best_line + to_markdown(rows, md_columns))
     return Results(rows=rows, csv_path=csv_path, markdown_path=md_path, best_path=best_path, best_trial=best)

@@ -35,6 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from terramind_ft.errors import ConfigError, TerraMindFTError, did_you_mean
 from terramind_ft.registry import check_kwargs
 from terramind_ft.sweep.spec import Distribution, SweepSpec
+from terramind_ft.io import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -240,9 +241,7 @@ class Heartbeat:
 
     def beat(self, stopped: bool = False) -> None:
         info = {**worker_identity(), "time": time.time(), "stopped": stopped}
-        tmp = self.path.with_name(f".{HEARTBEAT_FILE}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(info))
-        tmp.replace(self.path)
+        atomic_write_json(self.path, info)
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):

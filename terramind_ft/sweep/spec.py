@@ -45,6 +45,7 @@ from typing import Any
 import yaml
 
 from terramind_ft.errors import ConfigError, did_you_mean
+from terramind_ft.io import atomic_write_text
 
 DEFAULT_CLI = "terramind_ft.lightning_cli:build_cli"
 SAMPLERS = ("tpe", "random", "grid")
@@ -687,8 +688,5 @@ def check_against_cli(spec: SweepSpec, progress: Callable[[str], None] | None = 
                                   "notice, in every trial)", key=f"{section[key]}.{key}")
             say(f"note: {key} is a new entry of {parent}; it is checked when the model is built")
     if write:
-        spec.output_dir.mkdir(parents=True, exist_ok=True)
-        tmp = spec.resolved_base_path.with_suffix(".yaml.tmp")
-        tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-        tmp.replace(spec.resolved_base_path)
+        atomic_write_text(spec.resolved_base_path, yaml.safe_dump(resolved, sort_keys=False))
     return resolved

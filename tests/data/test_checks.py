@@ -116,7 +116,7 @@ def test_truncated_or_corrupt_files_are_named(fresh_flood, what):
     path.write_bytes(content[: len(content) // 2])
     with pytest.raises(DataError, match="cannot be read") as err:
         GenericMultiModalDataModule(**fresh_flood.datamodule_kwargs()).check(["train"])
-    expected = f"modality 'S2L1C'" if what == "S2L1C" else "modality 'label'"
+    expected = "modality 'S2L1C'" if what == "S2L1C" else "modality 'label'"
     assert f"cannot read raster {path} ({expected})" in str(err.value)
 
 
