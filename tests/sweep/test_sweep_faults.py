@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
@@ -26,24 +25,17 @@ from terramind_ft.sweep.search import (
 )
 from terramind_ft.sweep.spec import load_spec
 
+from sweep_helpers import result_rows, study_trials
+
 
 def _sweep(path, *extra) -> int:
     return cli.main(["sweep", "--config", str(path), *extra, "--skip-check"])
 
 
-def _trials(spec):
-    return sorted(open_study(spec, create=False).get_trials(), key=lambda t: t.number)
-
-
-def _rows(spec):
-    with open(spec.output_dir / "results.csv") as f:
-        return list(csv.DictReader(f))
-
-
 def test_stale_running_trial_resumes_from_its_last_checkpoint(toy_sweep):
     one_epoch = load_spec(toy_sweep(study={"n_trials": 1}, overrides={"trainer.max_epochs": 1}))
     assert _sweep(one_epoch.path) == 0
-    done = _trials(one_epoch)[0]
+    done = study_trials(one_epoch)[0]
 
     # A worker died while running trial 1: RUNNING in the storage, a run folder holding the checkpoint of
     # its first epoch, and a heartbeat that stopped long ago.
@@ -61,7 +53,7 @@ def test_stale_running_trial_resumes_from_its_last_checkpoint(toy_sweep):
     # Re-run with one more trial: the dead worker's trial resumes first, then one new trial runs.
     two_epochs = load_spec(toy_sweep(study={"n_trials": 3}, overrides={"trainer.max_epochs": 2}))
     assert _sweep(two_epochs.path) == 0
-    trials = _trials(two_epochs)
+    trials = study_trials(two_epochs)
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL] + [TrialState.COMPLETE] * 2
     assert "retry_of" not in trials[3].user_attrs
     assert (two_epochs.trials_dir / "trial_0003" / "fit_starts.txt").read_text().split() == ["0"]
@@ -72,7 +64,7 @@ def test_stale_running_trial_resumes_from_its_last_checkpoint(toy_sweep):
     assert retry.user_attrs["resumed_from"] == str(run_dir / "checkpoints" / "last.ckpt")
     assert (run_dir / "fit_starts.txt").read_text().split() == ["1"]  # resumed at epoch 1, not 0
     assert sorted(json.loads((run_dir / "metric_history.json").read_text())) == ["1"]
-    rows = {r["trial"]: r for r in _rows(two_epochs)}
+    rows = {r["trial"]: r for r in result_rows(two_epochs)}
     assert rows["1"]["state"] == "INTERRUPTED" and "re-run as trial 2" in rows["1"]["note"]
     assert "re-run of trial 1" in rows["2"]["note"]
 
@@ -91,18 +83,18 @@ def test_ctrl_c_stops_the_sweep_and_the_rerun_resumes_the_trial(toy_sweep, tmp_p
     spec = load_spec(toy_sweep(study={"n_trials": 1},
                                overrides={"trainer.max_epochs": 2, "model.ctrl_c_file": str(flag)}))
     assert _sweep(spec.path) == 130
-    [trial] = _trials(spec)
+    [trial] = study_trials(spec)
     assert trial.state == TrialState.RUNNING  # not FAIL: it is resumable
     run_dir = spec.trials_dir / "trial_0000"
     assert json.loads((run_dir / HEARTBEAT_FILE).read_text())["stopped"] is True
     assert is_stale(spec, trial)  # at once, not after stale_after_s
 
     assert _sweep(spec.path) == 0
-    trials = _trials(spec)
+    trials = study_trials(spec)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE]
     assert trials[1].user_attrs["retry_of"] == 0
     assert (run_dir / "fit_starts.txt").read_text().split() == ["0", "1"]
-    assert _rows(spec)[0]["state"] == "INTERRUPTED"
+    assert result_rows(spec)[0]["state"] == "INTERRUPTED"
 
 
 def test_staleness_rules(toy_sweep, tmp_path):
@@ -184,6 +176,6 @@ def test_status_and_retry_failed(toy_sweep, capsys):
     fixed = load_spec(toy_sweep(study={"sampler": "grid", "n_trials": 2}, search_space={"model.hidden": [4, 16]},
                                 overrides={"model.fail_if_hidden": 99, "trainer.max_epochs": 1}))
     assert _sweep(fixed.path, "--retry-failed") == 0
-    trials = _trials(fixed)
+    trials = study_trials(fixed)
     assert len(trials) == 3 and trials[2].state == TrialState.COMPLETE
     assert trials[2].params == {"model.hidden": 16} and trials[2].user_attrs["retry_of"] in (0, 1)

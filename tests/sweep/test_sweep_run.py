@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
@@ -13,28 +12,21 @@ from terramind_ft import cli
 from terramind_ft.sweep.search import open_study
 from terramind_ft.sweep.spec import load_spec
 
+from sweep_helpers import result_rows, study_trials
+
 
 def _sweep(path, *extra, check: bool = False) -> int:
     # The parser check is covered by test_sweep_check (and by the first test here); it costs seconds.
     return cli.main(["sweep", "--config", str(path), *extra, *([] if check else ["--skip-check"])])
 
 
-def _trials(spec):
-    return sorted(open_study(spec, create=False).get_trials(), key=lambda t: t.number)
-
-
-def _rows(spec):
-    with open(spec.output_dir / "results.csv") as f:
-        return list(csv.DictReader(f))
-
-
 def test_three_trials_give_table_and_best_config(toy_sweep):
     spec = load_spec(toy_sweep(overrides={"trainer.max_epochs": 1}))
     assert _sweep(spec.path, check=True) == 0
 
-    trials = _trials(spec)
+    trials = study_trials(spec)
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 3
-    rows = _rows(spec)
+    rows = result_rows(spec)
     assert [r["trial"] for r in rows] == ["0", "1", "2"]
     assert {r["state"] for r in rows} == {"COMPLETE"}
     for row, t in zip(rows, trials):
@@ -70,13 +62,13 @@ def test_failing_trial_is_recorded_and_sweep_completes(toy_sweep):
                                overrides={"model.fail_if_hidden": 16, "trainer.max_epochs": 1}))
     assert spec.budget == 3
     assert _sweep(spec.path) == 0
-    trials = _trials(spec)
+    trials = study_trials(spec)
     assert len(trials) == 3
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert [t.params["model.hidden"] for t in failed] == [16]
     assert "RuntimeError: toy failure for hidden=16" in failed[0].user_attrs["error"]
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 2
-    row = next(r for r in _rows(spec) if r["state"] == "FAIL")
+    row = next(r for r in result_rows(spec) if r["state"] == "FAIL")
     assert "toy failure" in row["error"]
     run_dir = spec.trials_dir / f"trial_{failed[0].number:04d}"
     assert "Traceback" in (run_dir / "error.txt").read_text()
@@ -85,16 +77,16 @@ def test_failing_trial_is_recorded_and_sweep_completes(toy_sweep):
     assert yaml.safe_load((spec.output_dir / "best.yaml").read_text())["model"]["hidden"] in (4, 8)
 
 
-def test_rerun_continues_without_repeating_finished_trials(toy_sweep):
+def test_rerun_continues_without_repeating_finishedstudy_trials(toy_sweep):
     first = load_spec(toy_sweep(study={"n_trials": 2}, overrides={"trainer.max_epochs": 1}))
     assert _sweep(first.path) == 0
-    before = _trials(first)
+    before = study_trials(first)
     assert len(before) == 2
     starts = {t.number: (first.trials_dir / f"trial_{t.number:04d}" / "fit_starts.txt").read_text() for t in before}
 
     second = load_spec(toy_sweep(study={"n_trials": 3}, overrides={"trainer.max_epochs": 1}))
     assert _sweep(second.path) == 0
-    after = _trials(second)
+    after = study_trials(second)
     assert len(after) == 3  # one new trial only
     assert [(t.number, t.params, t.value) for t in after[:2]] == [(t.number, t.params, t.value) for t in before]
     for number, text in starts.items():  # the finished trials were not trained again
@@ -104,7 +96,7 @@ def test_rerun_continues_without_repeating_finished_trials(toy_sweep):
 
     # Nothing left: a third run starts nothing and still writes the table.
     assert _sweep(second.path) == 0
-    assert len(_trials(second)) == 3
+    assert len(study_trials(second)) == 3
 
 
 def test_median_pruner_stops_a_bad_trial(toy_sweep):
@@ -117,13 +109,13 @@ def test_median_pruner_stops_a_bad_trial(toy_sweep):
     study.enqueue_trial({"optimizer.init_args.lr": 0.05})  # learns: sets the median
     study.enqueue_trial({"optimizer.init_args.lr": 1e-7})  # barely moves: below the median after epoch 0
     assert _sweep(spec.path) == 0
-    good, bad = _trials(spec)
+    good, bad = study_trials(spec)
     assert good.state == TrialState.COMPLETE and sorted(good.intermediate_values) == [0, 1, 2]
     assert bad.state == TrialState.PRUNED and sorted(bad.intermediate_values) == [0]
     run_dir = spec.trials_dir / "trial_0001"
     assert (run_dir / "fit_starts.txt").exists()
     assert json.loads((run_dir / "metrics.json").read_text())["sweep"]["state"] == "PRUNED"
-    row = _rows(spec)[1]
+    row = result_rows(spec)[1]
     assert row["state"] == "PRUNED" and "pruned after epoch 0" in row["note"]
     # A pruned trial is finished: the best config comes from the complete one.
     assert yaml.safe_load((spec.output_dir / "best.yaml").read_text())["optimizer"]["init_args"]["lr"] == 0.05
@@ -135,6 +127,6 @@ def test_rdb_storage_url(toy_sweep, tmp_path):
     assert spec.study.storage_is_url
     assert _sweep(spec.path) == 0
     assert (tmp_path / "sweep.db").is_file() and not (spec.output_dir / "optuna.journal").exists()
-    [trial] = _trials(spec)
+    [trial] = study_trials(spec)
     assert trial.state == TrialState.COMPLETE
-    assert _rows(spec)[0]["state"] == "COMPLETE"
+    assert result_rows(spec)[0]["state"] == "COMPLETE"
