@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pytest
@@ -314,3 +316,9 @@ def test_sen1floods11_tim_config_trains_a_few_steps(tmp_path):
     keys = checkpoint["state_dict"]
     assert any(".sampler.model.decoder.0." in k for k in keys) and any(k.endswith("encoder.0.attn.qkv.weight")
                                                                          for k in keys)
+
+    # ... and `test` evaluates the checkpoint with greedy (deterministic) TiM tokens, writing metrics.json.
+    config_path = write(config, tmp_path / "tim.yaml")
+    assert main(["test", "--config", config_path, "--ckpt_path", "last"]) == 0
+    metrics = json.loads((tmp_path / "run" / "checkpoints" / "metrics.json").read_text())
+    assert 0.0 <= metrics["metrics"]["test/mIoU"] <= 1.0
