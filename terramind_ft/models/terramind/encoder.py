@@ -25,7 +25,6 @@ not fill.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 import warnings
@@ -46,7 +45,7 @@ from terramind_ft.models.terramind.embeddings import (
     SequenceEncoderEmbedding,
 )
 from terramind_ft.models.terramind.layers import Block, LayerNorm
-from terramind_ft.models.terramind.sizes import SIZES, TerraMindSize, get_size
+from terramind_ft.models.terramind.sizes import SIZES, TerraMindSize, get_size, register_size_variants
 from terramind_ft.registry import BACKBONE_REGISTRY, FULL_MODEL_REGISTRY
 
 log = logging.getLogger(__name__)
@@ -621,22 +620,7 @@ def _describe(value: Any) -> str:
 # --------------------------------------------------------------------------------------------------------------
 # Registry entries: terramind_v1_{tiny,small,base,large}
 
-_ENCODER_SIGNATURE = inspect.signature(TerraMindEncoder.__init__)
-_BUILDER_PARAMETERS = [p for name, p in _ENCODER_SIGNATURE.parameters.items() if name not in ("self", "size")]
-
-
-def _register_size(size: TerraMindSize) -> None:
-    def build(*args: Any, **kwargs: Any) -> TerraMindEncoder:
-        return TerraMindEncoder(*args, size=size.name, **kwargs)
-
-    build.__name__ = build.__qualname__ = size.registry_name
-    build.__doc__ = (f"TerraMind v1 {size.name} encoder backbone (dim {size.dim}, {size.encoder_depth} blocks); "
-                     f"weights {size.hf_repo_id}/{size.hf_filename}. See TerraMindEncoder for the arguments.")
-    # The explicit signature lets the registry reject unknown arguments and list the valid ones.
-    build.__signature__ = _ENCODER_SIGNATURE.replace(  # type: ignore[attr-defined]
-        parameters=_BUILDER_PARAMETERS, return_annotation=TerraMindEncoder)
-    BACKBONE_REGISTRY.register(build, name=size.registry_name)
-
-
-for _size in SIZES.values():
-    _register_size(_size)
+register_size_variants(
+    BACKBONE_REGISTRY, TerraMindEncoder, "",
+    lambda size: (f"TerraMind v1 {size.name} encoder backbone (dim {size.dim}, {size.encoder_depth} blocks); "
+                  f"weights {size.hf_repo_id}/{size.hf_filename}. See TerraMindEncoder for the arguments."))

@@ -28,7 +28,6 @@ Differences from the reference (TerraTorch 1.2.11):
 
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import warnings
@@ -44,7 +43,7 @@ from terramind_ft.modalities import MODALITIES, PATCH_SIZE, PRETRAINING_IMG_SIZE
     resolve_input, resolve_output
 from terramind_ft.models.terramind.decoder import TerraMind, load_terramind_checkpoint
 from terramind_ft.models.terramind.sampling import SamplingSettings, TokenTarget, make_generator, roar_decode
-from terramind_ft.models.terramind.sizes import SIZES, TerraMindSize, get_size
+from terramind_ft.models.terramind.sizes import TerraMindSize, get_size, register_size_variants
 from terramind_ft.registry import FULL_MODEL_REGISTRY
 
 DEFAULT_TIMESTEPS = 50  # DDIM steps per DiVAE output (the reference's default; its notebooks use 10)
@@ -427,22 +426,7 @@ class TerraMindGeneration(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 # Registry entries: terramind_v1_{tiny,small,base,large}_generate
 
-_GEN_SIGNATURE = inspect.signature(TerraMindGeneration.__init__)
-_GEN_PARAMETERS = [p for name, p in _GEN_SIGNATURE.parameters.items() if name not in ("self", "size")]
-
-
-def _register_generate(size: TerraMindSize) -> None:
-    def build(*args: Any, **kwargs: Any) -> TerraMindGeneration:
-        return TerraMindGeneration(*args, size=size.name, **kwargs)
-
-    name = f"{size.registry_name}_generate"
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = (f"TerraMind v1 {size.name} any-to-any generation; weights {size.hf_repo_id}/{size.hf_filename} "
-                     "plus the tokenizers of the outputs. See TerraMindGeneration for the arguments.")
-    build.__signature__ = _GEN_SIGNATURE.replace(  # type: ignore[attr-defined]
-        parameters=_GEN_PARAMETERS, return_annotation=TerraMindGeneration)
-    FULL_MODEL_REGISTRY.register(build, name=name)
-
-
-for _size in SIZES.values():
-    _register_generate(_size)
+register_size_variants(
+    FULL_MODEL_REGISTRY, TerraMindGeneration, "_generate",
+    lambda size: (f"TerraMind v1 {size.name} any-to-any generation; weights {size.hf_repo_id}/{size.hf_filename} "
+                  "plus the tokenizers of the outputs. See TerraMindGeneration for the arguments."))

@@ -8,6 +8,8 @@ eps 1e-6 and a zero bias buffer, patch size 16 and a 224-px pretraining size.
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -75,3 +77,28 @@ def get_size(name: str, *, key: str | None = None) -> TerraMindSize:
         return SIZES[name.lower()]
     except KeyError:
         raise UnknownNameError("TerraMind size", name, SIZES, key=key) from None
+
+
+def register_size_variants(registry: Any, model_cls: type, suffix: str,
+                           describe: Callable[[TerraMindSize], str]) -> None:
+    """Register ``terramind_v1_<size><suffix>`` in ``registry`` for every size, each building
+    ``model_cls(size=<size>, **kwargs)``.
+
+    Each builder carries ``model_cls``'s signature without ``size``, so that the registry can reject unknown
+    arguments and list the valid ones; ``describe(size)`` is its docstring.
+    """
+    signature = inspect.signature(model_cls.__init__)
+    parameters = [p for name, p in signature.parameters.items() if name not in ("self", "size")]
+
+    def builder(size: TerraMindSize) -> Callable[..., Any]:
+        def build(*args: Any, **kwargs: Any) -> Any:
+            return model_cls(*args, size=size.name, **kwargs)
+
+        build.__name__ = build.__qualname__ = f"{size.registry_name}{suffix}"
+        build.__doc__ = describe(size)
+        build.__signature__ = signature.replace(  # type: ignore[attr-defined]
+            parameters=parameters, return_annotation=model_cls)
+        return build
+
+    for size in SIZES.values():
+        registry.register(builder(size), name=f"{size.registry_name}{suffix}")

@@ -45,7 +45,6 @@ The caller's input dict is never modified.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -62,7 +61,7 @@ from terramind_ft.modalities import MODALITIES, PATCH_SIZE, PRETRAINING_IMG_SIZE
 from terramind_ft.models.terramind.decoder import TerraMind
 from terramind_ft.models.terramind.encoder import BackboneOutput, InputSpec, TerraMindEncoder, parse_modalities
 from terramind_ft.models.terramind.sampling import SamplingSettings, TokenTarget, make_generator, roar_decode
-from terramind_ft.models.terramind.sizes import SIZES, TerraMindSize, get_size
+from terramind_ft.models.terramind.sizes import get_size, register_size_variants
 from terramind_ft.registry import BACKBONE_REGISTRY
 
 GENERATOR_PREFIX = "sampler.model."
@@ -532,22 +531,7 @@ def _resolve_tim_modalities(tim_modalities: Sequence[str], input_names: Sequence
 # --------------------------------------------------------------------------------------------------------------
 # Registry entries: terramind_v1_{tiny,small,base,large}_tim
 
-_TIM_SIGNATURE = inspect.signature(TerraMindTiM.__init__)
-_TIM_PARAMETERS = [p for name, p in _TIM_SIGNATURE.parameters.items() if name not in ("self", "size")]
-
-
-def _register_tim(size: TerraMindSize) -> None:
-    def build(*args: Any, **kwargs: Any) -> TerraMindTiM:
-        return TerraMindTiM(*args, size=size.name, **kwargs)
-
-    name = f"{size.registry_name}_tim"
-    build.__name__ = build.__qualname__ = name
-    build.__doc__ = (f"TerraMind v1 {size.name} backbone with TiM (frozen {size.decoder_depth}-block generator); "
-                     f"weights {size.hf_repo_id}/{size.hf_filename}. See TerraMindTiM for the arguments.")
-    build.__signature__ = _TIM_SIGNATURE.replace(  # type: ignore[attr-defined]
-        parameters=_TIM_PARAMETERS, return_annotation=TerraMindTiM)
-    BACKBONE_REGISTRY.register(build, name=name)
-
-
-for _size in SIZES.values():
-    _register_tim(_size)
+register_size_variants(
+    BACKBONE_REGISTRY, TerraMindTiM, "_tim",
+    lambda size: (f"TerraMind v1 {size.name} backbone with TiM (frozen {size.decoder_depth}-block generator); "
+                  f"weights {size.hf_repo_id}/{size.hf_filename}. See TerraMindTiM for the arguments."))
