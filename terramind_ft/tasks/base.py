@@ -127,11 +127,14 @@ class BaseTask(pl.LightningModule):
         return batch[self.target_key]
 
     def predictions(self, output: torch.Tensor) -> torch.Tensor:
-        """What metrics compare with the target (class ids, or values)."""
-        raise NotImplementedError
+        """What metrics compare with the target: class ids (regression overrides: values)."""
+        return output.argmax(dim=1)
 
     def train_metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
-        raise NotImplementedError
+        """The cheap per-step metric (:data:`metrics.TRAIN_STEP`): accuracy over the non-ignored targets."""
+        valid = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=bool)
+        correct = (self.predictions(output) == target) & valid
+        return M.TRAIN_STEP[self.task][1], correct.sum() / valid.sum().clamp_min(1)
 
     @property
     def monitor(self) -> tuple[str, str]:

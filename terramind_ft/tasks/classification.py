@@ -23,14 +23,6 @@ class ClassificationTask(BaseTask):
     def target(self, batch: dict[str, Any]) -> torch.Tensor:
         return batch["label"].long()
 
-    def predictions(self, output: torch.Tensor) -> torch.Tensor:
-        return output.argmax(dim=1)
-
-    def train_metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
-        valid = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=bool)
-        correct = (output.argmax(dim=1) == target) & valid
-        return "Accuracy_Micro", correct.sum() / valid.sum().clamp_min(1)
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         probs = self.infer(batch["image"], "predict").float().softmax(dim=1)
         return {"label": probs.argmax(dim=1), "probabilities": probs, "filename": batch.get("filename", {}),

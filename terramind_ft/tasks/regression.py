@@ -34,7 +34,7 @@ class PixelwiseRegressionTask(BaseTask):
         if self.ignore_index is not None:
             valid &= target != self.ignore_index
         err = (output.float() - target)[valid]
-        return "RMSE", err.square().mean().sqrt() if err.numel() else err.sum()
+        return M.TRAIN_STEP[self.task][1], err.square().mean().sqrt() if err.numel() else err.sum()
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         if "scene" in batch:  # streamed from the files (tiled inference), see BaseTask.setup

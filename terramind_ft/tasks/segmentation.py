@@ -38,14 +38,6 @@ class SemanticSegmentationTask(BaseTask):
     def target(self, batch: dict[str, Any]) -> torch.Tensor:
         return batch["mask"].long()
 
-    def predictions(self, output: torch.Tensor) -> torch.Tensor:
-        return output.argmax(dim=1)
-
-    def train_metric(self, output: torch.Tensor, target: torch.Tensor) -> tuple[str, torch.Tensor]:
-        valid = target != self.ignore_index if self.ignore_index is not None else torch.ones_like(target, dtype=bool)
-        correct = (output.argmax(dim=1) == target) & valid
-        return "Pixel_Accuracy", correct.sum() / valid.sum().clamp_min(1)
-
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         if "scene" in batch:  # streamed from the files (tiled inference), see BaseTask.setup
             return predict_scene_batch(self, batch)
