@@ -1,4 +1,6 @@
-"""Atomic file output: write to a hidden temp file beside the target, then rename it onto the target.
+"""File I/O every command shares: atomic output, and reading YAML config files.
+
+Atomic output: write to a hidden temp file beside the target, then rename it onto the target.
 
 Project standard: no half-written output is ever left behind. A reader (another rank, a resumed run, a GIS
 viewer) sees either the previous file or the complete new one, because ``os.replace`` within one folder is
@@ -19,6 +21,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import yaml
+
+from terramind_ft.errors import ConfigError
 
 # Mode a plain open() asks for; the kernel removes the umask bits from it.
 _NEW_FILE_MODE = 0o666
@@ -72,3 +78,18 @@ def atomic_write_json(target: str | os.PathLike, obj: Any, *, indent: int | None
     """Serialise ``obj`` as JSON (before touching the disk, so an unserialisable value writes nothing) and
     write it to ``target`` atomically; returns ``target`` as a Path."""
     return atomic_write_text(target, json.dumps(obj, indent=indent))
+
+
+def read_yaml_mapping(path: str | os.PathLike, key: str = "config") -> dict[str, Any]:
+    """A YAML config file's top-level mapping; a missing, unreadable or non-mapping file is a
+    :class:`ConfigError` at ``key`` (the option that named the file)."""
+    try:
+        with open(path) as f:
+            data = yaml.safe_load(f) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config file {path}: {err}", key=key) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}", key=key) from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of config keys", key=key)
+    return data

@@ -55,7 +55,7 @@ import terramind_ft.data.datamodule  # noqa: F401  (short class names resolve on
 import terramind_ft.tasks  # noqa: F401
 from terramind_ft.errors import ConfigError, did_you_mean
 from terramind_ft.inference.writers import PredictionWriter
-from terramind_ft.io import atomic_write_json, atomic_write_text
+from terramind_ft.io import atomic_write_json, atomic_write_text, read_yaml_mapping
 from terramind_ft.tasks.base import BaseTask
 from terramind_ft.tasks.metrics import METRIC_NAMES_VERSION
 
@@ -299,19 +299,6 @@ def check_config_keys(config: dict[str, Any], subcommand: str | None) -> None:
 # ------------------------------------------------------------------------------------------ config files
 
 
-def _load_yaml(path: str) -> dict[str, Any]:
-    try:
-        with open(path) as f:
-            data = yaml.safe_load(f) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read config file {path}: {err}", key="config") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}", key="config") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of config keys", key="config")
-    return data
-
-
 def _config_paths(args: list[str]) -> list[tuple[int, str]]:
     """(index in args, path) of every ``-c/--config`` value."""
     out = []
@@ -328,7 +315,7 @@ def prepare_args(args: list[str], subcommand: str | None, tmp_dir: str | None = 
     args = list(args)
     merged: dict[str, Any] = {}
     for index, path in _config_paths(args):
-        raw = _load_yaml(path)
+        raw = read_yaml_mapping(path)
         translated, notices = translate_terratorch(raw)
         if subcommand is None:  # build_cli(run=False) has no subcommand: drop fit/test/... method arguments
             for k in _method_keys() & set(translated):

@@ -15,18 +15,16 @@ import sys
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from terramind_ft.data.datamodule import GenericMultiModalDataModule
 from terramind_ft.data.files import DataNotice
 from terramind_ft.errors import ConfigError, TerraMindFTError
-from terramind_ft.io import atomic_write_text
+from terramind_ft.io import atomic_write_text, read_yaml_mapping
 from terramind_ft.registry import check_kwargs
 
 DATA_KEY = "data"
@@ -191,16 +189,7 @@ def load_data_init_args(configs: Sequence[str | os.PathLike]) -> dict[str, Any]:
     """``data.init_args`` of one or more LightningCLI YAML configs (later files win, as in LightningCLI)."""
     merged: dict[str, Any] = {}
     for path in configs:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist", key="--config")
-        try:
-            content = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML: {exc}", key="--config") from exc
-        if not isinstance(content, dict):
-            raise ConfigError(f"{path} must hold a mapping with a 'data' section", key="--config")
-        merged = _deep_merge(merged, content)
+        merged = _deep_merge(merged, read_yaml_mapping(path, key="--config"))
     data = merged.get(DATA_KEY)
     if not isinstance(data, dict):
         raise ConfigError(f"no '{DATA_KEY}' section in {', '.join(map(str, configs))}", key=DATA_KEY)
