@@ -59,7 +59,7 @@ def run_one(args: argparse.Namespace) -> dict:
     import torch
 
     from terramind_ft.data.synthetic import make_sen1floods11
-    from terramind_ft.lightning_cli import build_cli
+    from terramind_ft.cli.app import build_cli
 
     data_dir = tempfile.mkdtemp(prefix="bench_s1f11_")
     n = (args.warmup + args.steps) * args.batch_size

@@ -1,10 +1,12 @@
-"""File I/O every command shares: atomic output, and reading YAML config files.
+"""File I/O every command shares: atomic output, reading YAML config files, plain values for checkpoints.
 
 Atomic output: write to a hidden temp file beside the target, then rename it onto the target.
 
 Project standard: no half-written output is ever left behind. A reader (another rank, a resumed run, a GIS
 viewer) sees either the previous file or the complete new one, because ``os.replace`` within one folder is
 atomic; a crash or an exception leaves at most the old target, never a truncated one and never the temp file.
+The temp file is fsynced before the rename and the folder after it, so a power cut cannot leave a renamed but
+empty file either.
 
 The temp file is created the way a plain ``open(path, "w")`` creates a file (``O_CREAT | O_EXCL``, mode
 ``0o666`` filtered by the umask), not with ``tempfile.mkstemp``, whose files are owner-only (0600) and kept
@@ -14,10 +16,11 @@ umask allows.
 
 from __future__ import annotations
 
+import enum
 import json
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -60,10 +63,26 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
     tmp = _create_temp_beside(target, suffix)
     try:
         yield tmp
+        fsync_path(tmp)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_path(target.parent)
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flush a file's (or a folder's: its entries') data to the disk; a no-op where the OS cannot."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) * Path(path).is_dir())
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(target: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> Path:
@@ -93,3 +112,34 @@ def read_yaml_mapping(path: str | os.PathLike, key: str = "config") -> dict[str,
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of config keys", key=key)
     return data
+
+
+def to_plain(value: Any) -> Any:
+    """``value`` as plain types that ``torch.load(weights_only=True)`` and YAML accept: paths become strings,
+    mappings dicts, tuples and sets lists; tensors, numbers, strings, booleans and None stay. Any other object
+    becomes its ``str`` (hyper-parameters are a record of the run, not a way to pickle objects)."""
+    import torch  # here, not at import time: this module serves light commands too
+
+    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    if isinstance(value, enum.Enum):
+        return to_plain(value.value)
+    if isinstance(value, Mapping) or hasattr(value, "__dict__") and type(value).__name__ == "Namespace":
+        items = value.items() if isinstance(value, Mapping) else vars(value).items()
+        return {str(k) if not isinstance(k, (int, str)) else k: to_plain(v) for k, v in items}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_plain(v) for v in value]
+    return str(value)
+
+
+def plain_hyperparameters(module: Any) -> None:
+    """Make the hyper-parameters a LightningModule/LightningDataModule saved (``save_hyperparameters``) plain
+    (:func:`to_plain`), so that its checkpoints load with ``weights_only=True`` even when the Python API passed
+    ``pathlib.Path`` arguments. Lightning keeps two copies (``hparams`` and ``hparams_initial``); both change."""
+    for attr in ("_hparams", "_hparams_initial"):
+        hparams = getattr(module, attr, None)
+        if hparams is not None:
+            for k in list(hparams):
+                hparams[k] = to_plain(hparams[k])

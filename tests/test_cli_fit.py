@@ -12,7 +12,7 @@ import yaml
 
 from cli_configs import sen1floods11_config, write
 from terramind_ft.cli import main
-from terramind_ft.lightning_cli import build_cli
+from terramind_ft.cli.app import build_cli
 
 
 @pytest.fixture(scope="module")

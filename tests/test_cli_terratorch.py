@@ -152,7 +152,7 @@ def test_16_mixed_on_cpu_becomes_the_default_precision(tmp_path, caplog):
     make_sen1floods11(tmp_path / "s1f11", size=64, splits={"train": 2, "val": 1, "test": 1})
     cfg = tmp_path / "tt.yaml"
     cfg.write_text(TERRATORCH_CONFIG.format(root=tmp_path, data=tmp_path / "s1f11"))
-    from terramind_ft.lightning_cli import build_cli, default_precision
+    from terramind_ft.cli.app import build_cli, default_precision
 
     with caplog.at_level(logging.INFO, logger="terramind_ft"):
         cli = build_cli(["fit", "--config", str(cfg)], run=False)

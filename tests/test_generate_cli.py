@@ -22,7 +22,9 @@ def test_writes_georeferenced_geotiffs_and_preview_from_a_real_chip(terramesh_di
     out = tmp_path / "out"
     code = main(["generate", *RANDOM, "--inputs", f"S2L2A={source}", "--outputs", "LULC", "DEM",
                  "--timesteps", "1", "--seed", "3", "--lulc-probabilities", "--output-dir", str(out)])
-    assert code == 0, capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "random weights" in captured.err and "meaningless" in captured.err
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [f"{CHIP}_LULC.tif", f"{CHIP}_LULC_probabilities.tif", f"{CHIP}_DEM.tif", f"{CHIP}_preview.png"])
     with rasterio.open(source) as src:
@@ -33,6 +35,7 @@ def test_writes_georeferenced_geotiffs_and_preview_from_a_real_chip(terramesh_di
     with rasterio.open(out / f"{CHIP}_DEM.tif") as dst:
         dem = dst.read(1)
         assert dst.dtypes[0] == "float32" and dst.descriptions == ("DEM",)
+        assert dst.tags()["TERRAMIND_FT_WEIGHTS"].startswith("random"), "random-weight outputs must say so"
     # The diffusion decoder's output lies in [-1, 1] standardised units -> metres within mean +- std.
     assert np.isfinite(dem).all() and dem.min() >= 670.665 - 951.3 and dem.max() <= 670.665 + 951.3
     with rasterio.open(out / f"{CHIP}_LULC.tif") as dst:
@@ -47,7 +50,7 @@ def test_writes_georeferenced_geotiffs_and_preview_from_a_real_chip(terramesh_di
 
     preview = matplotlib.image.imread(out / f"{CHIP}_preview.png")
     assert preview.ndim == 3 and preview.shape[1] > 3 * preview.shape[0] / 2  # input + 2 panels side by side
-    assert "wrote" in capsys.readouterr().out
+    assert "wrote" in captured.out
 
 
 def _copy_with_nodata(src_path, dst_path):
@@ -84,7 +87,7 @@ def test_refuses_random_weights_without_the_flag(terramesh_dir, tmp_path, capsys
                  f"S2L2A={terramesh_dir / 'S2L2A' / f'{CHIP}.tif'}", "--outputs", "LULC",
                  "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert code == 1 and "--allow-random-weights" in err and "LULC tokenizer" in err
+    assert code == 2 and "--allow-random-weights" in err and "LULC tokenizer" in err
     assert not any((tmp_path / "out").iterdir())
 
 
@@ -95,4 +98,4 @@ def test_names_the_scene_and_modality_that_is_missing(terramesh_dir, tmp_path, c
     code = main(["generate", *RANDOM, "--inputs", f"S2L2A={terramesh_dir / 'S2L2A'}", f"S1RTC={s1}",
                  "--outputs", "LULC", "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
-    assert code == 1 and "has no raster for modality" in err and "S1RTC" in err
+    assert code == 3 and "has no raster for modality" in err and "S1RTC" in err

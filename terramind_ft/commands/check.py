@@ -17,51 +17,13 @@ from typing import Any
 
 import torch
 
-from terramind_ft.errors import ConfigError, TerraMindFTError, did_you_mean
+from terramind_ft.errors import ConfigError, TerraMindFTError
 
 STEPS = ("config", "monitors", "data", "train batch", "val batch")
 
 
 def _say(step: str, message: str) -> None:
     print(f"[{step}] {message}", flush=True)
-
-
-def monitor_keys(cli: Any) -> list[tuple[str, str]]:
-    """(config key, monitored metric) of every checkpoint, early-stopping and LR-scheduler monitor."""
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
-
-    out = []
-    for i, cb in enumerate(cli.trainer.callbacks):
-        if isinstance(cb, (ModelCheckpoint, EarlyStopping)) and getattr(cb, "monitor", None):
-            out.append((f"trainer.callbacks[{i}] ({type(cb).__name__}).monitor", cb.monitor))
-    config = cli.config
-    sched = config.get("lr_scheduler")
-    if sched is not None and sched.get("init_args") is not None and sched.init_args.get("monitor"):
-        out.append(("lr_scheduler.init_args.monitor", sched.init_args.monitor))
-    hp = getattr(cli.model, "hparams", {})
-    if hp.get("scheduler"):
-        monitor = (hp.get("scheduler_hparams") or {}).get("monitor", "val/loss")
-        out.append(("model.init_args.scheduler_hparams.monitor", monitor))
-    return out
-
-
-def check_monitors(cli: Any) -> list[str]:
-    model = cli.model
-    if not hasattr(model, "metric_names"):
-        return []
-    logged = set()
-    for stage in ("train", "val", "test"):
-        for name in model.metric_names(stage):
-            logged.add(name)
-            if stage == "train":
-                logged |= {f"{name}_step", f"{name}_epoch"}
-    checked = []
-    for key, monitor in monitor_keys(cli):
-        if monitor not in logged:
-            raise ConfigError(f"monitors {monitor!r}, which no metric produces.{did_you_mean(monitor, logged)} "
-                              f"Logged validation metrics: {', '.join(model.metric_names('val'))}", key=key)
-        checked.append(f"{key} = {monitor}")
-    return checked
 
 
 def _batch_to(batch: Any, device: torch.device) -> Any:
@@ -119,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     cli_args = [a for c in args.config for a in ("--config", c)] + overrides
 
-    from terramind_ft.lightning_cli import build_cli
+    from terramind_ft.cli.app import build_cli
+    from terramind_ft.cli.preflight import check_monitors
 
     step = "config"
     try:

@@ -22,7 +22,9 @@ memory does not grow with the scene height. ``--seed`` makes a run reproducible 
 Weights: ``--pretrained`` (default) downloads ``ibm-esa-geospatial/TerraMind-1.0-<size>`` and the output
 tokenizers through the Hugging Face cache; ``--ckpt-path`` / ``--tokenizer-ckpt MOD=FILE`` use local files.
 Random weights (``--no-pretrained``) produce meaningless images and need ``--allow-random-weights``.
-Exit codes: 0 done, 1 a problem (named with the file / modality / option), 2 bad usage.
+Exit codes are those of every terramind-ft command (``terramind-ft --help``): 0 done, 2 a config error, 3 a data
+error, 4 a checkpoint error, 130/143 stopped by SIGINT/SIGTERM (partial outputs removed). Outputs made from random
+weights carry the tag ``TERRAMIND_FT_WEIGHTS=random``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from terramind_ft.errors import ConfigError, DataError, DataNotFoundError, RasterMismatchError, TerraMindFTError
+from terramind_ft.errors import ConfigError, DataError, DataNotFoundError, RasterMismatchError
+from terramind_ft.inference.geotiff import CLASS_NODATA, WEIGHTS_TAG, class_colormap
 from terramind_ft.io import atomic_path
 from terramind_ft.modalities import LULC_CLASSES, MODALITIES, TOKEN_MODALITIES, Modality, find_modality, \
     resolve_output
@@ -54,7 +57,6 @@ DEFAULT_MODEL = "terramind_v1_base_generate"
 DEFAULT_STREAM_ABOVE = 4096 * 4096  # pixels; larger scenes are streamed from disk
 PREVIEW_MAX_SIDE = 1024
 STRIP_ROWS = 512  # rows copied at once when splitting a streamed result
-CLASS_NODATA = 255
 NDVI_RANGE = (-0.2, 0.9)
 
 
@@ -194,6 +196,12 @@ def build_model(args: argparse.Namespace, input_modalities: Sequence[str]) -> An
                           "--ckpt-path / --tokenizer-ckpt), which generates meaningless images. Drop "
                           "--no-pretrained to download the official weights, pass local files, or add "
                           "--allow-random-weights for a smoke test.", key="--pretrained")
+    if random_parts:
+        args.weights_provenance = f"random ({', '.join(random_parts)})"
+        print(f"warning: {', '.join(random_parts)} start from random weights (--allow-random-weights): the generated "
+              f"images are meaningless; every output is tagged {WEIGHTS_TAG}=random", file=sys.stderr, flush=True)
+    else:
+        args.weights_provenance = f"checkpoint {args.ckpt_path}" if args.ckpt_path else "pretrained"
     for kwargs in tokenizer_kwargs.values():
         kwargs.setdefault("pretrained", False)
     for modality in needs_tokenizer - set(tokenizer_kwargs):
@@ -305,7 +313,6 @@ class OutputFiles:
                 dst = stack.enter_context(rasterio.open(tmp, "w", **common, **spec))
                 dst.update_tags(**tags, modality=modality.name, units=modality.units)
                 if kind == "class_map":
-                    from terramind_ft.inference.scene import class_colormap
 
                     dst.write_colormap(1, class_colormap(len(LULC_CLASSES)))
                     dst.set_band_description(1, "class (" + ", ".join(f"{k}={c}" for k, c in
@@ -412,7 +419,8 @@ def generate_scene(model: Any, args: argparse.Namespace, stem: str, scene: dict[
     bands = output_bands(args.outputs)
     forward = _Forward(model, args.outputs, args.timesteps, args.seed)
     tags = {"software": "terramind-ft generate", "model": args.model, "seed": str(args.seed),
-            "timesteps": str(args.timesteps), "inputs": ", ".join(f"{m}={p}" for m, p in scene.items())}
+            "timesteps": str(args.timesteps), "inputs": ", ".join(f"{m}={p}" for m, p in scene.items()),
+            WEIGHTS_TAG: getattr(args, "weights_provenance", "unknown")}
     reference = next(iter(scene.values()))
     with rasterio.open(reference) as src:
         pixels = src.height * src.width
@@ -466,9 +474,12 @@ def _generate_streaming(forward: _Forward, args: argparse.Namespace, scene: dict
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Errors propagate as typed errors: ``terramind-ft generate`` reports them (terramind_ft.cli.report)."""
+    from terramind_ft.cli.signals import stop_at_once
+
     parser = build_parser()
     args = parser.parse_args(list(argv) if argv is not None else None)
-    try:
+    with stop_at_once():
         if args.timesteps < 1 or args.crop < 16 or not 0 < args.stride <= args.crop or args.batch_size < 1:
             raise ConfigError("need --timesteps >= 1, --crop >= 16, 0 < --stride <= --crop, --batch-size >= 1")
         scenes = discover_scenes(args.inputs, args.modalities)
@@ -484,9 +495,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stem, scene in tqdm(scenes.items(), desc="scenes", unit="scene", disable=len(scenes) < 2):
             for path in generate_scene(model, args, stem, scene, out_dir, device):
                 print(f"wrote {path}", flush=True)
-    except TerraMindFTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     return 0
 
 

@@ -34,6 +34,7 @@ from terramind_ft.data.files import (
 from terramind_ft.data.raster import RasterHeader, cached_header, read_text_label, same_georeference
 from terramind_ft.data.transforms import Compose, build_transform
 from terramind_ft.errors import ConfigError, DataError, RasterMismatchError
+from terramind_ft.io import plain_hyperparameters
 from terramind_ft.modalities import S2_BAND_IDS, find_modality
 
 log = logging.getLogger(__name__)
@@ -149,6 +150,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
+        plain_hyperparameters(self)  # paths as strings: checkpoints load with weights_only=True
         if task not in ("segmentation", "classification", "regression"):
             raise ConfigError(f"task must be segmentation, classification or regression, got {task!r}",
                               key=f"{KEY}.task")

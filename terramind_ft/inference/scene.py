@@ -24,7 +24,6 @@ The end of the module plugs this into ``terramind-ft predict`` (see :func:`predi
 
 from __future__ import annotations
 
-import colorsys
 import json
 import logging
 import math
@@ -46,6 +45,7 @@ from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from terramind_ft.errors import ConfigError, DataError, DataNotFoundError, InferenceError, RasterMismatchError
+from terramind_ft.inference.geotiff import CLASS_NODATA, SUFFIX, class_colormap, weights_tags
 from terramind_ft.inference.tiling import (
     TilingParameters,
     chip_weight,
@@ -57,31 +57,12 @@ from terramind_ft.modalities import find_modality
 
 log = logging.getLogger(__name__)
 
-CLASS_NODATA = 255  # uint8 class maps hold at most 255 classes (0..254)
 OUTPUT_BLOCK = 512  # internal tile size of the outputs (COG default)
-# Qualitative palette (matplotlib tab10) for the first ten classes; more classes get evenly spaced hues.
-TAB10 = ((31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-         (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207))
 # Transforms that agree to this fraction of a pixel are the same grid (rounding in stored GeoTIFF tags).
 GRID_TOLERANCE = 1e-6
 
 
 # ----------------------------------------------------------------------------------------- output helpers
-
-
-def class_colormap(num_classes: int, nodata: int | None = CLASS_NODATA) -> dict[int, tuple[int, int, int, int]]:
-    """RGBA colour table for a class map: tab10 for the first ten classes, evenly spaced hues beyond, and a
-    transparent entry for ``nodata``."""
-    colours: dict[int, tuple[int, int, int, int]] = {}
-    for k in range(num_classes):
-        if k < len(TAB10):
-            colours[k] = (*TAB10[k], 255)
-        else:
-            r, g, b = colorsys.hsv_to_rgb(((k - len(TAB10)) * 0.618034) % 1.0, 0.65, 0.9)
-            colours[k] = (int(r * 255), int(g * 255), int(b * 255), 255)
-    if nodata is not None:
-        colours[nodata] = (0, 0, 0, 0)
-    return colours
 
 
 def partial_path(path: Path) -> Path:
@@ -834,8 +815,6 @@ def _prediction_writer(trainer: Any) -> tuple[Path, Any]:
 def predict_scene_batch(task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
     """``predict_step`` of a streamed batch: :func:`predict_scene` for each scene with the task's forward,
     tiling, class names and requested outputs. Returns ``{"written": {input: [outputs]}, "filename": ...}``."""
-    from terramind_ft.inference.writers import SUFFIX  # writers imports this module
-
     out_dir, writer = _prediction_writer(task.trainer)
     reference = getattr(writer, "reference_modality", None)
     claim = getattr(writer, "_claim", None)  # refuses two inputs that would write the same output file
@@ -858,6 +837,7 @@ def predict_scene_batch(task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
             probabilities_path=out_dir / f"{stem}{SUFFIX['probabilities']}.tif",
             write_logits="logits" in outputs, logits_path=out_dir / f"{stem}{SUFFIX['logits']}.tif",
             reference_modality=ref, device=task.device, verbose=True,
+            tags=weights_tags(getattr(task, "weights_provenance", None)),
         )
         written[sources[ref]] = [str(p) for p in (result.output_path, result.probabilities_path, result.logits_path)
                                  if p is not None]

@@ -28,13 +28,12 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from terramind_ft.errors import InferenceError
-from terramind_ft.inference.scene import CLASS_NODATA, class_colormap
+from terramind_ft.inference.geotiff import CLASS_NODATA, SUFFIX, class_colormap, weights_tags
 from terramind_ft.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
 PREDICTIONS_DIR = "predictions"
-SUFFIX = {"class_map": "_pred", "probabilities": "_probabilities", "logits": "_logits", "values": "_pred"}
 
 
 def _write_geotiff(path: Path, profile: dict[str, Any], array: np.ndarray, *, descriptions: Sequence[str] = (),
@@ -51,10 +50,11 @@ def _write_geotiff(path: Path, profile: dict[str, Any], array: np.ndarray, *, de
 
 
 def write_prediction(path: str | Path, array: np.ndarray | torch.Tensor, reference: str | Path, *, kind: str,
-                     class_names: Sequence[str] | None = None, nodata_mask: np.ndarray | None = None) -> Path:
+                     class_names: Sequence[str] | None = None, nodata_mask: np.ndarray | None = None,
+                     tags: dict[str, str] | None = None) -> Path:
     """Write ``array`` (``[H, W]`` class map or values, ``[C, H, W]`` probabilities/logits) on ``reference``'s
     grid. ``kind``: class_map | probabilities | logits | values. ``nodata_mask`` (``[H, W]`` bool) marks
-    pixels written as nodata."""
+    pixels written as nodata; ``tags`` are added to the file's metadata (e.g. :data:`WEIGHTS_TAG`)."""
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
@@ -83,7 +83,7 @@ def write_prediction(path: str | Path, array: np.ndarray | torch.Tensor, referen
         legend = ", ".join(f"{i}={c}" for i, c in enumerate(names)) if names else "class index"
         return _write_geotiff(Path(path), profile, out, descriptions=[f"class ({legend})"],
                               colormap=class_colormap(max(n, len(names))),
-                              tags={"CLASS_NAMES": json.dumps(names)} if names else None)
+                              tags={**({"CLASS_NAMES": json.dumps(names)} if names else {}), **(tags or {})})
     if kind not in ("probabilities", "logits", "values"):
         raise ValueError(f"unknown prediction kind {kind!r}")
     out = bands.astype(np.float32)
@@ -92,7 +92,7 @@ def write_prediction(path: str | Path, array: np.ndarray | torch.Tensor, referen
     profile.update(dtype="float32", nodata=float("nan"))
     descriptions = names if kind != "values" and len(names) == out.shape[0] else [f"{kind} {i}" for i in
                                                                                   range(out.shape[0])]
-    return _write_geotiff(Path(path), profile, out, descriptions=descriptions)
+    return _write_geotiff(Path(path), profile, out, descriptions=descriptions, tags=tags)
 
 
 class PredictionWriter(BasePredictionWriter):
@@ -160,7 +160,8 @@ class PredictionWriter(BasePredictionWriter):
                     continue
                 path = out_dir / f"{stem}{SUFFIX[kind]}.tif"
                 self._claim(path, ref)
-                write_prediction(path, prediction[kind][i], ref, kind=kind, class_names=class_names, nodata_mask=mask)
+                write_prediction(path, prediction[kind][i], ref, kind=kind, class_names=class_names, nodata_mask=mask,
+                                 tags=weights_tags(getattr(pl_module, "weights_provenance", None)))
                 self.written.setdefault(ref, []).append(str(path))
                 log.info("wrote %s", path)
 

@@ -47,7 +47,7 @@ import yaml
 from terramind_ft.errors import ConfigError, did_you_mean
 from terramind_ft.io import atomic_write_text
 
-DEFAULT_CLI = "terramind_ft.lightning_cli:build_cli"
+DEFAULT_CLI = "terramind_ft.cli:build_cli"
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("none", "median", "hyperband", "successive_halving")
 CLUSTERS = ("local", "slurm", "debug")

@@ -10,7 +10,7 @@ Optimiser: ``optimizer`` is a ``torch.optim`` name (default AdamW) built with ``
 ``optimizer_hparams``; ``scheduler`` a ``torch.optim.lr_scheduler`` name with ``scheduler_hparams``
 (plus ``interval``: epoch|step and ``monitor``, default val/loss). ``lr_overrides`` ({substring of a
 parameter name: lr}) puts matching parameters in their own group; it also applies when the optimiser comes
-from LightningCLI's top-level ``optimizer:`` block (see :mod:`terramind_ft.lightning_cli`). Frozen parameters
+from LightningCLI's top-level ``optimizer:`` block (see :mod:`terramind_ft.cli.app`). Frozen parameters
 are never handed to the optimiser.
 """
 
@@ -26,6 +26,7 @@ from torch import nn
 
 from terramind_ft.errors import ConfigError, DataError, TrainingError, did_you_mean
 from terramind_ft.inference.tiling import TilingParameters, run_tiled
+from terramind_ft.io import plain_hyperparameters
 from terramind_ft.models.factory import MODEL_FACTORIES, build_model
 from terramind_ft.tasks import metrics as M
 from terramind_ft.tasks.losses import build_loss
@@ -54,6 +55,10 @@ class BaseTask(pl.LightningModule):
 
     task: str = ""
     target_key: str = "mask"  # batch key of the target
+    # Init arguments that say how to run the model, not what its weights are: with ``--ckpt_path`` the config's
+    # and the command line's values win over the checkpoint's (terramind_ft.cli.checkpoints.restore_plan).
+    run_settings: tuple[str, ...] = ("tiled_inference_parameters", "tiled_inference_on_validation",
+                                     "tiled_inference_on_testing", "plot_on_val")
 
     def __init__(
         self,
@@ -80,6 +85,7 @@ class BaseTask(pl.LightningModule):
     ):
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
+        plain_hyperparameters(self)  # paths as strings: checkpoints load with weights_only=True
         if model is None:
             if model_factory not in MODEL_FACTORIES:
                 hint = did_you_mean(model_factory, MODEL_FACTORIES)

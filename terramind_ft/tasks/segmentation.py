@@ -22,6 +22,7 @@ class SemanticSegmentationTask(BaseTask):
     """
 
     task = "segmentation"
+    run_settings = (*BaseTask.run_settings, "output_on_inference")
 
     def __init__(self, *args: Any, output_on_inference: str | list[str] = "prediction", **kwargs: Any):
         super().__init__(*args, **kwargs)

@@ -14,7 +14,7 @@ from terramind_ft.cli import main
 from terramind_ft.data import dataset as dataset_module
 from terramind_ft.data.synthetic import make_scene
 from terramind_ft.inference import scene as scene_module
-from terramind_ft.inference.scene import CLASS_NODATA
+from terramind_ft.inference.geotiff import CLASS_NODATA
 
 register()
 

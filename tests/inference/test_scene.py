@@ -19,7 +19,8 @@ import torch
 
 from terramind_ft.data.synthetic import make_scene
 from terramind_ft.errors import ConfigError, DataNotFoundError, InferenceError, RasterMismatchError
-from terramind_ft.inference.scene import CLASS_NODATA, predict_scene
+from terramind_ft.inference.geotiff import CLASS_NODATA
+from terramind_ft.inference.scene import predict_scene
 from terramind_ft.inference.tiling import plan_axis, tiled_inference
 from terramind_ft.modalities import MODALITIES
 

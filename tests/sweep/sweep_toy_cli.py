@@ -1,4 +1,4 @@
-"""A tiny LightningCLI program with the contract of ``terramind_ft.lightning_cli.build_cli``.
+"""A tiny LightningCLI program with the contract of ``terramind_ft.cli.build_cli``.
 
 It lets the sweep engine be tested (search, launch, requeue, resume, results) without TerraMind: a
 two-layer MLP regressing a fixed linear target. ``val/score`` (= -MSE, higher is better) depends on the

@@ -12,7 +12,7 @@ import yaml
 from terramind_ft import cli
 from terramind_ft.data.synthetic import make_sen1floods11
 from terramind_ft.errors import ConfigError
-from terramind_ft.lightning_cli import build_cli
+from terramind_ft.cli.app import build_cli
 from terramind_ft.sweep.search import open_study
 from terramind_ft.sweep.spec import check_against_cli, load_spec
 

@@ -1,0 +1,454 @@
+"""The LightningCLI behind ``terramind-ft fit|validate|test|predict`` and :func:`build_cli` (sweeps, Python).
+
+What it adds to Lightning's CLI, each in its own module of this package:
+
+* short class names and TerraTorch configs (:mod:`.terratorch`), a pre-flight key check (:mod:`.keys`);
+* a run folder per run (:mod:`.run_folder`) with ``best.ckpt`` / ``last.ckpt`` written atomically
+  (:mod:`.checkpoints`); ``--ckpt_path best|last`` name this run's files in any process;
+* ``--ckpt_path`` restores the model's structure from the checkpoint while the settings the user gives (tiling,
+  outputs, previews) win (:func:`.checkpoints.restore_plan`); a missing, truncated or ill-fitting checkpoint is
+  refused before anything is written;
+* monitors checked before training (:mod:`.preflight`); SIGTERM/SIGINT handled (:mod:`.signals`);
+* ``lr_overrides`` also apply with a top-level ``optimizer:`` block (TerraTorch ignores them there);
+* ``trainer.precision`` defaults to ``bf16-mixed`` where the hardware runs it natively (CUDA with bf16, or
+  a CPU with AMX/AVX512-BF16), else ``32-true``; ``16-mixed`` on a machine without CUDA becomes that default
+  with a notice (Lightning would refuse it).
+"""
+
+from __future__ import annotations
+
+import atexit
+import functools
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from jsonargparse import ArgumentError
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
+
+import terramind_ft.data.datamodule  # noqa: F401  (short class names resolve once imported)
+import terramind_ft.tasks  # noqa: F401
+from terramind_ft.cli.checkpoints import (
+    BEST,
+    CHECKPOINT_DIR,
+    LAST,
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    best_checkpoint,
+    check_weights_fit,
+    load_checkpoint_file,
+    restore_plan,
+    state_shapes,
+)
+from terramind_ft.cli.config import RUNS_DIR, config_paths, notice
+from terramind_ft.cli.keys import SUBCOMMANDS, _method_keys, _resolve_class, check_config_keys
+from terramind_ft.cli.metrics_file import TestMetricsWriter
+from terramind_ft.cli.preflight import check_monitors
+from terramind_ft.cli.report import Interrupted
+from terramind_ft.cli.run_folder import RunFolderConfig, RunLock, claim_for_fit
+from terramind_ft.cli.signals import GracefulFitStop, stop_at_once
+from terramind_ft.cli.terratorch import translate_terratorch
+from terramind_ft.errors import CheckpointError, ConfigError
+from terramind_ft.inference.writers import PredictionWriter
+from terramind_ft.io import read_yaml_mapping
+from terramind_ft.tasks.base import BaseTask
+
+log = logging.getLogger("terramind_ft.cli")
+
+UNTRAINED = "untrained"  # the weights tag of outputs made without a fitted checkpoint
+
+
+# ------------------------------------------------------------------------------------------------ logging
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (so redirections and pytest's capture see it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
+def configure_logging() -> None:
+    """Show terramind-ft's INFO messages (files written, notices) on stderr, once."""
+    logger = logging.getLogger("terramind_ft")
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+# ---------------------------------------------------------------------------------------------- precision
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def default_precision() -> str:
+    """``bf16-mixed`` where it runs natively (CUDA bf16 or a CPU with AMX/AVX512-BF16), else ``32-true``."""
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if cpu_has_native_bf16() else "32-true"
+
+
+# ------------------------------------------------------------------------------------------ config files
+
+
+def prepare_args(args: list[str], subcommand: str | None, tmp_dir: str | None = None) -> list[str]:
+    """Translate TerraTorch configs (to a temp copy), check keys, and give the run a default root dir."""
+    args = list(args)
+    merged: dict[str, Any] = {}
+    for index, path in config_paths(args):
+        raw = read_yaml_mapping(path)
+        translated, notices = translate_terratorch(raw)
+        if subcommand is None:  # build_cli(run=False) has no subcommand: drop fit/test/... method arguments
+            for k in _method_keys() & set(translated):
+                value = translated.pop(k)
+                if value is not None:
+                    notices.append(f"{k}: {value!r} ignored (only used by fit/validate/test/predict)")
+        for n in notices:
+            notice(n)
+        check_config_keys(translated, subcommand)
+        merged.update(translated)
+        if translated != raw:
+            if tmp_dir is None:
+                tmp_dir = tempfile.mkdtemp(prefix="terramind_ft_config_")
+                atexit.register(shutil.rmtree, tmp_dir, ignore_errors=True)
+            new_path = os.path.join(tmp_dir, f"{len(os.listdir(tmp_dir))}_{Path(path).name}")
+            with open(new_path, "w") as f:
+                yaml.safe_dump(translated, f, sort_keys=False)
+            args[index] = new_path if not args[index].startswith("--config=") else f"--config={new_path}"
+    root_given = (merged.get("trainer") or {}).get("default_root_dir") or any(
+        a.startswith("--trainer.default_root_dir") for a in args)
+    if not root_given:
+        paths = config_paths(args)
+        name = (translated_name(paths[-1][1]) or Path(paths[-1][1]).stem) if paths else "run"
+        args.append(f"--trainer.default_root_dir={os.path.join(RUNS_DIR, name)}")
+    return args
+
+
+def translated_name(path: str) -> str | None:
+    """The original config name of a translated temp copy (``<n>_<name>.yaml``)."""
+    p = Path(path)
+    if p.parent.name.startswith("terramind_ft_config_") and "_" in p.stem:
+        return p.stem.split("_", 1)[1]
+    return None
+
+
+# ------------------------------------------------------------------------------------------------- the CLI
+
+
+class TerraMindCLI(LightningCLI):
+    """LightningCLI with terramind-ft's run folder, checkpoints, ckpt_path semantics, signals and pre-flight."""
+
+    _ckpt_shapes: dict[str, tuple[int, ...]] | None = None
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--predict_output_dir", type=str | None, default=None,
+                            help="where predict writes its GeoTIFFs (default: <default_root_dir>/predictions)")
+        parser.add_argument("--overwrite", type=bool, default=False,
+                            help="fit: replace an earlier run's checkpoints, previews and configs in the run folder "
+                                 "(default: refuse; --ckpt_path last resumes it instead)")
+
+    def _prepare_subcommand_parser(self, klass: type, subcommand: str, **kwargs: Any) -> LightningArgumentParser:
+        parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
+        if subcommand == "predict":  # outputs go to files; do not also keep them all in memory
+            parser.set_defaults({"return_predictions": False})
+        return parser
+
+    # -- config ----------------------------------------------------------------------------------------------
+    def _section(self) -> Any:
+        return self.config[self.config.subcommand] if self.config.get("subcommand") else self.config
+
+    def run_dir(self) -> Path:
+        root = self._section().trainer.default_root_dir
+        return Path(root) if root else Path(RUNS_DIR) / "run"
+
+    def _resolve_alias(self) -> str | None:
+        """``best`` / ``last`` -> this run's file; a path must exist. Returns the checkpoint path or None."""
+        section = self._section()
+        ckpt = section.get("ckpt_path")
+        if not ckpt:
+            return None
+        if ckpt in (BEST, LAST):
+            path = self.run_dir() / CHECKPOINT_DIR / f"{ckpt}.ckpt"
+            if path.is_file():
+                log.info("ckpt_path %s -> %s", ckpt, path)
+                section.ckpt_path = str(path)
+                return str(path)
+            if self.config.get("subcommand") == "fit" and ckpt == LAST:
+                notice(f"ckpt_path last: no {path} yet, training from scratch")
+                section.ckpt_path = None
+                return None
+            raise ConfigError(f"no {ckpt!r} checkpoint at {path} (trainer.default_root_dir="
+                              f"{section.trainer.default_root_dir}); run fit first or give a file", key="ckpt_path")
+        if not Path(ckpt).is_file():
+            raise CheckpointError(f"--ckpt_path {ckpt}: no such file" + (" (it is a folder)" if Path(ckpt).is_dir()
+                                  else "") + "; give a .ckpt file, or best / last for this run's checkpoints")
+        return str(ckpt)
+
+    def _parse_ckpt_path(self) -> None:
+        """Unlike Lightning's, which lays every saved hyper-parameter over the config and the command line: the
+        checkpoint gives the model's structure, the user's settings win (see :func:`restore_plan`)."""
+        if not self.config.get("subcommand"):
+            return
+        path = self._resolve_alias()
+        if path is None:
+            return
+        checkpoint = load_checkpoint_file(path, weights_only=True)
+        self._ckpt_shapes = state_shapes(checkpoint)
+        saved = dict(checkpoint.get("hyper_parameters") or {})
+        del checkpoint
+        class_path = saved.pop("_class_path", None)
+        saved.pop("_instantiator", None)
+        section = self._section()
+        if saved and section.get("model") is not None:
+            model_cfg = section.model
+            class_path = class_path or model_cfg.class_path
+            task_class = _resolve_class(class_path) or BaseTask
+            current = model_cfg.init_args.as_dict() if model_cfg.get("init_args") is not None else {}
+            if class_path != model_cfg.class_path:
+                notice(f"model.class_path: the config says {model_cfg.class_path}, the checkpoint holds a "
+                       f"{class_path}; using the checkpoint's")
+                current = {k: v for k, v in current.items() if k in getattr(task_class, "run_settings", ())}
+            init_args, notices = restore_plan(task_class, saved, current)
+            for line in notices:
+                notice(line)
+            update = {self.config.subcommand: {"model": {"class_path": class_path, "init_args": init_args}}}
+            try:
+                self.config = self.parser.parse_object(update, self.config)
+            except (ArgumentError, SystemExit) as err:
+                raise CheckpointError(f"the hyper-parameters saved in {path} do not build a {class_path}: "
+                                      f"{str(err).strip().splitlines()[0] if str(err).strip() else err}") from None
+        # The checkpoint holds every weight: never download or read pretrained backbone weights again.
+        model_cfg = self._section().model
+        for part in ("init_args", "dict_kwargs"):
+            model_args = (model_cfg.get(part) or {}).get("model_args") if model_cfg else None
+            if isinstance(model_args, dict) and model_args.get("backbone_pretrained"):
+                model_args["backbone_pretrained"] = False
+
+    def before_instantiate_classes(self) -> None:
+        trainer_cfg = self._section().trainer
+        precision = trainer_cfg.get("precision")
+        if str(precision) in ("16-mixed", "16", "16-true") and not torch.cuda.is_available():
+            trainer_cfg.precision = default_precision()
+            notice(f"trainer.precision {precision} needs CUDA; using {trainer_cfg.precision}")
+
+    # -- trainer ---------------------------------------------------------------------------------------------
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        """Add the run folder's callbacks and the atomic checkpoint IO before the Trainer exists (so Lightning
+        adds no default checkpoint of its own)."""
+        run_dir = Path(config.get("default_root_dir") or self.run_dir())
+        ckpt_dir = run_dir / CHECKPOINT_DIR
+        configured = list(config.get("callbacks") or []) + list(callbacks)
+        checkpoints = [c for c in configured if isinstance(c, ModelCheckpoint)]
+        for cb in checkpoints:
+            if cb.dirpath is None:
+                cb.dirpath = str(ckpt_dir)
+            if cb.save_last and Path(cb.dirpath) == ckpt_dir:
+                cb.save_last = False  # two writers of one last.ckpt; ours writes it after every epoch
+                notice(f"{type(cb).__name__}(save_last=True): last.ckpt is written by terramind-ft after every epoch")
+        if config.get("enable_checkpointing") is not False:
+            if not checkpoints:
+                monitor, mode = self.model.monitor if isinstance(self.model, BaseTask) else ("val/loss", "min")
+                callbacks.append(best_checkpoint(ckpt_dir, monitor, mode))
+            else:
+                notice(f"trainer.callbacks has its own ModelCheckpoint; terramind-ft adds {ckpt_dir / 'last.ckpt'}, "
+                       "written after every epoch (resume with --ckpt_path last)")
+            callbacks.append(LastCheckpoint(ckpt_dir))
+        writers = [c for c in configured if isinstance(c, BasePredictionWriter)]
+        if not writers:
+            writers = [PredictionWriter()]
+            callbacks.extend(writers)
+        out_dir = self._section().get("predict_output_dir")
+        for writer in writers:
+            if isinstance(writer, PredictionWriter) and out_dir:
+                writer.output_dir = out_dir
+        callbacks.append(TestMetricsWriter())
+        plugins = config.get("plugins")
+        plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            config = {**config, "plugins": [*plugins, AtomicCheckpointIO()]}
+        return super()._instantiate_trainer(config, callbacks)
+
+    # -- optimiser -------------------------------------------------------------------------------------------
+    def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
+        """Lightning builds a top-level ``optimizer:`` over ``model.parameters()``; hand it our parameter groups
+        instead, so lr_overrides and frozen parameters are honoured there too."""
+        model = self.model
+        if not isinstance(model, BaseTask):
+            return super()._add_configure_optimizers_method_to_model(subcommand)
+        model.parameters = model.optimizer_param_groups  # type: ignore[method-assign]
+        try:
+            super()._add_configure_optimizers_method_to_model(subcommand)
+        finally:
+            del model.parameters
+
+    # -- running ---------------------------------------------------------------------------------------------
+    def _preflight(self, subcommand: str) -> None:
+        ckpt = self._section().get("ckpt_path")
+        if ckpt and self._ckpt_shapes is not None:
+            check_weights_fit(ckpt, self._ckpt_shapes, self.model)
+            self._ckpt_shapes = None
+        if subcommand == "fit":
+            check_monitors(self)
+        if subcommand == "predict" and isinstance(self.model, BaseTask):
+            if ckpt:
+                self.model.weights_provenance = f"checkpoint {ckpt}"
+            else:
+                self.model.weights_provenance = UNTRAINED
+                log.warning("warning: predicting without --ckpt_path: the decoder and head have random weights (the "
+                            "backbone too unless it is pretrained), so the outputs are NOT meaningful; they are "
+                            "tagged TERRAMIND_FT_WEIGHTS=untrained. Give --ckpt_path best or a .ckpt file")
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        self._preflight(subcommand)
+        if subcommand != "fit":
+            with stop_at_once():
+                super()._run_subcommand(subcommand)
+            return
+        run_dir = Path(self.trainer.default_root_dir)
+        section = self._section()
+        lock = RunLock(run_dir) if rank_zero_only.rank == 0 else None
+        if lock is not None:
+            lock.acquire()
+        try:
+            if rank_zero_only.rank == 0:
+                claim_for_fit(run_dir, resuming=bool(section.get("ckpt_path")), overwrite=bool(section.get("overwrite")))
+            stop = GracefulFitStop(self.trainer)
+            try:
+                with stop:
+                    super()._run_subcommand(subcommand)
+            except SystemExit as exit_:  # Lightning's SIGTERMException, raised between batches
+                if stop.received is None or isinstance(exit_, Interrupted):
+                    raise
+                last = run_dir / CHECKPOINT_DIR / f"{LAST}.ckpt"
+                raise Interrupted(stop.received, f"{last} saved; resume with --ckpt_path last" if last.is_file()
+                                  else "no checkpoint was saved yet") from None
+            self._closing_line(run_dir)
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _closing_line(self, run_dir: Path) -> None:
+        if not self.trainer.is_global_zero:
+            return
+        best = next((c for c in self.trainer.callbacks if isinstance(c, ModelCheckpoint) and c.monitor), None)
+        last = next((c for c in self.trainer.callbacks if isinstance(c, LastCheckpoint)), None)
+        parts = [f"fit done: {self.trainer.current_epoch} epoch(s), {self.trainer.global_step} step(s)"]
+        if best is not None and best.best_model_path:
+            score = best.best_model_score
+            parts.append(f"best {best.monitor} {float(score):.4f} -> {best.best_model_path}" if score is not None
+                         else f"best -> {best.best_model_path}")
+        if last is not None and last.path.is_file():
+            parts.append(f"last -> {last.path}")
+        log.info("; ".join(parts))
+
+
+def _cli_kwargs() -> dict[str, Any]:
+    return dict(
+        model_class=BaseTask, datamodule_class=LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        save_config_callback=RunFolderConfig, save_config_kwargs={"overwrite": True},
+        trainer_defaults={"precision": default_precision()}, seed_everything_default=0,
+        parser_kwargs={"version": _version(), "exit_on_error": False, "allow_abbrev": False}, auto_configure_optimizers=True,
+    )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"terramind-ft {version('terramind-ft')}"
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        return "terramind-ft (not installed)"
+
+
+def build_cli(args: list[str], run: bool = False) -> TerraMindCLI:
+    """Parse ``args`` and instantiate model, datamodule and trainer (``run=True``: also run the subcommand
+    that ``args`` starts with). With ``run=False`` a leading subcommand is accepted and ignored."""
+    args = list(args)
+    subcommand = args[0] if args and args[0] in SUBCOMMANDS else None
+    if not run and subcommand:
+        args = args[1:]
+    if run and subcommand is None and not any(a in ("-h", "--help", "--version") for a in args):
+        raise ConfigError(f"give a subcommand first: {', '.join(SUBCOMMANDS)}", key="subcommand")
+    configure_logging()
+    args = prepare_args(args, subcommand if run else None)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # args are explicit: keep Lightning from also reading sys.argv
+    try:
+        return TerraMindCLI(args=args, run=run, **_cli_kwargs())
+    except Exception as err:  # jsonargparse wraps our typed errors in "Does not validate ..." unions
+        cause = _typed_cause(err)
+        if cause is not None and cause is not err:
+            raise cause from None
+        if isinstance(err, ArgumentError):
+            key, message = summarize_jsonargparse_error(str(err))
+            raise ConfigError(message, key=key) from None
+        raise
+    finally:
+        sys.argv = argv
+
+
+def summarize_jsonargparse_error(text: str) -> tuple[str | None, str]:
+    """(dotted key, one-line reason) from a jsonargparse error, e.g. ``model.init_args.lr``, ``Expected a
+    <class 'float'>. Got value: abc``."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    keys: list[str] = []
+    reason = ""
+    for i, line in enumerate(lines):
+        match = re.match(r'(?:- )?(?:error: )?Parser key "([^"]+)":?(.*)', line)
+        if match:
+            keys.append(match.group(1))
+            reason = match.group(2).strip() or (lines[i + 1] if i + 1 < len(lines) else "")
+        elif re.search(r"Key '([^']+)' is not expected|Expected a|Got value|not expected", line) and not reason:
+            reason = line
+    if not keys:
+        match = re.search(r"Key '([^']+)'", text)
+        return (match.group(1) if match else None), (reason or lines[0] if lines else text)
+    key = keys[0] + "".join(f".init_args.{k}" for k in keys[1:])
+    return key, reason
+
+
+def _typed_cause(err: BaseException) -> BaseException | None:
+    """The first terramind-ft error in ``err``'s cause/context chain."""
+    from terramind_ft.errors import TerraMindFTError
+
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, TerraMindFTError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def run_lightning_cli(argv: list[str]) -> int:
+    """``terramind-ft fit|validate|test|predict ...``; errors are reported by :mod:`terramind_ft.cli.report`."""
+    try:
+        build_cli(list(argv), run=True)
+    except SystemExit as exit_:  # --help, --print_config, --version
+        if exit_.code not in (0, None) or isinstance(exit_, Interrupted):
+            raise
+    return 0

@@ -1,0 +1,267 @@
+"""Checkpoints a user can trust: ``best.ckpt`` follows the monitor, ``last.ckpt`` is the last epoch (or the
+moment a signal stopped the run), every file is written whole or not at all, and ``--ckpt_path`` restores the
+model's structure without overriding the settings the user typed.
+
+* :func:`best_checkpoint` -- Lightning's ``ModelCheckpoint`` on the task's monitor, one file, never versioned
+  (``best-v1.ckpt`` would make ``--ckpt_path best`` mean an older model).
+* :class:`LastCheckpoint` -- ``last.ckpt`` at the end of every training epoch, at the end of training (a run
+  stopped by ``max_steps`` before its first validation too), when SIGUSR1 asks for one (requeue), and when
+  SIGTERM/SIGINT stops ``fit``. Lightning's ``save_last`` writes it only when the best improves.
+* :class:`AtomicCheckpointIO` -- temp file in the checkpoint's own folder, flush + fsync, rename; a full disk
+  leaves the previous file intact and names the path and the free space; a truncated file is a
+  :class:`CheckpointError` that names it and suggests ``--ckpt_path best``. Hyper-parameters are stored as
+  plain types, so every checkpoint loads with ``torch.load(weights_only=True)``.
+* :func:`restore_plan` -- what ``--ckpt_path`` takes from the checkpoint (model structure) and what from the
+  config and command line (the task's ``run_settings``: tiling, outputs, previews).
+"""
+
+from __future__ import annotations
+
+import errno
+import inspect
+import logging
+import os
+import pickle
+import signal
+import zipfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from terramind_ft.errors import CheckpointError
+from terramind_ft.io import atomic_path, fsync_path, to_plain
+
+log = logging.getLogger("terramind_ft.cli")
+
+CHECKPOINT_DIR = "checkpoints"
+BEST, LAST = "best", "last"
+# Keys whose value never needs a notice when config and checkpoint differ: the checkpoint holds every weight.
+WEIGHT_SOURCE_KEYS = {"backbone_pretrained", "pretrained", "backbone_ckpt_path", "ckpt_path"}
+
+
+# ------------------------------------------------------------------------------------------------ files
+
+
+def _truncated_message(path: str | os.PathLike, err: BaseException) -> str:
+    return (f"{path} is truncated or not a checkpoint ({type(err).__name__}: {err}); it was probably cut short by a "
+            "kill or a full disk. Use another checkpoint of the run (--ckpt_path best) or train again")
+
+
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool | None = True
+                         ) -> dict[str, Any]:
+    """``torch.load`` with errors that name the file: missing, unreadable, truncated or not a checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist" + (" (it is a folder)" if path.is_dir() else "") +
+                              "; give a .ckpt file, or best / last for this run's checkpoints")
+    if path.stat().st_size == 0:
+        raise CheckpointError(_truncated_message(path, EOFError("the file is empty")))
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except PermissionError as err:
+        raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror}") from None
+    except (EOFError, RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as err:
+        if "Weights only load failed" in str(err):
+            raise CheckpointError(f"{path} holds Python objects that torch.load(weights_only=True) refuses; it was not "
+                                  "written by terramind-ft. Load it with weights_only=False only if you trust it: "
+                                  f"{str(err).splitlines()[0]}") from None
+        raise CheckpointError(_truncated_message(path, err)) from None
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's torch.save/torch.load, written atomically in the target's folder (see the module doc)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        checkpoint = dict(checkpoint)
+        for key in ("hyper_parameters", "datamodule_hyper_parameters"):
+            if key in checkpoint:
+                checkpoint[key] = to_plain(checkpoint[key])
+        target = Path(path)
+        try:
+            with atomic_path(target, suffix=".ckpt.partial") as tmp:
+                with open(tmp, "wb") as f:
+                    torch.save(checkpoint, f)
+                    f.flush()
+                    os.fsync(f.fileno())
+        except OSError as err:
+            from terramind_ft.cli.report import free_space_note
+
+            if err.errno == errno.ENOSPC:
+                raise CheckpointError(f"no space left on the device writing {target} ({free_space_note(target)}); "
+                                      "the previous file is intact. Free some space or use another "
+                                      "trainer.default_root_dir") from None
+            raise CheckpointError(f"cannot write checkpoint {target}: {err.strerror or err}") from None
+        fsync_path(target.parent)
+
+    def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        return load_checkpoint_file(path, map_location=map_location, weights_only=weights_only)
+
+
+# -------------------------------------------------------------------------------------------- callbacks
+
+
+def best_checkpoint(dirpath: str | os.PathLike, monitor: str, mode: str) -> ModelCheckpoint:
+    """``<dirpath>/best.ckpt``: the best epoch by ``monitor``, overwritten in place."""
+    return ModelCheckpoint(dirpath=str(dirpath), filename=BEST, monitor=monitor, mode=mode, save_top_k=1,
+                           save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
+
+
+class LastCheckpoint(Checkpoint):
+    """Writes ``<dirpath>/last.ckpt`` after every training epoch (after its validation), at the end of training,
+    on SIGUSR1 (at the next batch end; requeue scripts send it) and when a signal stops ``fit``.
+
+    A ``Checkpoint`` subclass, so Lightning runs it after the other callbacks of an epoch end: the file holds
+    their updated state (the best checkpoint's score among it).
+    """
+
+    def __init__(self, dirpath: str | os.PathLike, filename: str = LAST):
+        self.dirpath = Path(dirpath)
+        self.filename = filename
+        self._saved_step: int | None = None
+        self._requested = False
+        self._previous_usr1: Any = None
+
+    @property
+    def path(self) -> Path:
+        return self.dirpath / f"{self.filename}.ckpt"
+
+    @property
+    def state_key(self) -> str:
+        return f"LastCheckpoint{{'filename': {self.filename!r}}}"
+
+    def save(self, trainer: Trainer, why: str = "") -> None:
+        if trainer.sanity_checking or trainer.global_step == self._saved_step and self.path.is_file():
+            return
+        trainer.save_checkpoint(self.path)
+        self._saved_step = trainer.global_step
+        if why:
+            log.info("saved %s (%s, epoch %d, step %d)", self.path, why, trainer.current_epoch, trainer.global_step)
+
+    # SIGUSR1 (a cluster's "save now"): only a flag here; the save happens between two batches.
+    def _on_usr1(self, signum: int, frame: Any) -> None:
+        self._requested = True
+        if callable(self._previous_usr1):
+            self._previous_usr1(signum, frame)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        import threading
+
+        if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
+            self._previous_usr1 = signal.getsignal(signal.SIGUSR1)
+            signal.signal(signal.SIGUSR1, self._on_usr1)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if self._requested:
+            self._requested = False
+            self.save(trainer, "SIGUSR1")
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.save(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.save(trainer)
+        self._restore_usr1()
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        # A signal (Lightning's SIGTERMException, our graceful SIGINT) stops between batches: the state is whole.
+        # Any other error may have struck mid-step (a NaN loss, a data error): keep the last good file then.
+        if isinstance(exception, (SystemExit, KeyboardInterrupt)) and trainer.global_step > 0:
+            self.save(trainer, "the run was stopped")
+        self._restore_usr1()
+
+    def _restore_usr1(self) -> None:
+        import threading
+
+        if self._previous_usr1 is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, self._previous_usr1)
+            self._previous_usr1 = None
+
+
+# ----------------------------------------------------------------------------------------- --ckpt_path
+
+
+def _defaults(cls: type) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for klass in cls.__mro__:
+        init = vars(klass).get("__init__")
+        if init is None:
+            continue
+        try:
+            params = inspect.signature(init).parameters.values()
+        except (TypeError, ValueError):
+            continue
+        for p in params:
+            if p.default is not p.empty:
+                out.setdefault(p.name, p.default)
+    return out
+
+
+def _differences(key: str, user: Any, saved: Any) -> list[tuple[str, Any, Any]]:
+    """(dotted key, user value, checkpoint value) of every leaf where the two disagree."""
+    if isinstance(user, Mapping) and isinstance(saved, Mapping):
+        out = []
+        for k in sorted(set(user) | set(saved), key=str):
+            if k in WEIGHT_SOURCE_KEYS:
+                continue
+            if k not in user:
+                continue  # the user's config does not mention it: nothing to tell
+            out += _differences(f"{key}.{k}", user.get(k), saved.get(k))
+        return out
+    return [] if to_plain(user) == to_plain(saved) else [(key, user, saved)]
+
+
+def restore_plan(task_class: type, saved: Mapping[str, Any], current: Mapping[str, Any]
+                 ) -> tuple[dict[str, Any], list[str]]:
+    """The task's init arguments for a run from a checkpoint, and a notice per key where the user's config
+    disagrees with the checkpoint on the model's structure.
+
+    ``saved``: the checkpoint's hyper-parameters; ``current``: the init arguments the config and the command line
+    give now (defaults included). The task's ``run_settings`` (tiling, outputs, previews) come from ``current``:
+    what the user typed wins. Every other argument describes the weights and comes from the checkpoint.
+    """
+    settings = set(getattr(task_class, "run_settings", ()))
+    defaults = _defaults(task_class)
+    merged = {k: v for k, v in saved.items() if not k.startswith("_")}
+    notices = []
+    for key, value in current.items():
+        if key in settings:
+            merged[key] = value
+            continue
+        if key not in saved or key in WEIGHT_SOURCE_KEYS:
+            continue
+        if key in defaults and to_plain(value) == to_plain(defaults[key]):
+            continue  # the config leaves it at its default: the checkpoint's value is no surprise
+        for dotted, user, ckpt in _differences(f"model.init_args.{key}", value, saved[key]):
+            notices.append(f"{dotted}: the config says {user!r}, the checkpoint was trained with {ckpt!r}; using the "
+                           "checkpoint's (it describes the weights)")
+    return merged, notices
+
+
+def state_shapes(checkpoint: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:
+    """Parameter name -> shape of a checkpoint's ``state_dict``."""
+    return {k: tuple(v.shape) for k, v in (checkpoint.get("state_dict") or {}).items() if hasattr(v, "shape")}
+
+
+def check_weights_fit(path: str | os.PathLike, saved: Mapping[str, tuple[int, ...]], model: torch.nn.Module) -> None:
+    """Refuse a checkpoint whose weights do not fit ``model`` (missing, unexpected or reshaped parameters)."""
+    own = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in own if k not in saved]
+    unexpected = [k for k in saved if k not in own]
+    reshaped = [f"{k} {saved[k]} vs {own[k]}" for k in own if k in saved and saved[k] != own[k]]
+    if not (missing or unexpected or reshaped):
+        return
+    parts = []
+    for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", reshaped)):
+        if keys:
+            parts.append(f"{len(keys)} {what} (e.g. {', '.join(keys[:3])})")
+    raise CheckpointError(f"the weights in {path} do not fit the model the config builds: {'; '.join(parts)}. The "
+                          "checkpoint belongs to another model: give the checkpoint of this config, or the config it "
+                          "was trained with (its run folder's config.yaml)")

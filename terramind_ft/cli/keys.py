@@ -1,0 +1,128 @@
+"""The pre-flight check of config keys: an unknown or misspelt key fails with its dotted key and "did you mean",
+instead of jsonargparse's long union errors. Also the short class names the configs may use."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import re
+from typing import Any
+
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.cli import LightningCLI
+
+import terramind_ft.tasks
+from terramind_ft.cli.config import walk
+from terramind_ft.errors import ConfigError, did_you_mean
+from terramind_ft.inference.writers import PredictionWriter
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+TOP_LEVEL_KEYS = {"seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler", "predict_output_dir",
+                  "overwrite"}
+
+
+def _resolve_class(path: str) -> type | None:
+    """The class for a class_path (dotted, or a short name of ours / Lightning's / torch's), or None."""
+    if path in ("torch.optim.lr_scheduler.ReduceLROnPlateau", "ReduceLROnPlateau"):
+        return _short_names()["ReduceLROnPlateau"]  # LightningCLI swaps in its subclass that takes ``monitor``
+    if "." in path:
+        module, _, name = path.rpartition(".")
+        try:
+            return getattr(__import__(module, fromlist=[name]), name)
+        except (ImportError, AttributeError):
+            return None
+    return _short_names().get(path)
+
+
+@functools.cache
+def _short_names() -> dict[str, type]:
+    import lightning.pytorch.callbacks as callbacks
+    import lightning.pytorch.loggers as loggers
+
+    from terramind_ft.data.datamodule import GenericMultiModalDataModule
+
+    from lightning.pytorch.cli import ReduceLROnPlateau  # Lightning's, with ``monitor``
+
+    names: dict[str, type] = {"GenericMultiModalDataModule": GenericMultiModalDataModule,
+                              "ReduceLROnPlateau": ReduceLROnPlateau}
+    for module in (terramind_ft.tasks, callbacks, loggers, torch.optim, torch.optim.lr_scheduler):
+        for name in dir(module):
+            obj = getattr(module, name)
+            if inspect.isclass(obj) and name[:1].isupper():
+                names.setdefault(name, obj)
+    names["PredictionWriter"] = PredictionWriter
+    return names
+
+
+def init_parameters(cls: type) -> tuple[set[str], bool]:
+    """Keyword names a class's __init__ takes, following ``**kwargs`` up the MRO; and whether any are free."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        try:
+            params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        except (TypeError, ValueError):
+            return names, True
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names, False
+        if klass is object:
+            break
+    return names, True
+
+
+def _check_node(node: dict, key: str, base: str) -> None:
+    path = node.get("class_path")
+    if not isinstance(path, str):
+        return
+    cls = _resolve_class(path)
+    if cls is None:
+        if "." not in path:
+            raise ConfigError(f"unknown class {path!r}.{did_you_mean(path, _short_names())} Give a full class path "
+                              "or one of the short names", key=f"{key}.class_path")
+        return  # an importable-later path (user module): jsonargparse will judge it
+    extra = [k for k in node if k not in ("class_path", "init_args", "dict_kwargs")]
+    if extra:
+        raise ConfigError(f"unexpected key(s) {extra} next to class_path (arguments go under init_args)",
+                          key=f"{key}.{extra[0]}")
+    names, free = init_parameters(cls)
+    if free:
+        return
+    for arg in node.get("init_args") or {}:
+        if arg not in names:
+            raise ConfigError(f"{cls.__name__} has no argument {arg!r}.{did_you_mean(arg, names)} Arguments: "
+                              f"{', '.join(sorted(names))}", key=f"{key}.init_args.{arg}")
+
+
+@functools.cache
+def _method_keys() -> set[str]:
+    """Top-level keys that only exist for a subcommand (ckpt_path, weights_only, verbose, return_predictions)."""
+    keys: set[str] = set()
+    for sub in SUBCOMMANDS:
+        skip = LightningCLI.subcommands()[sub] | {"self"}
+        keys |= {p for p in inspect.signature(getattr(Trainer, sub)).parameters if p not in skip}
+    return keys
+
+
+def check_config_keys(config: dict[str, Any], subcommand: str | None) -> None:
+    """Raise :class:`ConfigError` (dotted key + "did you mean") for the first unknown key in ``config``."""
+    top = set(TOP_LEVEL_KEYS)
+    if subcommand in SUBCOMMANDS:
+        skip = LightningCLI.subcommands()[subcommand]
+        top |= {p for p in inspect.signature(getattr(Trainer, subcommand)).parameters if p not in skip | {"self"}}
+    for k in config:
+        if k not in top:
+            raise ConfigError(f"unknown top-level key.{did_you_mean(k, top)} Valid: {', '.join(sorted(top))}", key=k)
+    trainer_cfg = config.get("trainer") or {}
+    if isinstance(trainer_cfg, dict):
+        names, _ = init_parameters(Trainer)
+        for k in trainer_cfg:
+            if k not in names:
+                raise ConfigError(f"Trainer has no argument {k!r}.{did_you_mean(k, names)}", key=f"trainer.{k}")
+    for key, node in walk(config):
+        # only the nodes LightningCLI instantiates; transform entries and model_args are checked by their owners
+        if key in ("model", "data", "optimizer", "lr_scheduler") or re.fullmatch(
+                r"trainer\.(callbacks|logger|plugins)(\[\d+\])?", key):
+            _check_node(node, key, key)
