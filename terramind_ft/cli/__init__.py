@@ -59,7 +59,8 @@ def _usage() -> str:
     lines += ["", "Run 'terramind-ft COMMAND --help' for the options of a command.", "",
               f"Errors print one block 'terramind-ft: <kind> error: ...'; --debug (anywhere on the line) or "
               f"{DEBUG_ENV}=1 shows the traceback.",
-              "Exit codes: " + ", ".join(f"{code} {what}" for what, code in EXIT_CODES.items()) + "."]
+              "Exit codes: " + ", ".join(f"{code} {what}" for what, code in EXIT_CODES.items())
+              + ", 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM)."]
     return "\n".join(lines)
 
 

@@ -73,6 +73,16 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", wei
         raise CheckpointError(_truncated_message(path, err)) from None
 
 
+def _os_error_in(err: BaseException | None) -> OSError | None:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, OSError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch.save/torch.load, written atomically in the target's folder (see the module doc)."""
 
@@ -90,9 +100,12 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                     torch.save(checkpoint, f)
                     f.flush()
                     os.fsync(f.fileno())
-        except OSError as err:
+        except (OSError, RuntimeError) as raised:
             from terramind_ft.cli.report import free_space_note
 
+            err = _os_error_in(raised)  # torch.save turns a full disk into "RuntimeError: unexpected pos"
+            if err is None:
+                raise
             if err.errno == errno.ENOSPC:
                 raise CheckpointError(f"no space left on the device writing {target} ({free_space_note(target)}); "
                                       "the previous file is intact. Free some space or use another "

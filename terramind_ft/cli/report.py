@@ -38,8 +38,8 @@ EXIT_CODES = {
     "checkpoint error": 4,
     "training or inference error": 5,
     "disk or permission error": 6,
-    "interrupted by signal N": 128,  # + N: 130 for SIGINT (Ctrl-C), 143 for SIGTERM
 }
+# and 128 + N when signal N stopped the run: 130 for SIGINT (Ctrl-C), 143 for SIGTERM
 
 
 class Interrupted(SystemExit):
@@ -133,8 +133,8 @@ def debug_enabled(debug: bool = False) -> bool:
 
 def run_reporting_errors(func: Callable[[], int], command: str = "", debug: bool = False) -> int:
     """Run ``func`` (a command's main); errors become one block on stderr and an exit code (see
-    :data:`EXIT_CODES`). With ``debug`` (``--debug`` or ``TERRAMIND_FT_DEBUG=1``) errors propagate with their
-    traceback."""
+    :data:`EXIT_CODES`). With ``debug`` (``--debug`` or ``TERRAMIND_FT_DEBUG=1``) errors are printed with their
+    traceback first."""
     if debug:
         os.environ[DEBUG_ENV] = "1"  # commands that catch their own errors show tracebacks too
     try:

@@ -1,0 +1,144 @@
+"""``--ckpt_path`` on the user's path: fit, then test/predict with new settings on the command line.
+
+The checkpoint gives the model's structure; the settings the user types (tiling, outputs, previews) win; a
+missing, truncated or ill-fitting checkpoint is refused before anything is written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+import torch
+
+from cli_configs import sen1floods11_config, write
+from terramind_ft.cli import main
+from terramind_ft.data import dataset as dataset_module
+from terramind_ft.data.synthetic import make_scene
+from terramind_ft.inference.geotiff import WEIGHTS_TAG
+
+SCENE = (320, 256)  # five by four 64 px chips: larger than any one training chip
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """fit without tiling (what most users do), and a larger two-modality scene to predict on."""
+    tmp = tmp_path_factory.mktemp("ckpt_settings")
+    cfg = write(sen1floods11_config(tmp), tmp / "s1f11.yaml")
+    assert main(["fit", "--config", cfg]) == 0
+    scene = make_scene(tmp / "scene", height=SCENE[0], width=SCENE[1], modalities=("S2L1C", "S1GRD"), label=False)
+    roots = {}
+    for modality, suffix in (("S2L1C", "_S2Hand.tif"), ("S1GRD", "_S1Hand.tif")):  # the config's greps
+        path = Path(scene.paths[modality])
+        path.rename(path.with_name(path.stem + suffix))
+        roots[modality] = str(path.parent)
+    return tmp, cfg, roots
+
+
+def _predict_args(cfg, roots, out, *extra):
+    return ["predict", "--config", cfg, "--ckpt_path", "best", "--predict_output_dir", str(out),
+            "--data.init_args.predict_data_root", json.dumps(roots), *extra]
+
+
+def test_tiling_given_only_on_the_command_line_streams_the_scene(fitted, monkeypatch, tmp_path):
+    """Lightning's own ckpt_path handling lays the saved hyper-parameters (no tiling) over the command line: the
+    scene would be read whole and run in one forward. Here the command line wins and the scene streams."""
+    tmp, cfg, roots = fitted
+
+    def whole_file_read(*args, **kwargs):
+        raise AssertionError("predict read the whole scene through the dataset instead of streaming it")
+
+    monkeypatch.setattr(dataset_module.MultiModalDataset, "__getitem__", whole_file_read)
+    out = tmp_path / "preds"
+    code = main(_predict_args(cfg, roots, out,
+                              "--model.init_args.tiled_inference_parameters", "{crop: 64, stride: 48, batch_size: 4}",
+                              "--model.init_args.output_on_inference", "[prediction, probabilities]"))
+    assert code == 0
+    pred = next(out.glob("*_pred.tif"))
+    with rasterio.open(pred) as dst:
+        assert dst.tags(ns="IMAGE_STRUCTURE").get("LAYOUT") == "COG"  # written by the streaming scene writer
+        assert dst.shape == SCENE
+        assert dst.tags()[WEIGHTS_TAG] == f"checkpoint {tmp / 'run' / 'checkpoints' / 'best.ckpt'}"
+    with rasterio.open(next(out.glob("*_probabilities.tif"))) as prob:  # output_on_inference from the command line
+        np.testing.assert_allclose(prob.read().sum(0), 1.0, atol=1e-5)
+
+
+def test_structure_comes_from_the_checkpoint_with_a_notice(fitted, tmp_path, caplog):
+    tmp, cfg, roots = fitted
+    out = tmp_path / "preds"
+    code = main(_predict_args(cfg, roots, out, "--model.init_args.model_args.num_classes", "3",
+                              "--model.init_args.tiled_inference_parameters", "{crop: 64, stride: 64}"))
+    assert code == 0
+    notices = [r.getMessage() for r in caplog.records if "model_args.num_classes" in r.getMessage()]
+    assert notices and "3" in notices[0] and "2" in notices[0] and "checkpoint" in notices[0]
+    with rasterio.open(next(out.glob("*_pred.tif"))) as dst:
+        assert set(np.unique(dst.read(1)).tolist()) <= {0, 1, 255}  # the checkpoint's two classes
+
+
+def test_predict_without_a_checkpoint_warns_and_tags_the_outputs(fitted, tmp_path, caplog):
+    tmp, cfg, roots = fitted
+    out = tmp_path / "preds"
+    args = [a for a in _predict_args(cfg, roots, out) if a not in ("--ckpt_path", "best")]
+    assert main(args) == 0
+    assert any("NOT meaningful" in r.getMessage() for r in caplog.records)
+    for path in out.glob("*.tif"):
+        with rasterio.open(path) as dst:
+            assert dst.tags()[WEIGHTS_TAG] == "untrained", path
+
+
+def test_a_missing_checkpoint_is_refused_before_anything_is_written(fitted, capsys):
+    tmp, cfg, _ = fitted
+    config_yaml = tmp / "run" / "config.yaml"
+    before = config_yaml.stat().st_mtime_ns
+    missing = tmp / "nope.ckpt"
+    code = main(["fit", "--config", cfg, "--ckpt_path", str(missing)])
+    err = capsys.readouterr().err
+    assert code == 4
+    assert err.startswith("terramind-ft: checkpoint error:") and str(missing) in err and "Traceback" not in err
+    assert config_yaml.stat().st_mtime_ns == before
+
+
+def test_resume_from_a_truncated_checkpoint_names_it_and_suggests_best(fitted, tmp_path, capsys):
+    tmp, cfg, _ = fitted
+    run = tmp_path / "cut"
+    (run / "checkpoints").mkdir(parents=True)
+    data = (tmp / "run" / "checkpoints" / "last.ckpt").read_bytes()
+    (run / "checkpoints" / "last.ckpt").write_bytes(data[: len(data) // 2])  # what a kill during a copy leaves
+    code = main(["fit", "--config", cfg, "--trainer.default_root_dir", str(run), "--ckpt_path", "last"])
+    err = capsys.readouterr().err
+    assert code == 4 and "truncated" in err and str(run / "checkpoints" / "last.ckpt") in err
+    assert "--ckpt_path best" in err and "Traceback" not in err
+
+
+def test_a_checkpoint_of_another_model_is_refused_before_training(fitted, tmp_path, capsys):
+    tmp, cfg, _ = fitted
+    other = tmp_path / "other.ckpt"
+    ckpt = torch.load(tmp / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    ckpt["state_dict"] = {k: v for k, v in ckpt["state_dict"].items() if "head" not in k}
+    torch.save(ckpt, other)
+    code = main(["test", "--config", cfg, "--ckpt_path", str(other)])
+    err = capsys.readouterr().err
+    assert code == 4 and "do not fit the model" in err and "missing" in err
+
+
+def test_a_monitor_no_metric_produces_fails_before_training(fitted, tmp_path, capsys):
+    tmp, cfg, _ = fitted
+    run = tmp_path / "typo"
+    code = main(["fit", "--config", cfg, "--trainer.default_root_dir", str(run),
+                 "--trainer.callbacks+=EarlyStopping", "--trainer.callbacks.monitor=val/miou"])
+    err = capsys.readouterr().err
+    assert code == 2 and "val/miou" in err and "val/mIoU" in err  # did you mean
+    assert not (run / "checkpoints").exists() and not (run / "config.yaml").exists()
+
+
+def test_every_checkpoint_loads_with_weights_only(fitted):
+    tmp, _, _ = fitted
+    for path in (tmp / "run" / "checkpoints").glob("*.ckpt"):
+        ckpt = torch.load(path, weights_only=True)
+        assert ckpt["hyper_parameters"]["model_args"]["num_classes"] == 2
+        assert all(isinstance(v, (str, dict)) for v in ckpt["datamodule_hyper_parameters"]["train_data_root"].values())
+        assert os.path.getsize(path) > 0
