@@ -11,6 +11,7 @@ worker died resume from their run folder's last checkpoint, and only the missing
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 from terramind_ft.errors import TerraMindFTError
@@ -40,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _sigterm_as_ctrl_c(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     from terramind_ft.sweep.launch import run_sweep, show_status
@@ -56,7 +61,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.config}: OK ({len(spec.search_space)} search-space key(s), {spec.budget} trial(s), "
                   f"launcher {spec.launcher.cluster})")
             return 0
-        return run_sweep(spec, wait=args.wait, retry_failed=args.retry_failed, check=not args.skip_check)
+        # SIGTERM (timeout, a scheduler) stops the driver as Ctrl-C does: its local workers are stopped and their
+        # trials marked for resumption, instead of orphaned.
+        previous = signal.signal(signal.SIGTERM, _sigterm_as_ctrl_c)
+        try:
+            return run_sweep(spec, wait=args.wait, retry_failed=args.retry_failed, check=not args.skip_check)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     except TerraMindFTError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

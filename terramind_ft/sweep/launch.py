@@ -26,7 +26,9 @@ import json
 import logging
 import math
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -216,6 +218,8 @@ class SweepWorker(submitit.helpers.Checkpointable):
     def __call__(self) -> dict[str, Any]:
         spec = self.spec
         configure_logging()
+        if os.environ.get("SUBMITIT_LOCAL_JOB_ID"):
+            die_with_parent()  # a local worker must not outlive the `terramind-ft sweep` that started it
         study = open_study(spec, create=False, parallel=True, worker_index=self.index)
         if self.resume_trial is not None:
             recover_trial(study, self.resume_trial, "its worker was preempted or timed out and requeued")
@@ -268,6 +272,29 @@ class SweepWorker(submitit.helpers.Checkpointable):
         resume = self.current_trial if self.current_trial is not None else active.get("number")
         return submitit.helpers.DelayedSubmission(SweepWorker(self.spec, self.index, resume_trial=resume),
                                                   *args, **kwargs)
+
+
+def die_with_parent(poll_s: float = 1.0, parent: int | None = None) -> threading.Thread:
+    """Send this process SIGTERM when its parent (the local launcher) is gone, killed with SIGKILL included.
+
+    Local workers are children of ``terramind-ft sweep``; when it dies they are re-parented and would train on
+    unseen. SIGTERM lets the trial stop between batches and save ``last.ckpt`` (Lightning's handler), and the
+    heartbeat marks it stopped, so the next ``terramind-ft sweep`` resumes it at once. ``parent``: the
+    launcher's PID when known (default: the parent now).
+    """
+    parent = os.getppid() if parent is None else parent
+
+    def watch() -> None:
+        while True:
+            time.sleep(poll_s)
+            if os.getppid() != parent:
+                log.warning("the sweep launcher (PID %d) is gone: stopping this worker", parent)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+
+    thread = threading.Thread(target=watch, name="sweep-launcher-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def _release_memory() -> None:

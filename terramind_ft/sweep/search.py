@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 from terramind_ft.errors import ConfigError, TerraMindFTError, did_you_mean
 from terramind_ft.registry import check_kwargs
 from terramind_ft.sweep.spec import Distribution, SweepSpec
-from terramind_ft.io import atomic_write_json
+from terramind_ft.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,66 @@ def build_storage(spec: SweepSpec) -> optuna.storages.BaseStorage:
     path.parent.mkdir(parents=True, exist_ok=True)
     # fcntl locks are unreliable on NFS; the open(O_EXCL) lock works on NFSv3+, the symlink lock on older NFS.
     lock_cls = JournalFileOpenLock if study.journal_lock == "open" else JournalFileSymlinkLock
+    repair_journal(path, lock_cls(str(path)))
     return optuna.storages.JournalStorage(JournalFileBackend(str(path), lock_obj=lock_cls(str(path))))
+
+
+def _parse_record(line: bytes) -> tuple[bytes | None, bytes]:
+    """(the record a journal line holds or None, the bytes that are not a record). A line that a killed writer
+    tore and a later append completed holds ``<fragment><whole record>``: the record is kept."""
+    body = line.rstrip(b"\n")
+    if not line.endswith(b"\n"):
+        return None, line
+    try:
+        json.loads(body)
+        return line, b""
+    except ValueError:
+        pass
+    start = body.rfind(b'{"op_code"')
+    while start > 0:
+        try:
+            json.loads(body[start:])
+            return body[start:] + b"\n", body[:start]
+        except ValueError:
+            start = body.rfind(b'{"op_code"', 0, start)
+    return None, line
+
+
+def repair_journal(path: Path, lock: Any) -> int:
+    """Drop torn records from an Optuna journal file; returns the number of records kept (0 for no file).
+
+    A writer killed mid-append leaves a line without its end; the next append is glued onto it and Optuna then
+    refuses the whole study with a bare ``JSONDecodeError``, forever. Every whole record is kept (also one glued
+    behind a fragment); the torn bytes go to ``<journal>.corrupt-<time>`` beside it, and a notice says how many
+    records were kept. Runs under the journal's own lock, so no writer appends meanwhile.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        return 0
+    if not lock.acquire():
+        return 0
+    try:
+        data = path.read_bytes()
+        kept: list[bytes] = []
+        torn: list[bytes] = []
+        for line in data.splitlines(keepends=True):
+            if not line.strip():
+                continue
+            record, rest = _parse_record(line)
+            if record is not None:
+                kept.append(record)
+            if rest:
+                torn.append(rest)
+        if not torn:
+            return len(kept)
+        backup = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+        backup.write_bytes(b"\n".join(torn) + b"\n")
+        with atomic_path(path, suffix=".journal") as tmp:
+            tmp.write_bytes(b"".join(kept))
+        log.warning("notice: sweep journal %s held %d torn record(s) (a killed writer): kept %d record(s), moved "
+                    "the torn bytes to %s", path, len(torn), len(kept), backup)
+        return len(kept)
+    finally:
+        lock.release()
 
 
 def build_sampler(spec: SweepSpec, parallel: bool = False, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
@@ -285,12 +344,33 @@ def heartbeat_age(run_dir: str | Path | None) -> tuple[float | None, bool]:
     return max(0.0, time.time() - mtime), stopped
 
 
+def worker_is_gone(run_dir: str | Path | None) -> bool:
+    """The heartbeat's writer was a process on this host that no longer exists (killed with SIGKILL, OOM)."""
+    if not run_dir:
+        return False
+    try:
+        info = json.loads((Path(run_dir) / HEARTBEAT_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    pid = info.get("pid")
+    if info.get("host") != socket.gethostname() or not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def is_stale(spec: SweepSpec, trial: FrozenTrial, now: float | None = None) -> bool:
-    """A RUNNING trial whose worker is gone: heartbeat stopped, too old, or never written in time."""
+    """A RUNNING trial whose worker is gone: its process no longer exists on this host, or its heartbeat is
+    stopped, too old, or was never written in time."""
     if trial.state != TrialState.RUNNING:
         return False
     age, stopped = heartbeat_age(trial.user_attrs.get("run_dir"))
-    if stopped:
+    if stopped or worker_is_gone(trial.user_attrs.get("run_dir")):
         return True
     if age is not None:
         return age > spec.study.stale_after_s
@@ -325,8 +405,9 @@ def recover_stale_trials(spec: SweepSpec, study: optuna.Study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if is_stale(spec, t, now):
             age, stopped = heartbeat_age(t.user_attrs.get("run_dir"))
-            why = "its worker stopped" if stopped else (
-                f"no heartbeat for {age:.0f} s" if age is not None else "its worker never reported")
+            why = "its worker stopped" if stopped else "its worker process is gone" if worker_is_gone(
+                t.user_attrs.get("run_dir")) else (f"no heartbeat for {age:.0f} s" if age is not None else
+                                                   "its worker never reported")
             if retry_trial(study, t, why) is not None:
                 recovered.append(t.number)
     return recovered
