@@ -184,19 +184,47 @@ for _m in MODALITIES.values():
     if _m.token_key:
         _KEY_TO_MODALITY[_m.token_key] = (_m.name, "sequence" if _m.kind == "sequence" else "token")
 
-# Substring rules of the reference implementation, in priority order: (substring, modality).
-_INPUT_RULES = (
-    ("sen2l2a", "S2L2A"), ("sen2l1c", "S2L1C"), ("sen1rtc", "S1RTC"), ("sen1", "S1GRD"), ("rgb", "RGB"),
-    ("dem", "DEM"), ("lulc", "LULC"), ("ndvi", "NDVI"), ("coord", "Coordinates"),
-)
-_OUTPUT_RULES = (
-    ("sen2", "S2L2A"), ("sen1rtc", "S1RTC"), ("sen1", "S1GRD"), ("dem", "DEM"), ("lulc", "LULC"),
-    ("ndvi", "NDVI"), ("coord", "Coordinates"),
-)
+# Every accepted spelling (case-insensitive) -> canonical modality: the catalogue's names and aliases, its checkpoint
+# keys with and without the ``@224`` suffix. Names are matched exactly: ``S1_RTC`` or ``S1RTX`` is an error with
+# "did you mean", never S1GRD by a substring.
+_NAMES: dict[str, str] = {}
+for _m in MODALITIES.values():
+    for _spelling in (_m.name, *_m.aliases, *(k for k in (_m.pixel_key, _m.token_key) if k)):
+        _NAMES[_spelling.lower()] = _m.name
+        _NAMES[_spelling.split("@")[0].lower()] = _m.name
+_KEYS_LOWER = {k.lower(): k for k in _KEY_TO_MODALITY}
+_KEYS_LOWER.update({k.split("@")[0].lower(): k for k in _KEY_TO_MODALITY})
 
 
-def _normalise(name: str) -> str:
-    return name.lower().replace("s2", "sen2").replace("s1", "sen1").replace("location", "coords")
+def accepted_names() -> list[str]:
+    """Every modality spelling the catalogue accepts (for error messages and docs)."""
+    return sorted({n for m in MODALITIES.values() for n in (m.name, *m.aliases)} | set(_KEY_TO_MODALITY))
+
+
+def resolve_input(name: str, *, key: str | None = None) -> tuple[str, str]:
+    """Resolve a backbone *input* name to ``(canonical modality, embedding key)``.
+
+    Raw-pixel names map to the ``untok_*`` embedding, token names (LULC, NDVI) to ``tok_*``; an exact
+    checkpoint key (``tok_sen2l2a@224``, also without ``@224``) selects that embedding. Matching is exact and
+    case-insensitive against the catalogue's names and aliases.
+    """
+    lowered = str(name).lower()
+    if lowered in _KEYS_LOWER and lowered not in {m.lower() for m in MODALITIES}:
+        checkpoint_key = _KEYS_LOWER[lowered]
+        return _KEY_TO_MODALITY[checkpoint_key][0], checkpoint_key
+    modality = _NAMES.get(lowered)
+    if modality is None:
+        raise UnknownNameError("modality", str(name), accepted_names(), key=key)
+    return modality, MODALITIES[modality].embedding_key
+
+
+def resolve_output(name: str, *, key: str | None = None) -> tuple[str, str]:
+    """Resolve a TiM / generation *target* name to ``(canonical modality, token embedding key)``."""
+    lowered = str(name).lower()
+    modality = _NAMES.get(lowered)
+    if modality is not None and MODALITIES[modality].token_key is not None:
+        return modality, MODALITIES[modality].token_key
+    raise UnknownNameError("output modality", str(name), TOKEN_MODALITIES + ("Coordinates",), key=key)
 
 
 def get_modality(name: str, *, key: str | None = None) -> Modality:
@@ -211,34 +239,6 @@ def find_modality(name: str) -> Modality | None:
         return get_modality(name)
     except (ModalityError, UnknownNameError):  # get_modality raises UnknownNameError for unmatched names
         return None
-
-
-def resolve_input(name: str, *, key: str | None = None) -> tuple[str, str]:
-    """Resolve a backbone *input* name to ``(canonical modality, embedding key)``.
-
-    Raw-pixel names map to the ``untok_*`` embedding, token names (LULC, NDVI) to ``tok_*``; an exact
-    checkpoint key (``tok_sen2l2a@224``) selects that embedding.
-    """
-    if name in _KEY_TO_MODALITY:
-        return _KEY_TO_MODALITY[name][0], name
-    norm = _normalise(name)
-    for sub, modality in _INPUT_RULES:
-        if sub in norm:
-            return modality, MODALITIES[modality].embedding_key
-    raise UnknownNameError("modality", name, list(MODALITIES) + list(_KEY_TO_MODALITY), key=key)
-
-
-def resolve_output(name: str, *, key: str | None = None) -> tuple[str, str]:
-    """Resolve a TiM / generation *target* name to ``(canonical modality, token embedding key)``."""
-    if name in _KEY_TO_MODALITY and _KEY_TO_MODALITY[name][1] != "pixel":
-        return _KEY_TO_MODALITY[name][0], name
-    norm = _normalise(name)
-    for sub, modality in _OUTPUT_RULES:
-        if sub in norm:
-            token_key = MODALITIES[modality].token_key
-            assert token_key is not None
-            return modality, token_key
-    raise UnknownNameError("output modality", name, TOKEN_MODALITIES + ("Coordinates",), key=key)
 
 
 def pretraining_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:

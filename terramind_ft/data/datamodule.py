@@ -33,9 +33,9 @@ from terramind_ft.data.files import (
 )
 from terramind_ft.data.raster import RasterHeader, cached_header, read_text_label, same_georeference
 from terramind_ft.data.transforms import Compose, build_transform
-from terramind_ft.errors import ConfigError, DataError, RasterMismatchError
+from terramind_ft.errors import ConfigError, DataError, RasterMismatchError, did_you_mean
 from terramind_ft.io import plain_hyperparameters
-from terramind_ft.modalities import S2_BAND_IDS, find_modality
+from terramind_ft.modalities import S2_BAND_IDS, accepted_names, find_modality
 
 log = logging.getLogger(__name__)
 
@@ -303,7 +303,8 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                                   key=f"{KEY}.{'stds' if std is None else 'means'}.{m}")
             if mean is None:
                 if entry is None:
-                    raise ConfigError(f"{m!r} is not a TerraMind modality, so it has no pretraining statistics; give "
+                    raise ConfigError(f"{m!r} is not a TerraMind modality name.{did_you_mean(m, accepted_names())} A "
+                                      "modality of your own has no pretraining statistics: give "
                                       f"means.{m} and stds.{m} (terramind-ft compute-statistics prints them)",
                                       key=f"{KEY}.means.{m}")
                 idx = [entry.band_index(b) for b in bands]
