@@ -21,6 +21,18 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     return " Did you mean " + " or ".join(repr(lowered[c]) for c in close) + "?"
 
 
+def find_in_chain(err: BaseException | None, kind: type | tuple[type, ...]) -> BaseException | None:
+    """The first exception of ``kind`` in ``err``'s cause/context chain (``err`` itself included), or None.
+    Libraries wrap errors (jsonargparse in "does not validate" unions, torch.save a full disk in RuntimeError)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kind):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 class TerraMindFTError(Exception):
     """Base class of all errors raised on purpose by terramind-ft."""
 

@@ -59,7 +59,7 @@ from terramind_ft.cli.report import Interrupted
 from terramind_ft.cli.run_folder import RunFolderConfig, RunLock, claim_for_fit
 from terramind_ft.cli.signals import GracefulFitStop, stop_at_once
 from terramind_ft.cli.terratorch import translate_terratorch
-from terramind_ft.errors import CheckpointError, ConfigError
+from terramind_ft.errors import CheckpointError, ConfigError, TerraMindFTError, find_in_chain
 from terramind_ft.inference.writers import PredictionWriter
 from terramind_ft.io import read_yaml_mapping
 from terramind_ft.tasks.base import BaseTask
@@ -400,7 +400,7 @@ def build_cli(args: list[str], run: bool = False) -> TerraMindCLI:
     try:
         return TerraMindCLI(args=args, run=run, **_cli_kwargs())
     except Exception as err:  # jsonargparse wraps our typed errors in "Does not validate ..." unions
-        cause = _typed_cause(err)
+        cause = find_in_chain(err, TerraMindFTError)
         if cause is not None and cause is not err:
             raise cause from None
         if isinstance(err, ArgumentError):
@@ -429,19 +429,6 @@ def summarize_jsonargparse_error(text: str) -> tuple[str | None, str]:
         return (match.group(1) if match else None), (reason or lines[0] if lines else text)
     key = keys[0] + "".join(f".init_args.{k}" for k in keys[1:])
     return key, reason
-
-
-def _typed_cause(err: BaseException) -> BaseException | None:
-    """The first terramind-ft error in ``err``'s cause/context chain."""
-    from terramind_ft.errors import TerraMindFTError
-
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, TerraMindFTError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
 
 
 def run_lightning_cli(argv: list[str]) -> int:

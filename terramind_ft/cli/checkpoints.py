@@ -33,7 +33,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from terramind_ft.errors import CheckpointError
+from terramind_ft.errors import CheckpointError, find_in_chain
 from terramind_ft.io import atomic_path, fsync_path, to_plain
 
 log = logging.getLogger("terramind_ft.cli")
@@ -73,16 +73,6 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", wei
         raise CheckpointError(_truncated_message(path, err)) from None
 
 
-def _os_error_in(err: BaseException | None) -> OSError | None:
-    seen = set()
-    while err is not None and id(err) not in seen:
-        if isinstance(err, OSError):
-            return err
-        seen.add(id(err))
-        err = err.__cause__ or err.__context__
-    return None
-
-
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's torch.save/torch.load, written atomically in the target's folder (see the module doc)."""
 
@@ -103,7 +93,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         except (OSError, RuntimeError) as raised:
             from terramind_ft.cli.report import free_space_note
 
-            err = _os_error_in(raised)  # torch.save turns a full disk into "RuntimeError: unexpected pos"
+            err = find_in_chain(raised, OSError)  # torch.save turns a full disk into "RuntimeError: unexpected pos"
             if err is None:
                 raise
             if err.errno == errno.ENOSPC:
