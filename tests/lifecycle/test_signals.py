@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from cli_configs import FAST_TRAINER, TINY_MODEL_ARGS, sen1floods11_config, write
 from terramind_ft.data.synthetic import make_scene
