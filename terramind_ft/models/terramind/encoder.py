@@ -289,8 +289,8 @@ class TerraMindEncoder(nn.Module):
         if path is not None:
             state = read_state_dict(path)
             self._check_checkpoint_size(state, str(path))
-            expected = [r"missing_mod_token"] + [rf"encoder_embeddings\.{re.escape(s.key)}\..*"
-                                                 for s in self.specs.values() if s.is_new]
+            expected = [r"missing_mod_token", r"encoder_embeddings\..*\.band_order"] + [
+                rf"encoder_embeddings\.{re.escape(s.key)}\..*" for s in self.specs.values() if s.is_new]
             self.load_report = load_checkpoint(self, state, strict_prefixes=REQUIRED_PREFIXES,
                                                expected_missing=expected, what=self.size.registry_name, warn=False)
             self.load_report.source = str(path)
@@ -371,41 +371,72 @@ class TerraMindEncoder(nn.Module):
 
     def _adapt_bands(self, spec: InputSpec, band_names: Sequence[str], indices: list[int | None],
                      state: Mapping[str, Tensor] | None) -> None:
-        """Replace the modality's ``proj`` by one over ``band_names``, copying the pretrained band columns."""
+        """Replace the modality's ``proj`` by one over ``band_names`` (in that order), its columns taken from the
+        checkpoint by band.
+
+        What the checkpoint is decides where each band's columns are: a projection saved by terramind-ft with
+        custom bands carries its layout (the ``band_order`` buffer: pretrained band index per column, -1 for a
+        new band) and is remapped by it (loaded as saved when the layout is the requested one); a projection
+        without it is in the pretrained band order when it has all the modality's bands (the official
+        checkpoints), so a full-length permutation (``[VH, VV]``, BGR) takes the columns of each named band;
+        one with exactly the requested number of columns and no layout is an older narrowed projection, loaded
+        as saved.
+        """
         embedding: ImageEncoderEmbedding = self.encoder_embeddings[spec.key]  # type: ignore[assignment]
         old = embedding.proj.weight.detach()
         pixels = embedding.patch_size ** 2
+        full = len(spec.modality.bands)
         new_proj = nn.Linear(pixels * len(indices), embedding.dim, bias=False, device=old.device, dtype=old.dtype)
-        key = f"encoder_embeddings.{spec.key}.proj.weight"
+        prefix = f"encoder_embeddings.{spec.key}"
+        key = f"{prefix}.proj.weight"
         report = self.load_report
         ready = state.get(key) if state is not None else None
-        if ready is not None and tuple(ready.shape) == tuple(new_proj.weight.shape):
-            # The checkpoint was saved from a model with the same band subset (e.g. a fine-tuned one).
-            with torch.no_grad():
-                new_proj.weight.copy_(ready)
-            if report is not None:
-                report.mismatched = [m for m in report.mismatched if m[0] != key]
+        saved_order = state.get(f"{prefix}.band_order") if state is not None else None
+        wanted = [-1 if i is None else int(i) for i in indices]
+        source, source_indices, how = old, wanted, "narrowed"  # no checkpoint: the random full init, by band
+        if ready is not None:
+            saved_columns = ready.shape[1] // pixels
+            if saved_order is not None:
+                saved = [int(i) for i in saved_order.tolist()]
+                if len(saved) != saved_columns:
+                    raise CheckpointError(f"{key}: {saved_columns} band columns but a band_order of {len(saved)}")
+                if saved == wanted:
+                    source, source_indices, how = ready, list(range(len(saved))), "as saved"
+                else:
+                    source, how = ready, "remapped from the saved band order"
+                    source_indices = [saved.index(i) if i >= 0 and i in saved else -1 for i in wanted]
+            elif saved_columns == full:
+                source, how = ready, "in pretrained band order"
+            elif saved_columns == len(indices):
+                source, source_indices, how = ready, list(range(len(indices))), "as saved"
+            else:
+                raise CheckpointError(f"{key} has {saved_columns} band columns; {spec.modality.name} has {full} "
+                                      f"pretrained bands and {len(indices)} are requested ({list(band_names)}): the "
+                                      "checkpoint belongs to another band selection")
+        with torch.no_grad():
+            src_view = source.reshape(embedding.dim, pixels, -1)
+            new_view = new_proj.weight.view(embedding.dim, pixels, len(indices))
+            for j, index in enumerate(source_indices):
+                if index >= 0:
+                    new_view[:, :, j] = src_view[:, :, index]
+        if ready is not None and report is not None:
+            report.mismatched = [m for m in report.mismatched if m[0] != key]
+            if key not in report.loaded:
                 report.loaded.append(key)
-                report.info.append(f"{spec.name}: patch embedding for bands {list(band_names)} loaded as saved")
-        else:
-            with torch.no_grad():
-                old_view = old.view(embedding.dim, pixels, -1)
-                new_view = new_proj.weight.view(embedding.dim, pixels, len(indices))
-                for j, index in enumerate(indices):
-                    if index is not None:
-                        new_view[:, :, j] = old_view[:, :, index]
-            unknown = [b for b, i in zip(band_names, indices) if i is None]
-            pretrained_bands = ", ".join(spec.modality.bands)
-            if unknown and report is not None:
-                report.notes.append(f"{spec.name}: bands {unknown} are not pretrained bands of {spec.modality.name} "
-                                    f"({pretrained_bands}); their patch-embedding columns start random")
-            elif unknown:
-                log.info("%s: bands %s are new (pretrained bands: %s)", spec.name, unknown, pretrained_bands)
-            if report is not None:
-                report.info.append(f"{spec.name}: patch embedding narrowed to bands {list(band_names)} "
-                                   f"(pretrained band indices {indices})")
+        unknown = [b for b, i in zip(band_names, source_indices) if i < 0]
+        pretrained_bands = ", ".join(spec.modality.bands)
+        if unknown and report is not None:
+            report.notes.append(f"{spec.name}: bands {unknown} are not pretrained bands of {spec.modality.name} "
+                                f"({pretrained_bands}); their patch-embedding columns start random")
+        elif unknown:
+            log.info("%s: bands %s are new (pretrained bands: %s)", spec.name, unknown, pretrained_bands)
+        if report is not None:
+            report.info.append(f"{spec.name}: patch embedding for bands {list(band_names)} {how} "
+                               f"(pretrained band indices {indices})")
         embedding.proj = new_proj
         embedding.num_channels = len(indices)
+        # The layout travels with the weights, so that a fine-tuned projection is never read in another order.
+        embedding.register_buffer("band_order", torch.tensor(wanted, dtype=torch.long, device=old.device))
         spec.channels = len(indices)
 
     # ---- forward ----------------------------------------------------------------------------------------------
