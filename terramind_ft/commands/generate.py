@@ -86,8 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timesteps", type=int, default=10, help="diffusion (DDIM) steps per output (default 10)")
     p.add_argument("--seed", type=int, default=0, help="random seed of token sampling and diffusion (default 0)")
     p.add_argument("--temperature", type=float, default=1.0, help="token sampling temperature (0 = greedy)")
-    p.add_argument("--top-p", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=0)
+    p.add_argument("--top-p", type=float, default=0.8,
+                   help="nucleus sampling: keep the top tokens that reach this probability (default 0.8; 0 = off)")
+    p.add_argument("--top-k", type=_count_or_fraction, default=0,
+                   help="keep the k most likely tokens, or a fraction of the vocabulary with 0 < k < 1 (default 0 = off)")
     p.add_argument("--decoding-steps", type=int, default=1, help="ROAR steps per output (default 1)")
     p.add_argument("--output-dir", default="generated", help="where outputs go (default ./generated)")
     p.add_argument("--crop", type=int, default=224, help="chip size for tiled generation (default 224)")
@@ -173,6 +175,12 @@ def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def _count_or_fraction(text: str) -> int | float:
+    """``5`` -> 5 tokens, ``0.01`` -> 1 % of the vocabulary (the reference's float top_k)."""
+    value = float(text)
+    return int(value) if value.is_integer() else value
 
 
 def build_model(args: argparse.Namespace, input_modalities: Sequence[str]) -> Any:

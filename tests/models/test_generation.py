@@ -38,7 +38,8 @@ def test_top_p_keeps_the_token_that_crosses_the_threshold_and_top_k_the_k_best()
     kept = torch.isfinite(filter_top_p(logits, 0.7))
     assert kept.tolist() == [[True, True, False, False]]  # 0.5 < 0.7, 0.5 + 0.3 crosses it: both kept
     assert torch.isfinite(filter_top_p(logits, 0.4)).tolist() == [[True, False, False, False]]
-    assert torch.isfinite(filter_top_p(logits, 0.0)).sum() == 1  # the top token always stays
+    assert torch.isfinite(filter_top_p(logits, 0.0)).all()  # 0 is "off" in the reference, not "keep one"
+    assert torch.isfinite(filter_top_p(logits, 1e-6)).sum() == 1  # the top token always stays
     assert torch.equal(filter_top_p(logits, 1.0), logits)
     shuffled = logits[:, [2, 0, 3, 1]]  # the filter works on positions, not on sorted input
     assert torch.isfinite(filter_top_p(shuffled, 0.7)).tolist() == [[False, True, False, True]]

@@ -110,7 +110,7 @@ class TerraMindGeneration(nn.Module):
         timesteps: int = DEFAULT_TIMESTEPS,
         temps: float = 1.0,
         top_p: float = 0.8,
-        top_k: int = 0,
+        top_k: int | float = 0,
         decoding_steps: int = 1,
         chained: bool = True,
         seed: int | None = None,
@@ -145,7 +145,7 @@ class TerraMindGeneration(nn.Module):
             if any(key == k for _, k in self.outputs.values()):
                 raise ModalityError(f"output {name!r} is listed twice", key="output_modalities")
             self.outputs[str(name)] = (modality, key)
-        self.sampling = SamplingSettings(temperature=float(temps), top_p=float(top_p), top_k=int(top_k),
+        self.sampling = SamplingSettings(temperature=float(temps), top_p=float(top_p), top_k=top_k,
                                          decoding_steps=int(decoding_steps))
         if int(timesteps) < 1:
             raise ConfigError(f"must be >= 1, got {timesteps}", key="timesteps")

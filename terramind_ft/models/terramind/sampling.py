@@ -40,23 +40,27 @@ GREEDY_TEMPERATURE = 1e-10
 class SamplingSettings:
     """How tokens of one target modality are drawn.
 
-    ``temperature`` 0 gives deterministic argmax decoding; ``top_k`` 0 and ``top_p`` >= 1 disable the filters;
-    ``decoding_steps`` is the number of ROAR steps (1 = every token in one parallel decoder pass).
+    As in the reference: ``temperature`` 0 gives deterministic argmax decoding; ``top_k`` is a number of tokens
+    (an int), or a fraction of the vocabulary (a float in (0, 1)), and 0 switches it off; ``top_p`` in (0, 1) is
+    the nucleus, and 0 (or >= 1) switches it off. ``decoding_steps`` is the number of ROAR steps (1 = every token
+    in one parallel decoder pass).
     """
 
     temperature: float = 1.0
     top_p: float = 0.8
-    top_k: int = 0
+    top_k: int | float = 0
     decoding_steps: int = 1
 
     def __post_init__(self) -> None:
         if self.temperature < 0:
             raise ConfigError(f"temperature must be >= 0 (0 = greedy argmax), got {self.temperature}",
                               key="temperature")
-        if self.top_k < 0:
-            raise ConfigError(f"top_k must be >= 0 (0 = no top-k filter), got {self.top_k}", key="top_k")
+        if isinstance(self.top_k, bool) or self.top_k < 0 or (
+                isinstance(self.top_k, float) and self.top_k >= 1 and not self.top_k.is_integer()):
+            raise ConfigError(f"top_k must be a count >= 0 or a fraction of the vocabulary in (0, 1) (0 = no top-k "
+                              f"filter), got {self.top_k}", key="top_k")
         if not 0.0 <= self.top_p:
-            raise ConfigError(f"top_p must be >= 0 (>= 1 = no nucleus filter), got {self.top_p}", key="top_p")
+            raise ConfigError(f"top_p must be >= 0 (0 or >= 1 = no nucleus filter), got {self.top_p}", key="top_p")
         if self.decoding_steps < 1:
             raise ConfigError(f"decoding_steps must be >= 1, got {self.decoding_steps}", key="decoding_steps")
 
@@ -77,8 +81,18 @@ def linear_token_schedule(num_tokens: int, steps: int) -> list[int]:
     return [n for n in schedule if n > 0]
 
 
-def filter_top_k(logits: Tensor, k: int) -> Tensor:
-    """Set every logit below the k-th largest (along the last axis) to -inf; k <= 0 or k >= V is a no-op."""
+def top_k_count(k: int | float, vocab_size: int) -> int:
+    """Tokens the top-k filter keeps: ``k`` itself, or for a float in (0, 1) that fraction of the vocabulary
+    (at least one token); 0 means no filter."""
+    if isinstance(k, float) and 0 < k < 1:
+        return max(1, int(k * vocab_size))
+    return int(k)
+
+
+def filter_top_k(logits: Tensor, k: int | float) -> Tensor:
+    """Set every logit below the k-th largest (along the last axis) to -inf (``k`` as in :func:`top_k_count`);
+    k 0 or k >= V is a no-op."""
+    k = top_k_count(k, logits.shape[-1])
     if k <= 0 or k >= logits.shape[-1]:
         return logits
     kth = torch.topk(logits, k, dim=-1).values[..., -1:]
@@ -89,10 +103,10 @@ def filter_top_p(logits: Tensor, p: float) -> Tensor:
     """Nucleus filter: keep the smallest set of top tokens whose probability reaches ``p``.
 
     Sorted descending, a token is removed when the cumulative probability *before* it already exceeds ``p``,
-    i.e. the first token that crosses the threshold is kept, and the top token is always kept. ``p >= 1`` is
-    a no-op.
+    i.e. the first token that crosses the threshold is kept, and the top token is always kept. ``p <= 0`` and
+    ``p >= 1`` are no-ops (0 is the reference's "off", not "keep one token").
     """
-    if p >= 1.0:
+    if p <= 0.0 or p >= 1.0:
         return logits
     sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
     cumulative = sorted_logits.softmax(dim=-1).cumsum(dim=-1)

@@ -119,7 +119,7 @@ class TerraMindTiM(TerraMindEncoder):
         img_size: int | tuple[int, int] = PRETRAINING_IMG_SIZE,
         tim_temps: float = 1.0,
         tim_top_p: float = 0.8,
-        tim_top_k: int = 0,
+        tim_top_k: int | float = 0,
         tim_decoding_steps: int = 1,
         tim_chained_generations: bool = True,
         tim_eval_sampling: bool = False,
@@ -148,7 +148,7 @@ class TerraMindTiM(TerraMindEncoder):
         self._tim_names = tim_names
         self._tim_keys = {name: key for name, key in tim}
         self.input_names = list(input_names)
-        self.sampling = SamplingSettings(temperature=float(tim_temps), top_p=float(tim_top_p), top_k=int(tim_top_k),
+        self.sampling = SamplingSettings(temperature=float(tim_temps), top_p=float(tim_top_p), top_k=tim_top_k,
                                          decoding_steps=int(tim_decoding_steps))
         self.tim_chained_generations = bool(tim_chained_generations)
         self.tim_eval_sampling = bool(tim_eval_sampling)
