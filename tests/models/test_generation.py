@@ -11,7 +11,7 @@ import gc
 import pytest
 import torch
 
-from terramind_ft.errors import ConfigError
+from terramind_ft.errors import ConfigError, ModalityError
 from terramind_ft.modalities import MODALITIES
 from terramind_ft.models.terramind.decoder import TerraMind
 from terramind_ft.models.terramind.generation import TerraMindGeneration, lulc_class_map
@@ -224,3 +224,16 @@ def test_greedy_generation_reproduces_the_reference_generator_and_multi_step_wor
     assert "tok_lulc@224" in stepped.sampler.model.encoder_embeddings  # decoded tokens feed later steps
     first, again = stepped.generate_tokens(inputs, seed=5)["LULC"], stepped.generate_tokens(inputs, seed=5)["LULC"]
     assert torch.equal(first, again) and first.shape == (2, 14, 14) and int(first.max()) < 4375
+
+
+def test_raw_coordinates_are_refused_not_cast_to_token_ids():
+    model = TerraMindGeneration(["S2L2A", "coords"], ["LULC"], size="tiny", pretrained=False,
+                                tokenizer_kwargs={"LULC": {"pretrained": False}}, timesteps=1).eval()
+    image = torch.randn(1, 12, 32, 32)
+    with pytest.raises(ModalityError, match="raw lon/lat"):
+        model({"S2L2A": image, "coords": torch.tensor([[12.3, 45.6]])})  # behaved as ids [12, 45]
+    with pytest.raises(ModalityError, match=r"token ids must lie in \[0, 30000\)"):
+        model({"S2L2A": image, "coords": torch.tensor([[-3, 5]])})  # crashed with IndexError
+    with torch.no_grad():
+        out = model({"S2L2A": image, "coords": torch.tensor([[12, 45]])})
+    assert "LULC" in out

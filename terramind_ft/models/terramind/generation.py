@@ -284,6 +284,16 @@ class TerraMindGeneration(nn.Module):
         pieces: list[tuple[str, Any]] = []
         for spec, value, given_name in given:
             if spec.kind == "sequence":
+                # Raw lon/lat would be cast to token ids ((12.3, 45.6) -> ids 12, 45; negatives crash): refuse them.
+                if not isinstance(value, Tensor) or value.is_floating_point() or value.dtype == torch.bool:
+                    raise ModalityError(
+                        f"{given_name}: give coordinates as token ids (int64 [B, N] from the coords tokenizer); raw "
+                        f"lon/lat values ({getattr(value, 'dtype', type(value).__name__)}) are not tokenised by this "
+                        "model", key="modalities")
+                vocab = spec.modality.vocab_size or 0
+                if value.numel() and (int(value.min()) < 0 or int(value.max()) >= vocab):
+                    raise ModalityError(f"{given_name}: token ids must lie in [0, {vocab}), got range "
+                                        f"[{int(value.min())}, {int(value.max())}]", key="modalities")
                 pieces.append((spec.key, value))
                 continue
             if not isinstance(value, Tensor):
