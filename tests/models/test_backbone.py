@@ -339,10 +339,12 @@ def test_errors_name_the_valid_choices(tmp_path):
     with pytest.raises(ModalityError, match="bands apply to pretrained pixel modalities"):
         tiny(["LULC"], bands={"LULC": ["water"]})
     model = tiny(["S2L2A"])
-    with pytest.raises(ModalityError, match="'DEM' is not a modality of this backbone; configured modalities: S2L2A"):
+    with pytest.warns(UserWarning, match="'DEM' is not a modality of this backbone and is ignored"), \
+            pytest.raises(ModalityError, match="ignored 'DEM'.*configured modalities: S2L2A"):
         model({"DEM": torch.randn(1, 1, 32, 32)})
-    with pytest.raises(ModalityError, match="'SAR' is not a modality of this backbone"):
-        model({"SAR": torch.randn(1, 1, 32, 32)})
+    with pytest.warns(UserWarning, match="'unknown' is not a modality"):  # TerraTorch's own tests pass unknown=...
+        features = model({"S2L2A": torch.randn(1, 12, 32, 32)}, unknown="Test")
+    assert features[-1].shape == (1, 4, 192)
     with pytest.raises(ModalityError, match=r"expected 12 channels \(COASTAL_AEROSOL.*got 13"):
         model(torch.randn(1, 13, 32, 32))
     two = tiny(["S2L2A", "S1GRD"], merge_method="mean")

@@ -199,8 +199,8 @@ class TerraMindEncoder(nn.Module):
         img_size: size (int or (H, W)) the position tables are built for; other input sizes interpolate the
             table bicubically. Keep 224 to use the pretrained tables (case e of the reference fixtures).
         patch_size: patch size of *new* modalities (pretrained ones use 16).
-        modality_drop_rate: while training, drop each present modality with this probability (per batch,
-            keeping at least one).
+        modality_drop_rate: while training, drop each present modality but one (drawn at random) with this
+            probability (per batch, the reference's rule).
         drop_path_rate: stochastic depth, rising linearly to this rate over the blocks.
         padding: ``reflect`` or ``zero``: how inputs are padded to a multiple of the patch size.
         in_chans: with empty ``modalities``, create one new modality ``image`` with this many channels.
@@ -277,6 +277,7 @@ class TerraMindEncoder(nn.Module):
             # Stands in for an absent image modality in the concatenation; no checkpoint holds it.
             self.missing_mod_token = nn.Parameter(torch.zeros(dim))
 
+        self._warned_unknown: set[str] = set()
         self.tokenizer_kwargs = self._check_tokenizer_kwargs(tokenizer_kwargs)
         # Tokenizers are frozen helpers, built on first use: kept out of the state dict and the parameters.
         self._tokenizers: dict[str, nn.Module] = {}
@@ -458,22 +459,43 @@ class TerraMindEncoder(nn.Module):
             given[name] = value
         inputs: list[tuple[InputSpec, Any]] = []
         seen: set[str] = set()
+        ignored: list[str] = []
         for name, value in given.items():
-            spec = self.spec_for(name)
+            try:
+                spec = self.spec_for(name)
+            except ModalityError:
+                # As the reference: an input the backbone has no embedding for is left out, here with a warning
+                # (once per key) so that a misspelt key does not pass unnoticed.
+                ignored.append(str(name))
+                if name not in self._warned_unknown:
+                    self._warned_unknown.add(name)
+                    warnings.warn(f"input {name!r} is not a modality of this backbone and is ignored; configured "
+                                  f"modalities: {', '.join(self.modalities)}", UserWarning, stacklevel=3)
+                continue
             if spec.name in seen:
                 raise ModalityError(f"modality {spec.name!r} given twice (as {name!r})")
             seen.add(spec.name)
             if value is not None:  # None = modality absent from this batch
                 inputs.append((spec, value))
         if not inputs:
-            raise ModalityError(f"no input given; configured modalities: {', '.join(self.modalities)}")
+            extra = f" (ignored {', '.join(repr(n) for n in ignored)}: not a modality of this backbone)" if ignored else ""
+            raise ModalityError(f"no input given{extra}; configured modalities: {', '.join(self.modalities)}")
         return inputs
 
+    def droppable(self, spec: InputSpec) -> bool:
+        """Whether ``modality_drop_rate`` may drop this input (TiM keeps its generated modalities)."""
+        return True
+
     def _drop_modalities(self, inputs: list[tuple[InputSpec, Any]]) -> list[tuple[InputSpec, Any]]:
-        keep = torch.rand(len(inputs)) >= self.modality_drop_rate
-        if not keep.any():
-            keep[torch.randint(len(inputs), (1,))] = True
-        return [item for item, k in zip(inputs, keep.tolist()) if k]
+        """The reference's rule, so that a TerraTorch config regularises the same way: per batch, one input drawn
+        at random is always kept; each other input is dropped with probability ``modality_drop_rate``."""
+        candidates = [i for i, (spec, _) in enumerate(inputs) if self.droppable(spec)]
+        if len(candidates) < 2:
+            return inputs
+        spared = candidates[int(torch.randint(len(candidates), (1,)))]
+        draws = torch.rand(len(inputs)).tolist()
+        dropped = {i for i in candidates if i != spared and draws[i] < self.modality_drop_rate}
+        return [item for i, item in enumerate(inputs) if i not in dropped]
 
     def _pad(self, x: Tensor, patch: int) -> Tensor:
         height, width = x.shape[-2:]

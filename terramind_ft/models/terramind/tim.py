@@ -446,6 +446,10 @@ class TerraMindTiM(TerraMindEncoder):
 
     # ---- forward ----------------------------------------------------------------------------------------------
 
+    def droppable(self, spec: Any) -> bool:
+        """The generated TiM modalities are never dropped by ``modality_drop_rate``; only the inputs are."""
+        return spec.name not in self._tim_names
+
     def forward(self, x: Tensor | Mapping[str, Any] | None = None, *, cache_keys: Sequence[str] | None = None,
                 **kwargs: Any) -> BackboneOutput:
         """Generate the TiM modalities, append them after the inputs and run the encoder (merge over all)."""
