@@ -4,7 +4,8 @@ Stops at the first real problem and reports it with its config key (``model.init
 decoder_channel: ... Did you mean 'decoder_channels'?``) instead of a page of jsonargparse union errors.
 Steps: read + translate the config (TerraTorch class paths), check every key, instantiate model / data /
 trainer, check that every ``monitor`` key (checkpoint, early stopping, LR scheduler) is a metric the task
-logs, run the datamodule's checks (file discovery, raster headers), then one training batch (forward, loss,
+logs, run the datamodule's checks (file discovery, raster headers), read every label (classes out of range,
+splits without a valid label pixel), then one training batch (forward, loss,
 backward) and one validation batch (metrics). Exit code 0 when all pass, 1 on a problem, 2 on bad usage.
 """
 
@@ -17,9 +18,9 @@ from typing import Any
 
 import torch
 
-from terramind_ft.errors import ConfigError, TerraMindFTError
+from terramind_ft.errors import ConfigError, DataError, TerraMindFTError
 
-STEPS = ("config", "monitors", "data", "train batch", "val batch")
+STEPS = ("config", "monitors", "data", "labels", "train batch", "val batch")
 
 
 def _say(step: str, message: str) -> None:
@@ -103,6 +104,16 @@ def main(argv: list[str] | None = None) -> int:
             report = dm.check()
             for line in str(report).splitlines():
                 _say(step, line)
+        if callable(getattr(dm, "scan_labels", None)):
+            step = "labels"
+            for split in [s for s in ("train", "val", "test") if s in dm.configured_splits()]:
+                scan = dm.scan_labels(split)
+                if scan.problems:
+                    raise DataError(f"{split} split: {len(scan.problems)} label files hold classes out of range:\n  "
+                                    + "\n  ".join(scan.problems[:10]))
+                _say(step, str(scan))
+                if scan.samples and scan.valid_pixels == 0:
+                    _say(step, f"warning: the {split} split has no valid label pixel: its metrics will be NaN")
         step = "train batch"
         run_batches(cli)
     except ConfigError as err:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import lightning as L
+import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -58,6 +59,20 @@ class CheckReport:
         lines = [f"{split}: {n} samples, raster size(s) {', '.join(f'{h}x{w}' for h, w in self.sizes.get(split, []))}"
                  for split, n in self.samples.items()]
         return "\n".join(lines + [f"{self.files_checked} files checked"])
+
+
+@dataclass
+class LabelScan:
+    """What :meth:`GenericMultiModalDataModule.scan_labels` found in one split's label rasters."""
+
+    split: str
+    samples: int = 0
+    valid_pixels: int = 0  # pixels that are not the ignore index
+    problems: list[str] = field(default_factory=list)  # one line per label file with values out of range
+
+    def __str__(self) -> str:
+        return (f"{self.split}: {self.samples} labels, {self.valid_pixels:,} valid pixels"
+                + (f", {len(self.problems)} with classes out of range" if self.problems else ""))
 
 
 def _canonical_band(name: str) -> str:
@@ -387,6 +402,41 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             report.files_checked += result.files_checked
         return report
 
+    def scan_labels(self, split: str) -> LabelScan:
+        """Read every label raster of ``split`` as the dataset does (nodata, ``reduce_zero_label``): count the valid
+        pixels and list the files whose classes lie outside ``num_classes`` (found at their first batch otherwise).
+        Classification labels are checked from the headers by :meth:`check`; they are not scanned here."""
+        scan = LabelScan(split)
+        if self.task == "classification" or split == "predict":
+            return scan
+        dataset = self.make_dataset(split, raw=True)
+        ignore = -1 if self.no_label_replace is None else self.no_label_replace
+        for record in dataset.records:
+            if not record.label_file:
+                continue
+            scan.samples += 1
+            try:
+                label, _ = dataset._read_label(record, None)
+            except DataError as exc:
+                scan.problems.append(str(exc))
+                continue
+            if self.task == "regression":
+                scan.valid_pixels += int(torch.isfinite(label).sum())
+            else:
+                scan.valid_pixels += int((label != ignore).sum())
+        return scan
+
+    def _warn_empty_labels(self, split: str) -> None:
+        """A validation or test split without one valid label pixel gives NaN metrics: say so before training."""
+        scan = self.scan_labels(split)
+        if scan.problems:
+            raise DataError(f"{split} split: {len(scan.problems)} label files hold classes outside "
+                            f"[0, {(self.num_classes or 0) - 1}]:\n  " + _listing(scan.problems))
+        if scan.samples and scan.valid_pixels == 0:
+            warnings.warn(f"the {split} split has no valid label pixel ({scan.samples} labels, all ignore_index "
+                          f"{self.no_label_replace}): its metrics are NaN and it cannot choose the best checkpoint; "
+                          f"check {KEY}.{split}_label_data_root and no_label_replace", DataNotice, stacklevel=2)
+
     def _check_split(self, split: str) -> CheckReport:
         if split in self._checked:
             return self._checked[split]
@@ -467,6 +517,8 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                                       f"stacked into batches of {self.batch_size}; {fix}")
         report = CheckReport({split: len(records)}, {split: sorted(sizes)}, files)
         self._checked[split] = report
+        if split in ("val", "test"):
+            self._warn_empty_labels(split)
         return report
 
     @staticmethod

@@ -182,6 +182,10 @@ class BaseTask(pl.LightningModule):
         output = self.infer(batch["image"], stage)
         loss, parts = self.loss_fn(output, target)
         bs = target.shape[0]
+        if stage != "train" and self.ignore_index is not None:
+            # Weigh out the samples with no valid target, so that a split whose labels are all ignore_index
+            # logs a NaN loss (0 / 0), never a 0 that a val/loss checkpoint would take for the best.
+            bs = int((target != self.ignore_index).reshape(bs, -1).any(dim=1).sum())
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         if len(parts) > 1:

@@ -62,6 +62,14 @@ def _nanmean(x: torch.Tensor) -> torch.Tensor:
     return x[valid].mean() if valid.any() else torch.zeros((), dtype=x.dtype, device=x.device)
 
 
+def _nan_when_empty(values: dict[str, torch.Tensor], valid: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Every metric NaN when no valid target was seen (a split whose labels are all ``ignore_index``): NaN is
+    never chosen as best by a checkpoint, where a 0 mIoU or 0 error would be."""
+    if float(valid) > 0:
+        return {k: v.float() for k, v in values.items()}
+    return {k: torch.full((), float("nan"), dtype=torch.float32, device=v.device) for k, v in values.items()}
+
+
 class ConfusionMatrix(Metric):
     """A ``num_classes x num_classes`` confusion matrix (rows: target, columns: prediction), summed over
     batches and processes; targets equal to ``ignore_index`` are skipped."""
@@ -110,7 +118,7 @@ class SegmentationMetrics(ConfusionMatrix):
             out[f"IoU_{name}"] = iou[i]
             out[f"Class_Accuracy_{name}"] = recall[i]
             out[f"Class_F1_{name}"] = f1[i]
-        return {k: v.float() for k, v in out.items()}
+        return _nan_when_empty(out, m.sum())
 
 
 class ClassificationMetrics(ConfusionMatrix):
@@ -129,7 +137,7 @@ class ClassificationMetrics(ConfusionMatrix):
         for i, name in enumerate(self.class_names):
             out[f"Class_Accuracy_{name}"] = recall[i]
             out[f"Class_F1_{name}"] = f1[i]
-        return {k: v.float() for k, v in out.items()}
+        return _nan_when_empty(out, m.sum())
 
 
 class RegressionMetrics(Metric):
@@ -160,4 +168,4 @@ class RegressionMetrics(Metric):
         ss_tot = self.sum_t2 - self.sum_t ** 2 / n
         r2 = 1 - self.sum_sq_err / ss_tot if ss_tot > 0 else torch.tensor(float("nan"), dtype=torch.float64)
         out = {"MSE": mse, "RMSE": mse.sqrt(), "MAE": self.sum_abs_err / n, "R2_Score": r2}
-        return {k: v.float() for k, v in out.items()}
+        return _nan_when_empty(out, self.n)
