@@ -533,6 +533,11 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             if (h.height, h.width) != (ref.height, ref.width):
                 problems.append(f"sample {record.prefix!r}: {h.path} ({what}) is {h.height}x{h.width} but "
                                 f"{ref.path} (modality {ref_name!r}) is {ref.height}x{ref.width}")
+            elif h.georeferenced != ref.georeferenced:  # one without a CRS: the grid check cannot run
+                plain, geo = (h, ref) if not h.georeferenced else (ref, h)
+                problems.append(f"sample {record.prefix!r}: {plain.path} has no CRS / geotransform while {geo.path} "
+                                f"is in {geo.crs}: their pixel grids cannot be compared. Give the file its "
+                                "georeference (e.g. gdal_edit.py -a_srs / -a_ullr) or remove it from all of them")
             elif h.georeferenced and ref.georeferenced and not same_georeference(h, ref):
                 detail = (f"CRS {h.crs} vs {ref.crs}" if h.crs != ref.crs
                           else f"transform {h.transform} vs {ref.transform}")

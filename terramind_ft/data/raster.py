@@ -6,6 +6,7 @@ modality, and so that the rest of ``terramind_ft.data`` works on numpy arrays on
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from rasterio.windows import Window
 
 from terramind_ft.errors import DataError, DataNotFoundError
 from terramind_ft.io import atomic_path
+
+log = logging.getLogger(__name__)
 
 # File extensions read as plain text (classification labels: one class index or name per file).
 TEXT_LABEL_EXTENSIONS = (".txt",)
@@ -83,6 +86,32 @@ def read_header(path: str | Path, modality: str | None = None, *, verify_last_bl
     return header
 
 
+# Float values this far from zero are fill values, not measurements: no modality comes near (reflectance x 1e4,
+# backscatter in dB or linear, metres of elevation). A file that uses float32's extremes (-3.4e38) or NetCDF's
+# default fill (9.97e36) without declaring nodata would otherwise reach the model and give a NaN loss.
+FILL_MAGNITUDE = 1e30
+_FILL_NOTED: set[str] = set()
+
+
+def fill_value_mask(raw: np.ndarray) -> np.ndarray | None:
+    """True where a float array holds a fill value (magnitude >= :data:`FILL_MAGNITUDE`); None for integers."""
+    if raw.dtype.kind != "f":
+        return None
+    with np.errstate(invalid="ignore"):
+        return np.abs(raw) >= FILL_MAGNITUDE
+
+
+def note_fill_values(path: str, modality: str | None, mask: np.ndarray, raw: np.ndarray) -> None:
+    """One notice per file that uses undeclared fill values: they are treated as nodata."""
+    if path in _FILL_NOTED or not mask.any():
+        return
+    _FILL_NOTED.add(path)
+    example = float(raw[mask].flat[0])
+    log.warning("notice: %s: %d pixel values like %.4g without a declared nodata; treated as nodata (declare the "
+                "file's nodata, e.g. gdal_edit.py -a_nodata %.4g, to silence this)", _where(path, modality),
+                int(mask.sum()), example, example)
+
+
 def read_raster(
     path: str | Path, modality: str | None = None, *, bands: list[int] | None = None, window: Window | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -104,6 +133,10 @@ def read_raster(
     data = raw.astype(np.float32, copy=False)
     # Integer rasters cannot hold NaN: skip that pass over the data (a third of the read time of S2 chips).
     invalid = ~np.isfinite(data) if raw.dtype.kind == "f" else np.zeros(data.shape, bool)
+    fill = fill_value_mask(raw)
+    if fill is not None and fill.any():
+        note_fill_values(path, modality, fill, raw)
+        invalid |= fill
     for c, value in enumerate(nodata):
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             invalid[c] |= raw[c] == value  # compare in the file dtype: exact, no float round-off

@@ -36,6 +36,17 @@ log = logging.getLogger(__name__)
 PREDICTIONS_DIR = "predictions"
 
 
+_NOT_GEOREFERENCED: set[str] = set()
+
+
+def warn_not_georeferenced(reference: str | Path, output: str | Path) -> None:
+    """Say once per input that its outputs carry no CRS, because the input has none."""
+    if str(reference) not in _NOT_GEOREFERENCED:
+        _NOT_GEOREFERENCED.add(str(reference))
+        log.warning("warning: %s has no CRS, so %s is written without one (pixel grid only, not georeferenced)",
+                    reference, output)
+
+
 def _write_geotiff(path: Path, profile: dict[str, Any], array: np.ndarray, *, descriptions: Sequence[str] = (),
                    colormap: dict | None = None, tags: dict[str, str] | None = None) -> Path:
     with atomic_path(path) as tmp, rasterio.open(tmp, "w", **profile) as dst:
@@ -61,6 +72,8 @@ def write_prediction(path: str | Path, array: np.ndarray | torch.Tensor, referen
     bands = array[None] if array.ndim == 2 else array
     with rasterio.open(reference) as src:
         crs, transform, height, width = src.crs, src.transform, src.height, src.width
+    if crs is None:
+        warn_not_georeferenced(reference, path)
     if bands.shape[-2:] != (height, width):
         raise InferenceError(f"prediction of shape {bands.shape[-2]}x{bands.shape[-1]} does not match the grid of its "
                              f"input {reference} ({height}x{width}); refusing to write {path} with a wrong "

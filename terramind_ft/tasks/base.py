@@ -34,6 +34,8 @@ from terramind_ft.tasks.losses import build_loss
 log = logging.getLogger(__name__)
 
 PREVIEW_DIR = "previews"
+# A standardised input this many standard deviations from the mean is a fill value or wrong units, not data.
+EXTREME_STANDARDISED = 1e3
 
 
 def _optim_class(name: str, module: Any, key: str) -> type:
@@ -208,6 +210,16 @@ class BaseTask(pl.LightningModule):
             files = {m: batch.get("filename", {}).get(m) for m in bad}
             return (f"training loss is {loss.item()} {where}: input modality {', '.join(bad)} has NaN/inf values "
                     f"(files {files}); set the datamodule's no_data_replace or clean the rasters")
+        extreme = []
+        for m, x in batch["image"].items():
+            if x.is_floating_point() and x.ndim == 4:
+                peak = x.detach().abs().amax(dim=(0, 2, 3))
+                extreme += [(m, int(c), float(peak[c])) for c in range(peak.numel()) if peak[c] > EXTREME_STANDARDISED]
+        if extreme:
+            where_bands = "; ".join(f"{m} band {c} reaches {v:.3g} standard deviations (files "
+                                    f"{batch.get('filename', {}).get(m)})" for m, c, v in extreme[:4])
+            return (f"training loss is {loss.item()} {where}: {where_bands}. Such values are fills or wrong units, not "
+                    "measurements: declare the files' nodata, fix dataset_bands / means / stds, or clean the rasters")
         precision = getattr(self.trainer, "precision", "?")
         return (f"training loss is {loss.item()} {where} with finite inputs (precision {precision}); lower the "
                 "learning rate, use precision bf16-mixed or 32-true instead of 16-mixed, or add gradient_clip_val")
