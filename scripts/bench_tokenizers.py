@@ -58,15 +58,15 @@ def main() -> None:
     x = torch.randn(args.batch, divae.in_channels, args.size, args.size, device=device)
     classes = torch.randint(0, 10, (args.batch, args.size, args.size), device=device)
     with torch.no_grad(), autocast:
-        ids = divae.encode(x)
+        ids = divae.encode_tokens(x)
         codes = divae.tokens_to_codes(ids)
-        rows.append(("DiVAE encode", shape, timed(lambda: divae.encode(x), args.repeats, device)))
+        rows.append(("DiVAE encode", shape, timed(lambda: divae.encode_tokens(x), args.repeats, device)))
         rows.append(("DiVAE UNet, one step", shape,
                      timed(lambda: divae.decoder(x, 999, codes), args.repeats, device)))
         rows.append((f"DiVAE decode_tokens, {args.steps} steps", shape,
                      timed(lambda: divae.decode_tokens(ids, timesteps=args.steps), max(1, args.repeats // 3), device)))
-        lulc_ids = lulc.encode(classes)
-        rows.append(("LULC encode", shape, timed(lambda: lulc.encode(classes), args.repeats, device)))
+        lulc_ids = lulc.encode_tokens(classes)
+        rows.append(("LULC encode", shape, timed(lambda: lulc.encode_tokens(classes), args.repeats, device)))
         rows.append(("LULC decode_tokens", shape, timed(lambda: lulc.decode_tokens(lulc_ids), args.repeats, device)))
 
     print(f"device={device} threads={torch.get_num_threads()} bf16={args.bf16} torch={torch.__version__}")

@@ -241,6 +241,12 @@ def find_modality(name: str) -> Modality | None:
         return None
 
 
+# The reference's standardisation tables, keyed by checkpoint key (``untok_sen2l2a@224``, ...), as the notebooks
+# import them: generated from the catalogue above, never a second table.
+v1_pretraining_mean: dict[str, list[float]] = {m.pixel_key: list(m.mean) for m in MODALITIES.values() if m.pixel_key}
+v1_pretraining_std: dict[str, list[float]] = {m.pixel_key: list(m.std) for m in MODALITIES.values() if m.pixel_key}
+
+
 def pretraining_stats(name: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """(mean, std) of the v1 pretraining standardisation for a modality name or alias."""
     m = get_modality(name)

@@ -189,7 +189,7 @@ def test_inputs_as_token_ids_and_lulc_class_maps(dem_lulc_model):
                                       standardize=True, timesteps=1)
     class_map = torch.randint(0, 10, (1, 32, 32))
     from_map = model.generate_tokens({"LULC": class_map}, seed=0)["DEM"]
-    ids = dem_lulc_model.tokenizer["tok_lulc@224"].encode(class_map)
+    ids = dem_lulc_model.tokenizer["tok_lulc@224"].encode_tokens(class_map)
     from_ids = model.generate_tokens({"tok_lulc@224": ids}, seed=0)["DEM"]  # ids go under the token key
     assert torch.equal(from_map, from_ids)
     assert model({"LULC": class_map}, seed=0)["DEM"].shape == (1, 1, 32, 32)

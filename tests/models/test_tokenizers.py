@@ -164,13 +164,13 @@ def test_checkpoint_that_does_not_fit_raises(lulc_checkpoint, divae):
 
 def test_divae_round_trip_on_real_chips(divae, terramesh_dir):
     x = read_chips(terramesh_dir, "S1RTC")
-    ids = divae.encode(x)
+    ids = divae.encode_tokens(x)
     assert ids.shape == (2, CROP // 16, CROP // 16) and ids.dtype == torch.int64
     assert 0 <= ids.min() and ids.max() < 15360
     image = divae.decode_tokens(ids, timesteps=2, generator=torch.Generator().manual_seed(0))
     assert image.shape == x.shape and image.dtype == torch.float32
     assert image.min() >= -1 and image.max() <= 1 and image.std() > 0
-    again = divae.encode(image)
+    again = divae.encode_tokens(image)
     assert again.shape == ids.shape and 0 <= again.min() and again.max() < 15360
     # codes from ids equal the codes the encoder quantised
     assert torch.equal(divae.tokens_to_codes(ids), divae.encode_codes(x))
@@ -202,9 +202,9 @@ def test_divae_decode_size_and_id_checks(divae):
     with pytest.raises(ConfigError, match="timesteps"):
         divae.decode_tokens(ids, timesteps=0, image_size=32)
     with pytest.raises(DataError, match=r"S1RTC expects \[B, 2, H, W\].*VV, VH"):
-        divae.encode(torch.zeros(1, 3, 32, 32))
+        divae.encode_tokens(torch.zeros(1, 3, 32, 32))
     with pytest.raises(DataError, match="divisible by 16"):
-        divae.encode(torch.zeros(1, 2, 40, 32))
+        divae.encode_tokens(torch.zeros(1, 2, 40, 32))
 
 
 # ----------------------------------------------------------------------------------------------- LULC VQVAE
@@ -213,23 +213,23 @@ def test_divae_decode_size_and_id_checks(divae):
 def test_lulc_round_trip_on_real_chips(lulc, terramesh_dir):
     classes = read_chips(terramesh_dir, "LULC")
     assert classes.shape == (2, CROP, CROP)
-    ids = lulc.encode(classes)
+    ids = lulc.encode_tokens(classes)
     assert ids.shape == (2, 4, 4) and ids.dtype == torch.int64 and 0 <= ids.min() and ids.max() < 4375
     # [B, H, W], [B, 1, H, W] and one-hot [B, 10, H, W] are the same input
-    assert torch.equal(lulc.encode(classes[:, None]), ids)
-    assert torch.equal(lulc.encode(F.one_hot(classes, 10).permute(0, 3, 1, 2).float()), ids)
+    assert torch.equal(lulc.encode_tokens(classes[:, None]), ids)
+    assert torch.equal(lulc.encode_tokens(F.one_hot(classes, 10).permute(0, 3, 1, 2).float()), ids)
     logits = lulc.decode_tokens(ids)
     assert logits.shape == (2, 10, CROP, CROP)
-    again = lulc.encode(logits.argmax(dim=1))
+    again = lulc.encode_tokens(logits.argmax(dim=1))
     assert again.shape == ids.shape and 0 <= again.min() and again.max() < 4375
     assert torch.equal(lulc(classes), logits)  # forward = decode(encode(x)), deterministic
 
 
 def test_lulc_input_checks(lulc):
     with pytest.raises(DataError, match=r"LULC class ids must lie in \[0, 10\)"):
-        lulc.encode(torch.full((1, 32, 32), 10))
+        lulc.encode_tokens(torch.full((1, 32, 32), 10))
     with pytest.raises(DataError, match="integer class ids"):
-        lulc.encode(torch.full((1, 32, 32), 0.5))
+        lulc.encode_tokens(torch.full((1, 32, 32), 0.5))
     with pytest.raises(ConfigError, match="16 x the token grid"):
         lulc.decode_tokens(torch.zeros(1, 2, 2, dtype=torch.long), image_size=64)
 

@@ -536,7 +536,8 @@ class TerraMindEncoder(nn.Module):
         if param is not None and param.device != raw.device:
             tokenizer.to(raw.device)
         with torch.no_grad():
-            ids = tokenizer.encode(raw.to(param.dtype) if param is not None and raw.is_floating_point() else raw)
+            encode = getattr(tokenizer, "encode_tokens", tokenizer.encode)
+            ids = encode(raw.to(param.dtype) if param is not None and raw.is_floating_point() else raw)
         if isinstance(ids, tuple):  # (quant, loss, tokens) style
             ids = ids[-1]
         if isinstance(ids, Mapping):  # text tokenizers: {"tensor": ids, "input_mask": mask}

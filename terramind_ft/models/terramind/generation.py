@@ -329,7 +329,7 @@ class TerraMindGeneration(nn.Module):
                 size = (int(raw.shape[-2]), int(raw.shape[-1]))
             tokenizer = self.tokenizer[spec.modality.token_key]
             with torch.no_grad():
-                ids = tokenizer.encode(self._pad(raw, multiple))
+                ids = tokenizer.encode_tokens(self._pad(raw, multiple))
             pieces.append((spec.key, ids.long()))
         grids = {(int(v.shape[-2]) // PATCH_SIZE, int(v.shape[-1]) // PATCH_SIZE) if v.ndim == 4 else
                  (int(v.shape[-2]), int(v.shape[-1])) for _, v in pieces if isinstance(v, Tensor) and v.ndim >= 3}
@@ -390,12 +390,12 @@ class TerraMindGeneration(nn.Module):
     @torch.no_grad()
     def forward(self, x: Tensor | Mapping[str, Any] | None = None, *, timesteps: int | None = None,
                 seed: int | None = None, output_modalities: Sequence[str] | None = None, progress: bool = False,
-                **kwargs: Any) -> dict[str, Tensor]:
+                verbose: bool = False, **kwargs: Any) -> dict[str, Tensor]:
         """Generate the outputs: ``{name: float32 [B, C, H, W]}`` (LULC: 10 class probabilities).
 
         ``timesteps``: DDIM steps of the diffusion decoders (default: the build value). ``seed``: makes the
         call reproducible (tokens and diffusion noise). ``output_modalities``: a subset of the configured
-        outputs. Values are physical units with ``standardize=True``, standardised units otherwise.
+        outputs. ``verbose`` (the reference's name) or ``progress`` show the diffusion steps' progress. Values are physical units with ``standardize=True``, standardised units otherwise.
         """
         steps = self.timesteps if timesteps is None else int(timesteps)
         if steps < 1:
@@ -409,7 +409,7 @@ class TerraMindGeneration(nn.Module):
             modality, key = self.outputs[name]
             noise = torch.Generator().manual_seed((seed * _SEED_MIX + index + 1) % 2**63)
             decoded = self.tokenizer[key].decode_tokens(tokens[name], timesteps=steps, image_size=padded,
-                                                        generator=noise, progress=progress)
+                                                        generator=noise, progress=progress or verbose)
             decoded = decoded[..., : size[0], : size[1]].float()
             if modality.is_categorical:
                 decoded = decoded.softmax(dim=1)

@@ -120,9 +120,18 @@ class TokenizerEncoder(nn.Module):
         """Quantised codes ``[B, 5, H/16, W/16]`` in [0, 1] (straight-through gradients)."""
         return self.quantize(self.encode_latent(x)).codes
 
-    def encode(self, x: Tensor) -> Tensor:
+    def encode_tokens(self, x: Tensor) -> Tensor:
         """Token ids ``int64 [B, H/16, W/16]`` in ``[0, vocab_size)``."""
         return self.quantize(self.encode_latent(x)).indices.long()
+
+    def encode(self, x: Tensor, device: torch.device | str | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """What the reference's ``encode`` returns, so that the notebooks' ``_, _, tokens = tokenizer.encode(x)``
+        works for any batch size: (quantised codes ``[B, 5, h, w]``, the code loss (0: FSQ has none), token ids
+        ``int64 [B, h, w]``). :meth:`encode_tokens` gives the ids alone."""
+        if device is not None:
+            x = x.to(device)
+        quantized = self.quantize(self.encode_latent(x))
+        return quantized.codes, quantized.codes.new_zeros(()), quantized.indices.long()
 
     def tokens_to_codes(self, tokens: Tensor) -> Tensor:
         """Codes ``[B, 5, h, w]`` of token ids ``[B, h, w]`` (ids outside the vocabulary raise)."""
@@ -161,17 +170,18 @@ class DiVAE(TokenizerEncoder):
 
     def decode_tokens(self, tokens: Tensor, timesteps: int = DEFAULT_TIMESTEPS,
                       image_size: int | tuple[int, int] | None = None, generator: torch.Generator | None = None,
-                      progress: bool = False) -> Tensor:
-        """Token ids ``[B, h, w]`` -> sampled image ``[B, C, H, W]`` in [-1, 1] (standardised units)."""
+                      progress: bool = False, verbose: bool = False) -> Tensor:
+        """Token ids ``[B, h, w]`` -> sampled image ``[B, C, H, W]`` in [-1, 1] (standardised units).
+        ``verbose`` (the reference's name) shows the diffusion steps' progress, as ``progress`` does."""
         return self.decode_codes(self.tokens_to_codes(tokens), timesteps=timesteps, image_size=image_size,
-                                 generator=generator, progress=progress)
+                                 generator=generator, progress=progress or verbose)
 
     def forward(self, x: Tensor, timesteps: int = DEFAULT_TIMESTEPS, generator: torch.Generator | None = None,
-                progress: bool = False) -> Tensor:
+                progress: bool = False, verbose: bool = False) -> Tensor:
         """Reconstruction of a standardised image ``[B, C, H, W]`` (H, W multiples of 32)."""
         codes = self.encode_codes(x)
         return self.decode_codes(codes, timesteps=timesteps, image_size=tuple(x.shape[-2:]), generator=generator,
-                                 progress=progress)
+                                 progress=progress or verbose)
 
 
 class VQVAE(TokenizerEncoder):
@@ -199,12 +209,13 @@ class VQVAE(TokenizerEncoder):
 
     def decode_tokens(self, tokens: Tensor, timesteps: int | None = None,
                       image_size: int | tuple[int, int] | None = None, generator: torch.Generator | None = None,
-                      progress: bool = False) -> Tensor:
-        """Token ids ``[B, h, w]`` -> class logits ``[B, 10, 16h, 16w]``; ``timesteps``/``generator`` unused."""
+                      progress: bool = False, verbose: bool = False) -> Tensor:
+        """Token ids ``[B, h, w]`` -> class logits ``[B, 10, 16h, 16w]``; ``timesteps``/``generator``/``verbose``
+        unused (no sampling)."""
         return self.decode_codes(self.tokens_to_codes(tokens), image_size=image_size)
 
     def forward(self, x: Tensor, timesteps: int | None = None, generator: torch.Generator | None = None,
-                progress: bool = False) -> Tensor:
+                progress: bool = False, verbose: bool = False) -> Tensor:
         """Class logits ``[B, 10, H, W]`` reconstructing a class map ``[B, H, W]`` (or one-hot ``[B, 10, H, W]``)."""
         return self.decode_codes(self.encode_codes(x))
 
