@@ -26,7 +26,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import yaml
@@ -168,6 +168,11 @@ class TerraMindCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--predict_output_dir", type=str | None, default=None,
                             help="where predict writes its GeoTIFFs (default: <default_root_dir>/predictions)")
+        parser.add_argument("--float32_matmul_precision", type=Literal["highest", "high", "medium"] | None,
+                            default=None,
+                            help="torch.set_float32_matmul_precision before the model is built: 'medium' lets float32 "
+                                 "matmuls run in bf16 on CPUs with AVX512-BF16/AMX and GPUs with TF32/bf16 (faster, "
+                                 "less exact); default: leave torch's 'highest'")
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="fit: replace an earlier run's checkpoints, previews and configs in the run folder "
                                  "(default: refuse; --ckpt_path last resumes it instead)")
@@ -250,6 +255,11 @@ class TerraMindCLI(LightningCLI):
                 model_args["backbone_pretrained"] = False
 
     def before_instantiate_classes(self) -> None:
+        matmul = self._section().get("float32_matmul_precision")
+        if matmul:
+            torch.set_float32_matmul_precision(matmul)
+            if matmul != "highest":
+                notice(f"float32_matmul_precision {matmul}: float32 matmuls may run in reduced precision (bf16/TF32)")
         trainer_cfg = self._section().trainer
         precision = trainer_cfg.get("precision")
         if str(precision) in ("16-mixed", "16", "16-true") and not torch.cuda.is_available():
@@ -371,7 +381,9 @@ def _cli_kwargs() -> dict[str, Any]:
     return dict(
         model_class=BaseTask, datamodule_class=LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
         save_config_callback=RunFolderConfig, save_config_kwargs={"overwrite": True},
-        trainer_defaults={"precision": default_precision()}, seed_everything_default=0,
+        # One sanity-check batch (Lightning's default is 2): it runs the validation code once before the first
+        # epoch, which is what catches its errors; the second batch only doubled the wait for the first step.
+        trainer_defaults={"precision": default_precision(), "num_sanity_val_steps": 1}, seed_everything_default=0,
         parser_kwargs={"version": _version(), "exit_on_error": False, "allow_abbrev": False}, auto_configure_optimizers=True,
     )
 

@@ -44,9 +44,20 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from terramind_ft.errors import ConfigError, DataError, DataNotFoundError, InferenceError, RasterMismatchError
 from terramind_ft.data.raster import fill_value_mask, note_fill_values
-from terramind_ft.inference.geotiff import CLASS_NODATA, SUFFIX, class_colormap, weights_tags
+from terramind_ft.errors import (
+    ConfigError,
+    DataError,
+    DataNotFoundError,
+    InferenceError,
+    RasterMismatchError,
+)
+from terramind_ft.inference.geotiff import (
+    CLASS_NODATA,
+    SUFFIX,
+    class_colormap,
+    weights_tags,
+)
 from terramind_ft.inference.tiling import (
     TilingParameters,
     chip_weight,
@@ -55,6 +66,7 @@ from terramind_ft.inference.tiling import (
     plan_axis,
 )
 from terramind_ft.modalities import find_modality
+from terramind_ft.ops import class_ids
 
 log = logging.getLogger(__name__)
 
@@ -548,7 +560,7 @@ class _Outputs:
                 if logits.shape[0] == 1:
                     rows = (logits[0] > 0).astype(np.uint8)[None]
                 else:
-                    rows = logits.argmax(axis=0).astype(np.uint8)[None]
+                    rows = class_ids(torch.from_numpy(logits), dim=0).numpy().astype(np.uint8)[None]
                 rows[:, invalid] = CLASS_NODATA
             elif kind == "probabilities":
                 t = torch.from_numpy(logits)

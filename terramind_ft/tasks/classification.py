@@ -6,6 +6,7 @@ from typing import Any
 
 import torch
 
+from terramind_ft.ops import class_ids
 from terramind_ft.tasks import metrics as M
 from terramind_ft.tasks.base import BaseTask
 
@@ -25,5 +26,5 @@ class ClassificationTask(BaseTask):
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
         probs = self.infer(batch["image"], "predict").float().softmax(dim=1)
-        return {"label": probs.argmax(dim=1), "probabilities": probs, "filename": batch.get("filename", {}),
+        return {"label": class_ids(probs, dim=1), "probabilities": probs, "filename": batch.get("filename", {}),
                 "class_names": self.class_names}

@@ -8,6 +8,7 @@ import torch
 
 from terramind_ft.errors import ConfigError
 from terramind_ft.inference.scene import predict_scene_batch
+from terramind_ft.ops import class_ids
 from terramind_ft.tasks import metrics as M
 from terramind_ft.tasks.base import BaseTask
 
@@ -43,7 +44,7 @@ class SemanticSegmentationTask(BaseTask):
         if "scene" in batch:  # streamed from the files (tiled inference), see BaseTask.setup
             return predict_scene_batch(self, batch)
         logits = self.infer(batch["image"], "predict").float()
-        out: dict[str, Any] = {"class_map": logits.argmax(dim=1).to(torch.uint8),
+        out: dict[str, Any] = {"class_map": class_ids(logits, dim=1).to(torch.uint8),
                                "filename": batch.get("filename", {}), "nodata": batch.get("nodata"),
                                "class_names": self.class_names}
         if "probabilities" in self.outputs:

@@ -39,11 +39,28 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from terramind_ft.errors import ConfigError, ModalityError
-from terramind_ft.modalities import MODALITIES, PATCH_SIZE, PRETRAINING_IMG_SIZE, TOKEN_MODALITIES, Modality, \
-    resolve_input, resolve_output
+from terramind_ft.modalities import (
+    MODALITIES,
+    PATCH_SIZE,
+    PRETRAINING_IMG_SIZE,
+    TOKEN_MODALITIES,
+    Modality,
+    resolve_input,
+    resolve_output,
+)
 from terramind_ft.models.terramind.decoder import TerraMind, load_terramind_checkpoint
-from terramind_ft.models.terramind.sampling import SamplingSettings, TokenTarget, make_generator, roar_decode
-from terramind_ft.models.terramind.sizes import TerraMindSize, get_size, register_size_variants
+from terramind_ft.models.terramind.sampling import (
+    SamplingSettings,
+    TokenTarget,
+    make_generator,
+    roar_decode,
+)
+from terramind_ft.models.terramind.sizes import (
+    TerraMindSize,
+    get_size,
+    register_size_variants,
+)
+from terramind_ft.ops import class_ids
 from terramind_ft.registry import FULL_MODEL_REGISTRY
 
 DEFAULT_TIMESTEPS = 50  # DDIM steps per DiVAE output (the reference's default; its notebooks use 10)
@@ -52,7 +69,7 @@ _SEED_MIX = 0x9E3779B97F4A7C15  # spreads (seed, output index) into independent 
 
 def lulc_class_map(probabilities: Tensor) -> Tensor:
     """Class indices ``[B, H, W]`` (int64) of LULC probabilities or logits ``[B, 10, H, W]``."""
-    return probabilities.argmax(dim=1)
+    return class_ids(probabilities, dim=1)
 
 
 def _tokenizer_registry_name(modality: Modality) -> str:

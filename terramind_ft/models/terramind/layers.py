@@ -3,12 +3,15 @@
 State-dict names matter: they are the keys of the official checkpoints (``encoder.{i}.attn.qkv.weight``,
 ``decoder.{i}.cross_attn.kv.weight`` ...). Numerics follow TerraTorch 1.2.11: pre-norm blocks, LayerNorm with
 eps 1e-6 and a zero *buffer* as bias, fused qkv reshaped as (3, heads, head_dim), attention through
-``F.scaled_dot_product_attention`` (boolean masks here use True = "masked out", as in the reference API).
+``F.scaled_dot_product_attention`` through :func:`attention`, which picks the CPU kernel by dtype (boolean masks
+here use True = "masked out", as in the reference API).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +29,37 @@ class LayerNorm(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+
+
+@contextmanager
+def _float32_matmul_precision(precision: str) -> Iterator[None]:
+    previous = torch.get_float32_matmul_precision()
+    if previous == precision:
+        yield
+        return
+    torch.set_float32_matmul_precision(precision)
+    try:
+        yield
+    finally:
+        torch.set_float32_matmul_precision(previous)
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    """``F.scaled_dot_product_attention`` with the kernel chosen per device and dtype.
+
+    On CPU, bf16 q/k/v (autocast) that need no gradient (a frozen backbone, inference) go through the float32
+    kernel with bf16 matmuls (float32 matmul precision "medium" for this call only): 1.8x faster than the bf16
+    flash kernel (40 vs 71 ms for [4, 3, 2048, 64] on the 2-core CPU) and closer to float64 (max error 4.9e-4 vs
+    7.0e-4). With gradients the bf16 kernel stays (its backward is faster); float32 inputs are never changed, so
+    fp32 runs keep the reference's numerics.
+    """
+    if (q.device.type == "cpu" and q.dtype == torch.bfloat16
+            and not (torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad))):
+        # autocast would cast the float32 inputs straight back to bf16: switch it off for this call
+        with torch.autocast("cpu", enabled=False), _float32_matmul_precision("medium"):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask)
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
 
 
 def _sdpa_mask(mask: Tensor | None) -> Tensor | None:
@@ -48,7 +82,7 @@ class Attention(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=_sdpa_mask(mask))
+        x = attention(q, k, v, attn_mask=_sdpa_mask(mask))
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
 
@@ -68,7 +102,7 @@ class CrossAttention(nn.Module):
         m = context.shape[1]
         q = self.q(x).reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)
         k, v = self.kv(context).reshape(b, m, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=_sdpa_mask(mask))
+        x = attention(q, k, v, attn_mask=_sdpa_mask(mask))
         return self.proj(x.transpose(1, 2).reshape(b, n, d))
 
 
