@@ -47,14 +47,40 @@ class CheckpointWarning(UserWarning):
 # Finding the file
 
 
+HUB_TIMEOUT_ENV = "TERRAMIND_FT_HUB_TIMEOUT"  # seconds for the reachability check (default 3)
+
+
+def hub_unreachable() -> str:
+    """Why the Hugging Face endpoint cannot be reached (one TCP connect, a few seconds at most), or ''."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    host, port = url.hostname or "huggingface.co", url.port or (443 if url.scheme == "https" else 80)
+    timeout = float(os.environ.get(HUB_TIMEOUT_ENV, "3"))
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        return (f"the Hugging Face hub {host}:{port} is unreachable ({type(exc).__name__}: {exc}; checked for "
+                f"{timeout:g} s, {HUB_TIMEOUT_ENV} changes that); only the local cache was tried")
+    return ""
+
+
 def download(repo_id: str, filename: str, *, what: str = "model", key: str | None = "pretrained") -> Path:
     """Path of ``repo_id``/``filename`` in the Hugging Face cache, downloading it if needed and allowed."""
     # huggingface_hub reads HF_HUB_OFFLINE once at import; read it at call time so a later setting counts
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    reason = "HF_HUB_OFFLINE is set" if offline else ""
+    if not offline:
+        unreachable = hub_unreachable()
+        if unreachable:  # one short attempt instead of the client's retries (~40 s): use the cache or say why
+            offline, reason = True, unreachable
     try:
         return Path(hf_hub_download(repo_id=repo_id, filename=filename, local_files_only=offline))
     except Exception as exc:  # huggingface_hub raises many types (offline, HTTP, connection, disk)
-        reason = "HF_HUB_OFFLINE is set" if offline else f"{type(exc).__name__}: {exc}"
+        reason = reason or f"{type(exc).__name__}: {exc}"
         raise CheckpointError(
             f"could not get the weights of {what} ({filename} from Hugging Face repo {repo_id}; {reason}). "
             f"Fix one of: (1) download the file on a machine with internet "

@@ -134,3 +134,23 @@ def test_generic_loader_with_key_map_and_expected_keys():
     assert partial.missing == ["a.bias"] and len(partial.expected_missing) == 2 and not partial.ok
     with pytest.raises(CheckpointError, match="a.bias"):
         load_checkpoint(Pair(), {"a.weight": torch.ones(3, 2)}, strict_prefixes=("a.",))
+
+
+def test_an_unreachable_hub_fails_fast_with_the_reason(monkeypatch, tmp_path):
+    """Without HF_HUB_OFFLINE the client retried for ~40 s before the error; one short connect decides now."""
+    import socket
+    import time
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    attempts = []
+
+    def no_route(address, timeout=None):  # no real traffic leaves the test
+        attempts.append((address, timeout))
+        raise OSError(101, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    start = time.perf_counter()
+    with pytest.raises(CheckpointError) as err:
+        hub.download("ibm-esa-geospatial/TerraMind-1.0-tiny", "TerraMind_v1_tiny.pt", what="terramind_v1_tiny")
+    assert time.perf_counter() - start < 5 and len(attempts) == 1 and attempts[0][1] == 3.0
+    assert "unreachable" in str(err.value) and "ckpt_path" in str(err.value)
