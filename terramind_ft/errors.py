@@ -33,6 +33,11 @@ def find_in_chain(err: BaseException | None, kind: type | tuple[type, ...]) -> B
     return None
 
 
+class Notice(UserWarning):
+    """Base class of terramind-ft's warnings: something was mapped, assumed or left as it is, and the user
+    should know. The CLI prints them as one ``notice: ...`` line (terramind_ft.cli.app)."""
+
+
 class TerraMindFTError(Exception):
     """Base class of all errors raised on purpose by terramind-ft."""
 

@@ -29,7 +29,7 @@ import torch
 from huggingface_hub import hf_hub_download
 from torch import Tensor, nn
 
-from terramind_ft.errors import CheckpointError
+from terramind_ft.errors import CheckpointError, Notice
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ SAFETENSORS_SUFFIXES = (".safetensors",)
 WRAPPER_KEYS = ("state_dict", "model", "module")
 
 
-class CheckpointWarning(UserWarning):
+class CheckpointWarning(Notice):
     """Weights were left at their initialisation or skipped while loading a checkpoint."""
 
 

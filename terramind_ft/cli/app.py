@@ -25,6 +25,7 @@ import re
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -52,13 +53,19 @@ from terramind_ft.cli.checkpoints import (
     state_shapes,
 )
 from terramind_ft.cli.config import RUNS_DIR, config_paths, notice
-from terramind_ft.cli.keys import SUBCOMMANDS, _method_keys, _resolve_class, check_config_keys
+from terramind_ft.cli.keys import (
+    SUBCOMMANDS,
+    _method_keys,
+    _resolve_class,
+    check_config_keys,
+    check_optional_packages,
+)
 from terramind_ft.cli.metrics_file import TestMetricsWriter
 from terramind_ft.cli.preflight import check_monitors
 from terramind_ft.cli.report import Interrupted
 from terramind_ft.cli.run_folder import RunFolderConfig, RunLock, claim_for_fit
 from terramind_ft.cli.signals import GracefulFitStop, stop_at_once
-from terramind_ft.cli.terratorch import translate_terratorch
+from terramind_ft.cli.terratorch import _importable, translate_terratorch
 from terramind_ft.errors import CheckpointError, ConfigError, TerraMindFTError, find_in_chain
 from terramind_ft.inference.writers import PredictionWriter
 from terramind_ft.io import read_yaml_mapping
@@ -84,14 +91,56 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+# Third-party messages a user cannot act on (they concern our own design or Lightning's internals): not shown.
+UNACTIONABLE_WARNINGS = (
+    r".*isinstance\(treespec, LeafSpec\).*",  # Lightning's use of torch's pytree
+    r".*`tensorboardX` has been removed as a dependency.*",  # said once by terramind-ft instead, with the extra
+    r".*\.configure_optimizers` will be overridden by `TerraMindCLI.configure_optimizers`.*",  # lr_overrides, by design
+    r".*is not supported by the model summary.*",
+)
+UNACTIONABLE_INFO = ("💡 Tip:",)  # Lightning's advertisements for its cloud products
+
+
+class _DropUnactionable(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.getMessage()).startswith(UNACTIONABLE_INFO)
+
+
+def _show_notices_plainly() -> None:
+    """terramind-ft's own warning categories print as ``notice: ...``, not with the path of the library frame
+    that happened to trigger them (``.../lightning/pytorch/cli.py:890: ...``). Only the formatting changes, so
+    ``warnings.catch_warnings(record=True)`` and pytest still see every warning."""
+    from terramind_ft.errors import Notice
+
+    original = warnings.formatwarning
+    if getattr(original, "_terramind_ft", False):
+        return
+
+    def formatwarning(message: Any, category: type, filename: str, lineno: int, line: Any = None) -> str:
+        if issubclass(category, Notice):
+            return f"notice: {message}\n"
+        return original(message, category, filename, lineno, line)
+
+    formatwarning._terramind_ft = True  # type: ignore[attr-defined]
+    warnings.formatwarning = formatwarning
+
+
 def configure_logging() -> None:
-    """Show terramind-ft's INFO messages (files written, notices) on stderr, once."""
+    """Show terramind-ft's INFO messages (files written, notices) on stderr, once; keep the console to what a
+    user can act on."""
     logger = logging.getLogger("terramind_ft")
     if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
+    for pattern in UNACTIONABLE_WARNINGS:
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
+        for handler in logging.getLogger(name).handlers:
+            if not any(isinstance(f, _DropUnactionable) for f in handler.filters):
+                handler.addFilter(_DropUnactionable())
+    _show_notices_plainly()
 
 
 # ---------------------------------------------------------------------------------------------- precision
@@ -131,6 +180,7 @@ def prepare_args(args: list[str], subcommand: str | None, tmp_dir: str | None = 
         for n in notices:
             notice(n)
         check_config_keys(translated, subcommand)
+        check_optional_packages(translated)
         merged.update(translated)
         if translated != raw:
             if tmp_dir is None:
@@ -181,6 +231,8 @@ class TerraMindCLI(LightningCLI):
         parser = super()._prepare_subcommand_parser(klass, subcommand, **kwargs)
         if subcommand == "predict":  # outputs go to files; do not also keep them all in memory
             parser.set_defaults({"return_predictions": False})
+        if subcommand in ("test", "predict"):  # metrics.json / the outputs are the record: no lightning_logs/version_N
+            parser.set_defaults({"trainer.logger": False})
         return parser
 
     # -- config ----------------------------------------------------------------------------------------------
@@ -297,6 +349,9 @@ class TerraMindCLI(LightningCLI):
             if isinstance(writer, PredictionWriter) and out_dir:
                 writer.output_dir = out_dir
         callbacks.append(TestMetricsWriter())
+        if config.get("logger") is True and not (_importable("tensorboard") or _importable("tensorboardX")):
+            notice(f"logger: CSV files in {run_dir / 'lightning_logs'} (for TensorBoard: pip install "
+                   "'terramind-ft[tensorboard]')")
         plugins = config.get("plugins")
         plugins = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
         if not any(isinstance(p, CheckpointIO) for p in plugins):

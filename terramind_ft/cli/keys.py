@@ -126,3 +126,26 @@ def check_config_keys(config: dict[str, Any], subcommand: str | None) -> None:
         if key in ("model", "data", "optimizer", "lr_scheduler") or re.fullmatch(
                 r"trainer\.(callbacks|logger|plugins)(\[\d+\])?", key):
             _check_node(node, key, key)
+
+
+# Classes a config may name whose package is an optional extra of terramind-ft.
+OPTIONAL_PACKAGES = {"TensorBoardLogger": ("tensorboard", "tensorboard"), "MLFlowLogger": ("mlflow", "mlflow"),
+                     "WandbLogger": ("wandb", None), "CometLogger": ("comet_ml", None),
+                     "NeptuneLogger": ("neptune", None)}
+
+
+def check_optional_packages(config: dict[str, Any]) -> None:
+    """A logger whose package is missing is a config error naming the extra to install (before anything runs)."""
+    from terramind_ft.cli.terratorch import _importable
+
+    for key, node in walk(config):
+        path = node.get("class_path")
+        if not isinstance(path, str):
+            continue
+        name = path.rsplit(".", 1)[-1]
+        if name in OPTIONAL_PACKAGES:
+            module, extra = OPTIONAL_PACKAGES[name]
+            if not _importable(module):
+                how = f"pip install 'terramind-ft[{extra}]'" if extra else f"pip install {module}"
+                raise ConfigError(f"{name} needs the {module!r} package, which is not installed: {how}",
+                                  key=f"{key}.class_path")

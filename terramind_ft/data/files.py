@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from terramind_ft.errors import ConfigError, DataError, DataNotFoundError
+from terramind_ft.errors import ConfigError, DataError, DataNotFoundError, Notice
 
 SPLITS = ("train", "val", "test", "predict")
 # Header cells recognised in the first row of a csv split or label file.
@@ -38,7 +38,7 @@ CSV_HEADER_NAMES = {"id", "prefix", "sample", "sample_id", "filename", "file", "
 MAX_LISTED = 10
 
 
-class DataNotice(UserWarning):
+class DataNotice(Notice):
     """A one-line notice about how the data configuration was interpreted (filterable)."""
 
 

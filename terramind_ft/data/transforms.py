@@ -31,10 +31,10 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from terramind_ft.errors import ConfigError, did_you_mean
+from terramind_ft.errors import ConfigError, Notice, did_you_mean
 
 
-class TransformNotice(UserWarning):
+class TransformNotice(Notice):
     """A TerraTorch/albumentations transform entry was mapped to a terramind-ft transform."""
 
 

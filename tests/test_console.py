@@ -1,0 +1,45 @@
+"""The console says what matters, once: no third-party messages a user cannot act on; notices without library
+paths; a logger whose package is missing names the extra to install."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from cli_configs import sen1floods11_config, write
+from terramind_ft.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_fit_prints_no_unactionable_third_party_lines(tmp_path):
+    config = sen1floods11_config(tmp_path)
+    config["trainer"]["logger"] = True
+    config["data"]["init_args"]["train_transform"] = [{"class_path": "albumentations.D4"}]  # a mapped transform
+    cfg = write(config, tmp_path / "c.yaml")
+    result = subprocess.run([sys.executable, "-m", "terramind_ft.cli", "fit", "--config", cfg], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    console = result.stdout + result.stderr
+    for noise in ("LeafSpec", "tensorboardX", "💡 Tip", "will be overridden by `TerraMindCLI", "lightning/pytorch/cli.py"):
+        assert noise not in console, noise
+    assert "notice: data.init_args.train_transform[0]: albumentations.D4" in console  # said plainly, once
+    assert console.count("albumentations.D4 ->") == 1
+    assert "terramind-ft[tensorboard]" in console  # what to install for TensorBoard, instead of Lightning's note
+    assert "fit done:" in console and "best val/mIoU" in console  # the closing line
+
+
+def test_a_logger_whose_package_is_missing_names_the_extra(tmp_path, capsys):
+    try:
+        import tensorboard  # noqa: F401
+        pytest.skip("tensorboard is installed here")
+    except ImportError:
+        pass
+    config = sen1floods11_config(tmp_path)
+    config["trainer"]["logger"] = {"class_path": "TensorBoardLogger", "init_args": {"save_dir": str(tmp_path)}}
+    assert main(["fit", "--config", write(config, tmp_path / "c.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "trainer.logger.class_path" in err and "pip install 'terramind-ft[tensorboard]'" in err
+    assert not (tmp_path / "run").exists()
