@@ -16,3 +16,29 @@ def test_help_lists_every_command():
     listed = {words[0] for words in lines if words}
     assert set(LIGHTNING_COMMANDS) == {"fit", "validate", "test", "predict"}
     assert {"fit", "validate", "test", "predict", *EXTRA_COMMANDS} <= listed
+
+
+def test_a_typo_on_the_command_line_gets_its_key_and_did_you_mean(tmp_path, capsys):
+    from cli_configs import sen1floods11_config, write
+    from terramind_ft.cli import main
+
+    cfg = write(sen1floods11_config(tmp_path), tmp_path / "c.yaml")
+    assert main(["fit", "--config", cfg, "--trainer.max_epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert "trainer.max_epoch" in err and "Did you mean 'max_epochs'" in err and "command line" in err
+    assert main(["fit", "--config", cfg, "--model.init_args.lrr", "0.1"]) == 2
+    assert "Did you mean 'lr'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_ckpt_path_help_says_what_best_and_last_mean_here():
+    result = subprocess.run([sys.executable, "-m", "terramind_ft.cli", "test", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    text = " ".join(result.stdout.split())
+    assert "this run folder's checkpoints/best.ckpt" in text and "fit --ckpt_path last resumes" in text
+
+
+def test_check_help_is_plain_text_with_the_overrides_in_its_usage():
+    result = subprocess.run([sys.executable, "-m", "terramind_ft.cli", "check", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert "``" not in result.stdout and "[--KEY=VALUE ...]" in result.stdout.splitlines()[0]

@@ -59,10 +59,11 @@ from terramind_ft.cli.keys import (
     _resolve_class,
     check_config_keys,
     check_optional_packages,
+    check_override_keys,
 )
 from terramind_ft.cli.metrics_file import TestMetricsWriter
 from terramind_ft.cli.preflight import check_monitors
-from terramind_ft.cli.report import Interrupted
+from terramind_ft.cli.report import Interrupted, StderrHandler
 from terramind_ft.cli.run_folder import RunFolderConfig, RunLock, claim_for_fit
 from terramind_ft.cli.signals import GracefulFitStop, stop_at_once
 from terramind_ft.cli.terratorch import _importable, translate_terratorch
@@ -74,21 +75,13 @@ from terramind_ft.tasks.base import BaseTask
 log = logging.getLogger("terramind_ft.cli")
 
 UNTRAINED = "untrained"  # the weights tag of outputs made without a fitted checkpoint
+CKPT_PATH_HELP = ("a .ckpt file, or 'best' / 'last': this run folder's checkpoints/best.ckpt (best by the task's "
+                  "monitor) and checkpoints/last.ckpt (the last epoch; fit --ckpt_path last resumes). The checkpoint "
+                  "gives the model's structure; tiling, outputs and previews come from the config and the command "
+                  "line. Checked before anything is written.")
 
 
 # ------------------------------------------------------------------------------------------------ logging
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever ``sys.stderr`` is at the time (so redirections and pytest's capture see it)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
 
 
 # Third-party messages a user cannot act on (they concern our own design or Lightning's internals): not shown.
@@ -129,8 +122,8 @@ def configure_logging() -> None:
     """Show terramind-ft's INFO messages (files written, notices) on stderr, once; keep the console to what a
     user can act on."""
     logger = logging.getLogger("terramind_ft")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
+    if not any(isinstance(h, StderrHandler) for h in logger.handlers):
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
@@ -190,6 +183,7 @@ def prepare_args(args: list[str], subcommand: str | None, tmp_dir: str | None = 
             with open(new_path, "w") as f:
                 yaml.safe_dump(translated, f, sort_keys=False)
             args[index] = new_path if not args[index].startswith("--config=") else f"--config={new_path}"
+    check_override_keys(args, merged, subcommand)
     root_given = (merged.get("trainer") or {}).get("default_root_dir") or any(
         a.startswith("--trainer.default_root_dir") for a in args)
     if not root_given:
@@ -233,6 +227,9 @@ class TerraMindCLI(LightningCLI):
             parser.set_defaults({"return_predictions": False})
         if subcommand in ("test", "predict"):  # metrics.json / the outputs are the record: no lightning_logs/version_N
             parser.set_defaults({"trainer.logger": False})
+        action = parser._option_string_actions.get("--ckpt_path")
+        if action is not None:  # Lightning's text describes its own meaning of "best"
+            action.help = CKPT_PATH_HELP
         return parser
 
     # -- config ----------------------------------------------------------------------------------------------

@@ -149,3 +149,49 @@ def check_optional_packages(config: dict[str, Any]) -> None:
                 how = f"pip install 'terramind-ft[{extra}]'" if extra else f"pip install {module}"
                 raise ConfigError(f"{name} needs the {module!r} package, which is not installed: {how}",
                                   key=f"{key}.class_path")
+
+
+CLI_FLAGS = {"print_config", "version", "help", "debug"}  # command-line switches, not config keys
+
+
+def _override_pairs(args: list[str]) -> list[str]:
+    """The dotted keys of ``--key=value`` / ``--key value`` overrides on a command line (no ``--config``)."""
+    keys = []
+    for a in args:
+        if not a.startswith("--") or a in ("--config", "-c") or a.startswith("--config="):
+            continue
+        key = a[2:].split("=", 1)[0]
+        if key and not key.endswith("+") and "help" not in key and key not in CLI_FLAGS:
+            keys.append(key)
+    return keys
+
+
+def check_override_keys(args: list[str], config: dict[str, Any], subcommand: str | None) -> None:
+    """The key check of config files, for the dotted overrides typed on the command line: a typo gets its
+    dotted key and "did you mean" (jsonargparse says only "unrecognized arguments" or "does not validate")."""
+    import copy
+
+    for key in _override_pairs(args):
+        parts = key.split(".")
+        if parts[0] in ("trainer",) and len(parts) > 2 and parts[1] in ("callbacks", "logger", "plugins"):
+            continue  # list entries: jsonargparse's own append / last-entry rules apply
+        if parts[0] in ("model", "data", "optimizer", "lr_scheduler") and (len(parts) != 3 or parts[1] != "init_args"):
+            continue  # only direct init arguments; deeper values (model_args, ...) are checked by their owners
+        if len(parts) > 2 and parts[0] == "trainer":
+            continue
+        probe: dict[str, Any] = {}
+        if parts[0] in ("model", "data", "optimizer", "lr_scheduler"):
+            node = copy.deepcopy(config.get(parts[0]) or {})
+            if not isinstance(node, dict) or "class_path" not in node:
+                continue  # the class comes from the command line too: jsonargparse judges
+            node["init_args"] = {parts[2]: None}
+            probe[parts[0]] = node
+        elif parts[0] == "trainer":
+            probe["trainer"] = {parts[1]: None} if len(parts) == 2 else {}
+        else:
+            probe[parts[0]] = None
+        try:
+            check_config_keys(probe, subcommand)
+        except ConfigError as err:
+            raise ConfigError(f"{str(err).split(': ', 1)[-1]} (typed on the command line as --{key})",
+                              key=err.key) from None

@@ -11,6 +11,7 @@ free space. An interruption by a signal exits with 128 + the signal number, as a
 from __future__ import annotations
 
 import errno
+import logging
 import os
 import shutil
 import signal
@@ -18,6 +19,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from terramind_ft.errors import (
     CheckpointError,
@@ -40,6 +42,27 @@ EXIT_CODES = {
     "disk or permission error": 6,
 }
 # and 128 + N when signal N stopped the run: 130 for SIGINT (Ctrl-C), 143 for SIGTERM
+
+
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time (so redirections and pytest's capture see it), through
+    ``tqdm.write`` so that a line written during training (a checkpoint, a file) does not break the progress bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=sys.stderr)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
 
 
 class Interrupted(SystemExit):

@@ -76,7 +76,12 @@ def run_batches(cli: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="terramind-ft check", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="terramind-ft check", usage="terramind-ft check --config X.yaml [--skip-data] [--KEY=VALUE ...]",
+        description="Build everything a config describes, check its data and run one training and one validation "
+                    "batch; stop at the first problem with its config key.",
+        epilog="Overrides (--trainer.max_epochs=3, --model.init_args.lr=1e-4, ...) are the same as fit's. Exit codes: "
+               "0 all checks passed, 1 a problem (printed with its step and config key), 2 bad usage.")
     parser.add_argument("-c", "--config", action="append", required=True, help="config file (repeatable)")
     parser.add_argument("--skip-data", action="store_true", help="only build the configuration")
     args, overrides = parser.parse_known_args(argv)

@@ -359,7 +359,8 @@ def _rgb_panel(data: np.ndarray, modality: Modality) -> np.ndarray:
     return np.repeat(_stretch(data[:1]), 3, axis=-1)
 
 
-def write_preview(path: Path, scene: dict[str, Path], written: dict[str, Path], bands) -> Path:
+def write_preview(path: Path, scene: dict[str, Path], written: dict[str, Path], bands,
+                  weights: str | None = None) -> Path:
     """Input RGB beside every generated modality (decimated to at most PREVIEW_MAX_SIDE pixels)."""
     import matplotlib
 
@@ -407,7 +408,10 @@ def write_preview(path: Path, scene: dict[str, Path], written: dict[str, Path], 
         ax.axis("off")
     if legend:
         fig.legend(handles=legend, loc="lower center", ncol=min(len(legend), 5), fontsize=7)
-    fig.suptitle(path.stem.removesuffix("_preview"), fontsize=10)
+    title = path.stem.removesuffix("_preview")
+    if weights and weights.startswith("random"):
+        title += "   RANDOM WEIGHTS: not a real generation"
+    fig.suptitle(title, fontsize=10, color="crimson" if weights and weights.startswith("random") else "black")
     try:
         return Path(save_figure(fig, path))
     finally:
@@ -450,7 +454,8 @@ def generate_scene(model: Any, args: argparse.Namespace, stem: str, scene: dict[
     written = list(files.paths)
     if not args.no_preview:
         by_output = {name: out_dir / f"{stem}_{name}.tif" for name, _, _ in bands}
-        written.append(write_preview(out_dir / f"{stem}_preview.png", scene, by_output, bands))
+        written.append(write_preview(out_dir / f"{stem}_preview.png", scene, by_output, bands,
+                                     weights=getattr(args, "weights_provenance", None)))
     return written
 
 

@@ -26,6 +26,7 @@ from terramind_ft.io import atomic_write_text
 
 TRIAL_CONFIG_FILE = "trial_config.yaml"
 ROOT_DIR_KEY = "trainer.default_root_dir"
+BEST_RUN_DIR = "best"  # <output_dir>/best: where `terramind-ft fit --config best.yaml` trains the winner
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -199,13 +200,9 @@ def write_results(spec: SweepSpec, study: optuna.Study) -> Results:
     if best is not None:
         values = {**spec.overrides, **config_params(spec, best)}
         cfg = apply_overrides(spec, values)
-        base_root = load_yaml(spec.base_config) or {}
-        root = base_root.get("trainer", {}).get("default_root_dir") if isinstance(base_root.get("trainer"), dict) \
-            else None
-        if root is None:
-            _remove(cfg, ROOT_DIR_KEY)
-        else:
-            _place(cfg, ROOT_DIR_KEY, root, create_class_nodes=False)
+        # The winner trains in the sweep's own folder: not a trial's, and not the base config's run folder (which
+        # may hold another run, and which fit would then refuse).
+        _place(cfg, ROOT_DIR_KEY, str(spec.output_dir / BEST_RUN_DIR), create_class_nodes=False)
         header = (f"best trial {best.number} of sweep {spec.study.name!r}: {spec.study.metric} = {best.value:.6g} "
                   f"({spec.study.direction})\n"
                   f"base config {spec.base_config} with these values:\n"

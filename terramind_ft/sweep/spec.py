@@ -554,13 +554,14 @@ def cli_argv() -> Any:
 
 def configure_logging() -> None:
     """INFO messages of terramind_ft on stderr, once per process (workers run in fresh processes)."""
+    from terramind_ft.cli.report import StderrHandler
+
     logger = logging.getLogger("terramind_ft")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = StderrHandler()  # follows sys.stderr (redirections, captures), keeps progress bars whole
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s", "%H:%M:%S"))
         logger.addHandler(handler)
         logger.setLevel(logging.INFO)
-        logger.propagate = False
 
 
 def parse_with_cli(spec: SweepSpec, values: Mapping[str, Any]) -> tuple[str | None, str]:

@@ -53,6 +53,13 @@ def _optim_class(name: str, module: Any, key: str) -> type:
     return getattr(module, name)
 
 
+def _first_files(filenames: Any, n: int) -> list[str]:
+    """The first ``n`` file names of a batch's ``filename`` entry (its first modality's)."""
+    if isinstance(filenames, dict) and filenames:
+        return [str(f) for f in list(next(iter(filenames.values())))[:n]]
+    return []
+
+
 def _first_sample(batch: Any) -> Any:
     """The first sample of a batch, keeping its structure (tensors, dicts, lists of file names)."""
     if isinstance(batch, torch.Tensor):
@@ -250,7 +257,25 @@ class BaseTask(pl.LightningModule):
             sample[self.target_key] = target[:n].detach().cpu()
             if batch.get("nodata") is not None:
                 sample["nodata"] = batch["nodata"][:n].detach().cpu()
-            self._preview = {"sample": sample, "prediction": self.predictions(output[:n]).detach().cpu()}
+            predicted = self.predictions(output[:n]).detach()
+            self._preview = {"sample": sample, "prediction": predicted.cpu(),
+                             "scores": self._sample_scores(predicted, target[:n].detach()),
+                             "files": _first_files(batch.get("filename"), n)}
+
+    def _sample_scores(self, predicted: torch.Tensor, target: torch.Tensor) -> list[str]:
+        """One score per preview sample, for its title: accuracy over its valid pixels (RMSE for regression)."""
+        scores = []
+        for p, t in zip(predicted, target, strict=True):
+            valid = torch.isfinite(t.float()) if self.task == "regression" else torch.ones_like(t, dtype=torch.bool)
+            if self.ignore_index is not None:
+                valid &= t != self.ignore_index
+            if not valid.any():
+                scores.append("no valid label")
+            elif self.task == "regression":
+                scores.append(f"RMSE {float(((p[valid] - t[valid]).float() ** 2).mean().sqrt()):.3g}")
+            else:
+                scores.append(f"accuracy {float((p[valid] == t[valid]).float().mean()):.2f}")
+        return scores
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
@@ -286,8 +311,11 @@ class BaseTask(pl.LightningModule):
         sample, prediction = preview["sample"], preview["prediction"]
         datamodule = getattr(self.trainer, "datamodule", None)
         out_dir = Path(self.trainer.default_root_dir) / PREVIEW_DIR
+        scores, files = preview.get("scores") or [], preview.get("files") or []
         for i in range(len(prediction)):
-            title = f"epoch {self.current_epoch}, validation sample {i}"
+            name = Path(files[i]).stem if i < len(files) else f"validation sample {i}"
+            score = f": {scores[i]}" if i < len(scores) else ""
+            title = f"epoch {self.current_epoch}, {name}{score}"
             if callable(getattr(datamodule, "plot", None)):
                 fig = datamodule.plot(sample, prediction, index=i, title=title)
             else:  # a datamodule without plot(): show the standardised inputs as they are

@@ -51,7 +51,7 @@ def test_three_trials_give_table_and_best_config(toy_sweep):
     assert best_cfg["optimizer"]["init_args"]["lr"] == best.params["optimizer.init_args.lr"]
     assert best_cfg["model"]["hidden"] == best.params["model.hidden"]
     assert best_cfg["trainer"]["max_epochs"] == 1  # the sweep's fixed override is part of the best config
-    assert "default_root_dir" not in best_cfg["trainer"]
+    assert best_cfg["trainer"]["default_root_dir"] == str(spec.output_dir / "best")
     assert best_cfg["data"] == base["data"]
     assert f"best trial {best.number}" in (spec.output_dir / "best.yaml").read_text()
 

@@ -55,7 +55,8 @@ def test_readme_tiny_sweep_gives_table_and_runnable_best_config(project, capsys)
     assert model_args["backbone"] == best.params["model.init_args.model_args.backbone"]
     assert model_args["backbone_pretrained"] is False and model_args["decoder"] == "UNetDecoder"
     assert best_cfg["optimizer"]["init_args"]["lr"] == best.params["optimizer.init_args.lr"]
-    assert best_cfg["trainer"]["default_root_dir"] == "runs/sen1floods11_tiny"  # the base's, not a trial's
+    # the sweep's own folder: not a trial's, and not the base config's run folder (which may hold another run)
+    assert best_cfg["trainer"]["default_root_dir"] == str(spec.output_dir / "best")
     # best.yaml is a config the training CLI accepts as it is.
     with pytest.raises(SystemExit) as done:
         build_cli(["fit", "--config", str(spec.output_dir / "best.yaml"), "--print_config"], run=True)

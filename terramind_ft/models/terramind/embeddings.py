@@ -16,6 +16,7 @@ kept because the checkpoints store it that way).
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -24,6 +25,8 @@ from torch import Tensor, nn
 
 from terramind_ft.errors import ConfigError, ModalityError
 from terramind_ft.models.terramind.layers import sincos_pos_emb_1d, sincos_pos_emb_2d
+
+log = logging.getLogger(__name__)
 
 # Rows of the 1-D sin-cos table of sequence embeddings. The reference builds 512 positions and slices the
 # wrong axis, so ``encoder_embeddings.coords.pos_emb`` is [1, 512, D] in the checkpoints whatever max_length is.
@@ -61,6 +64,9 @@ def resize_grid_table(table: Tensor, from_grid: tuple[int, int], to_grid: tuple[
     return grid.permute(0, 2, 3, 1).reshape(1, to_grid[0] * to_grid[1], d)
 
 
+_INTERPOLATIONS_SAID: set[tuple[tuple[int, int], tuple[int, int]]] = set()
+
+
 class _GridEmbedding(nn.Module):
     """Shared part of the image embeddings: ``mod_emb`` and the 2-D ``pos_emb`` of the pretraining grid."""
 
@@ -76,6 +82,13 @@ class _GridEmbedding(nn.Module):
 
     def position_embedding(self, grid: tuple[int, int]) -> Tensor:
         """``pos_emb + mod_emb`` for a token grid (h, w): [1, h*w, D]."""
+        grid = (int(grid[0]), int(grid[1]))
+        if grid != tuple(self.grid) and (tuple(self.grid), grid) not in _INTERPOLATIONS_SAID:
+            _INTERPOLATIONS_SAID.add((tuple(self.grid), grid))  # once per process and grid pair, not per batch
+            p = self.patch_size
+            log.info("notice: position embeddings interpolated (bicubic, as the reference) from the pretraining grid "
+                     "%dx%d (%dx%d px) to %dx%d (%dx%d px)", self.grid[0], self.grid[1], self.grid[0] * p,
+                     self.grid[1] * p, grid[0], grid[1], grid[0] * p, grid[1] * p)
         return resize_grid_table(self.pos_emb, self.grid, grid) + self.mod_emb
 
 
