@@ -115,7 +115,13 @@ def test_examples_copy_is_complete_and_readme_config_works(terramesh_dir, monkey
         assert all(filecmp.cmp(EXAMPLES / folder / n, terramesh_dir / folder / n, shallow=False) for n in names)
     assert filecmp.cmp(EXAMPLES / "LICENSE", terramesh_dir / "LICENSE", shallow=False)
     splits = {s: (EXAMPLES / "splits" / f"{s}.txt").read_text().split() for s in ("train", "val", "test")}
-    assert sorted(sum(splits.values(), [])) == sorted(CHIPS)
+    # training sees every class the test chip holds (a split where it did not scored mIoU 0.07 on snow over a valley)
+    def classes(chip):
+        with rasterio.open(EXAMPLES / "LULC" / f"{chip}.tif") as src:
+            return set(np.unique(src.read(1)).tolist()) - {0}
+
+    assert classes(splits["test"][0]) <= set().union(*(classes(c) for c in splits["train"]))
+    assert splits["val"] == splits["test"] and not set(splits["train"]) & set(splits["test"])
     # the YAML in examples/terramesh/README.md, completed with val/test as its comment says
     block = re.search(r"```yaml\n(.*?)```", (EXAMPLES / "README.md").read_text(), re.S).group(1)
     init_args = yaml.safe_load(block)["data"]["init_args"]
