@@ -42,3 +42,12 @@ def test_check_help_is_plain_text_with_the_overrides_in_its_usage():
     result = subprocess.run([sys.executable, "-m", "terramind_ft.cli", "check", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert "``" not in result.stdout and "[--KEY=VALUE ...]" in result.stdout.splitlines()[0]
+
+
+def test_model_and_data_help_work_without_a_config_and_list_the_model_args_keys():
+    for args, expected in ((["--model.help", "SemanticSegmentationTask"], "backbone_<arg>"),
+                           (["--data.help", "GenericMultiModalDataModule"], "--data.train_data_root")):
+        result = subprocess.run([sys.executable, "-m", "terramind_ft.cli", "fit", *args], capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert expected in " ".join(result.stdout.split()) or expected in result.stdout

@@ -186,7 +186,8 @@ def prepare_args(args: list[str], subcommand: str | None, tmp_dir: str | None = 
     check_override_keys(args, merged, subcommand)
     root_given = (merged.get("trainer") or {}).get("default_root_dir") or any(
         a.startswith("--trainer.default_root_dir") for a in args)
-    if not root_given:
+    asks_help = any(a in ("-h", "--help") or a.split("=", 1)[0].endswith(".help") for a in args)
+    if not root_given and not asks_help:  # (help prints and exits; an appended option would break it)
         paths = config_paths(args)
         name = (translated_name(paths[-1][1]) or Path(paths[-1][1]).stem) if paths else "run"
         args.append(f"--trainer.default_root_dir={os.path.join(RUNS_DIR, name)}")

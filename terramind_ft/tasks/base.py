@@ -104,6 +104,21 @@ class BaseTask(pl.LightningModule):
         tiled_inference_on_validation: bool = False,
         tiled_inference_on_testing: bool = False,
     ):
+        """See the class and module docs; --model.help <Task> lists every argument.
+
+        Args:
+            model_args: the model, as TerraTorch's EncoderDecoderFactory takes it: 'backbone' (e.g.
+                terramind_v1_base), 'backbone_<arg>' (pretrained, modalities, bands, merge_method, ckpt_path, ...),
+                'necks' (list of {name, args}), 'decoder' (UNetDecoder, UperNetDecoder, FCNDecoder,
+                IdentityDecoder) and 'decoder_<arg>', 'head_<arg>', 'num_classes', 'rescale', 'padding'.
+            loss: a loss name, a list (summed) or {name: weight}.
+            ignore_index: label value ignored by loss and metrics.
+            lr: learning rate of the default optimiser (AdamW) and of lr_overrides-free parameters.
+            freeze_backbone: train only necks, decoder and head.
+            plot_on_val: validation previews per epoch (0 = none).
+            tiled_inference_parameters: {crop, stride, batch_size, ...}: predict (and val/test with the switches
+                below) chip by chip; predict then streams scenes from disk.
+        """
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
         plain_hyperparameters(self)  # paths as strings: checkpoints load with weights_only=True
