@@ -43,3 +43,12 @@ def test_a_logger_whose_package_is_missing_names_the_extra(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "trainer.logger.class_path" in err and "pip install 'terramind-ft[tensorboard]'" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_progress_bar_shows_the_monitored_metric(tmp_path):
+    from terramind_ft.cli.app import build_cli
+
+    config = sen1floods11_config(tmp_path)
+    cli = build_cli(["fit", "--config", write(config, tmp_path / "c.yaml")], run=False)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert "val/mIoU" in cli.trainer.progress_bar_metrics and "val/loss" in cli.trainer.progress_bar_metrics

@@ -299,8 +299,11 @@ class BaseTask(pl.LightningModule):
         self._eval_step(batch, batch_idx, "test")
 
     def _log_epoch_metrics(self, metrics: nn.Module, stage: str) -> None:
-        values = metrics.compute()
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, sync_dist=False)
+        values = {f"{stage}/{k}": v for k, v in metrics.compute().items()}
+        monitor = self.monitor[0]
+        if monitor in values:  # the metric the best checkpoint follows is the one the progress bar shows
+            self.log(monitor, values.pop(monitor), prog_bar=True, sync_dist=False)
+        self.log_dict(values, sync_dist=False)
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
