@@ -346,3 +346,11 @@ def test_encoder_post_mlp_runs_in_float32_under_autocast(lulc):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         features = lulc.encoder(F.one_hot(torch.randint(0, 10, (1, 32, 32)), 10).permute(0, 3, 1, 2).float())
     assert features.dtype == torch.float32
+
+
+def test_a_tokenizer_built_with_random_weights_says_so():
+    from terramind_ft.hub import CheckpointWarning
+    from terramind_ft.registry import FULL_MODEL_REGISTRY
+
+    with pytest.warns(CheckpointWarning, match="terramind_v1_tokenizer_lulc has random weights"):
+        FULL_MODEL_REGISTRY.build("terramind_v1_tokenizer_lulc")

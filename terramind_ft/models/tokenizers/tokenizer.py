@@ -31,6 +31,7 @@ API shared by both tokenizer kinds (inputs standardised with the catalogue's v1 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Literal
 
@@ -39,7 +40,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from terramind_ft.errors import CheckpointError, ConfigError, DataError, ModalityError
-from terramind_ft.hub import load_checkpoint, read_state_dict, resolve_checkpoint
+from terramind_ft.hub import CheckpointWarning, load_checkpoint, read_state_dict, resolve_checkpoint
 from terramind_ft.modalities import MODALITIES, PATCH_SIZE, TOKEN_MODALITIES, Modality, get_modality
 from terramind_ft.models.terramind.encoder import BackboneOutput
 from terramind_ft.models.tokenizers.diffusion import DDIMSchedule, ddim_sample
@@ -339,6 +340,9 @@ def _register(modality: str) -> str:
     kind = "VQVAE" if MODALITIES[modality].is_categorical else "DiVAE"
 
     def full(pretrained: bool = False, ckpt_path: str | None = None) -> DiVAE | VQVAE:
+        if not pretrained and not ckpt_path:  # its reconstructions look like images and are noise: say so
+            warnings.warn(f"{name} has random weights (pretrained=False, no ckpt_path): its reconstructions are "
+                          "noise; pass pretrained=True or a ckpt_path", CheckpointWarning, stacklevel=3)
         return build_tokenizer(modality, pretrained=pretrained, ckpt_path=ckpt_path)
 
     def backbone(return_type: ReturnType = "embedding", pretrained: bool = False,
