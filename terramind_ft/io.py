@@ -17,6 +17,7 @@ umask allows.
 from __future__ import annotations
 
 import enum
+import errno
 import json
 import os
 import secrets
@@ -71,16 +72,22 @@ def atomic_path(target: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Pat
     fsync_path(target.parent)
 
 
+# fsync errors that only mean "this filesystem or object cannot be synced" (folders on some systems, pipes).
+_FSYNC_UNSUPPORTED = {errno.EINVAL, errno.ENOTSUP, errno.EBADF, errno.EACCES, errno.EISDIR}
+
+
 def fsync_path(path: str | os.PathLike) -> None:
-    """Flush a file's (or a folder's: its entries') data to the disk; a no-op where the OS cannot."""
+    """Flush a file's (or a folder's: its entries') data to the disk; a no-op where the OS cannot. A real write
+    error that only shows at flush time (ENOSPC, EIO, on NFS and other delayed-allocation filesystems) raises."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) * Path(path).is_dir())
     except OSError:
         return
     try:
         os.fsync(fd)
-    except OSError:
-        pass
+    except OSError as err:
+        if err.errno not in _FSYNC_UNSUPPORTED:
+            raise
     finally:
         os.close(fd)
 

@@ -34,7 +34,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from terramind_ft.errors import CheckpointError, find_in_chain
-from terramind_ft.io import atomic_path, fsync_path, to_plain
+from terramind_ft.io import atomic_path, to_plain
 
 log = logging.getLogger("terramind_ft.cli")
 
@@ -85,11 +85,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 checkpoint[key] = to_plain(checkpoint[key])
         target = Path(path)
         try:
-            with atomic_path(target, suffix=".ckpt.partial") as tmp:
-                with open(tmp, "wb") as f:
-                    torch.save(checkpoint, f)
-                    f.flush()
-                    os.fsync(f.fileno())
+            with atomic_path(target, suffix=".ckpt.partial") as tmp, open(tmp, "wb") as f:  # atomic_path fsyncs
+                torch.save(checkpoint, f)
         except (OSError, RuntimeError) as raised:
             from terramind_ft.cli.report import free_space_note
 
@@ -101,7 +98,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                                       "the previous file is intact. Free some space or use another "
                                       "trainer.default_root_dir") from None
             raise CheckpointError(f"cannot write checkpoint {target}: {err.strerror or err}") from None
-        fsync_path(target.parent)
 
     def load_checkpoint(self, path: str | os.PathLike, map_location: Any = None, weights_only: bool | None = None
                         ) -> dict[str, Any]:
