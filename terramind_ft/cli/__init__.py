@@ -90,7 +90,7 @@ def main(args: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help"):
         print(_usage())
         return 0
-    return run_reporting_errors(lambda: _dispatch(argv), command=argv[0], debug=debug)
+    return run_reporting_errors(lambda: _dispatch(argv), debug=debug)
 
 
 def build_cli(args: list[str], run: bool = False) -> Any:

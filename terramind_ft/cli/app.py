@@ -52,7 +52,7 @@ from terramind_ft.cli.checkpoints import (
     restore_plan,
     state_shapes,
 )
-from terramind_ft.cli.config import RUNS_DIR, config_paths, notice
+from terramind_ft.cli.config import RUNS_DIR, config_paths, importable, notice
 from terramind_ft.cli.keys import (
     SUBCOMMANDS,
     _method_keys,
@@ -66,7 +66,7 @@ from terramind_ft.cli.preflight import check_monitors
 from terramind_ft.cli.report import Interrupted, StderrHandler
 from terramind_ft.cli.run_folder import RunFolderConfig, RunLock, claim_for_fit
 from terramind_ft.cli.signals import GracefulFitStop, stop_at_once
-from terramind_ft.cli.terratorch import _importable, translate_terratorch
+from terramind_ft.cli.terratorch import translate_terratorch
 from terramind_ft.errors import CheckpointError, ConfigError, TerraMindFTError, find_in_chain
 from terramind_ft.inference.writers import PredictionWriter
 from terramind_ft.io import read_yaml_mapping
@@ -347,7 +347,7 @@ class TerraMindCLI(LightningCLI):
             if isinstance(writer, PredictionWriter) and out_dir:
                 writer.output_dir = out_dir
         callbacks.append(TestMetricsWriter())
-        if config.get("logger") is True and not (_importable("tensorboard") or _importable("tensorboardX")):
+        if config.get("logger") is True and not (importable("tensorboard") or importable("tensorboardX")):
             notice(f"logger: CSV files in {run_dir / 'lightning_logs'} (for TensorBoard: pip install "
                    "'terramind-ft[tensorboard]')")
         plugins = config.get("plugins")

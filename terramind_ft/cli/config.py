@@ -13,6 +13,16 @@ log = logging.getLogger("terramind_ft.cli")
 RUNS_DIR = "runs"
 
 
+def importable(module: str) -> bool:
+    """Whether ``module`` is installed, found without importing it (a logger's package can take seconds)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def notice(message: str) -> None:
     log.warning("notice: %s", message)
 

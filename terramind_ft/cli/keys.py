@@ -13,7 +13,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 
 import terramind_ft.tasks
-from terramind_ft.cli.config import walk
+from terramind_ft.cli.config import importable, walk
 from terramind_ft.errors import ConfigError, did_you_mean
 from terramind_ft.inference.writers import PredictionWriter
 
@@ -136,8 +136,6 @@ OPTIONAL_PACKAGES = {"TensorBoardLogger": ("tensorboard", "tensorboard"), "MLFlo
 
 def check_optional_packages(config: dict[str, Any]) -> None:
     """A logger whose package is missing is a config error naming the extra to install (before anything runs)."""
-    from terramind_ft.cli.terratorch import _importable
-
     for key, node in walk(config):
         path = node.get("class_path")
         if not isinstance(path, str):
@@ -145,7 +143,7 @@ def check_optional_packages(config: dict[str, Any]) -> None:
         name = path.rsplit(".", 1)[-1]
         if name in OPTIONAL_PACKAGES:
             module, extra = OPTIONAL_PACKAGES[name]
-            if not _importable(module):
+            if not importable(module):
                 how = f"pip install 'terramind-ft[{extra}]'" if extra else f"pip install {module}"
                 raise ConfigError(f"{name} needs the {module!r} package, which is not installed: {how}",
                                   key=f"{key}.class_path")

@@ -138,7 +138,7 @@ def _clean_message(err: BaseException) -> str:
     return text
 
 
-def format_error(err: BaseException, command: str = "") -> tuple[str, int]:
+def format_error(err: BaseException) -> tuple[str, int]:
     """(the block to print, exit code) for an error that ends a command."""
     if isinstance(err, OSError) and not isinstance(err, TerraMindFTError):
         return f"terramind-ft: disk error: {describe_os_error(err)}", 6
@@ -154,7 +154,7 @@ def debug_enabled(debug: bool = False) -> bool:
     return debug or os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no")
 
 
-def run_reporting_errors(func: Callable[[], int], command: str = "", debug: bool = False) -> int:
+def run_reporting_errors(func: Callable[[], int], debug: bool = False) -> int:
     """Run ``func`` (a command's main); errors become one block on stderr and an exit code (see
     :data:`EXIT_CODES`). With ``debug`` (``--debug`` or ``TERRAMIND_FT_DEBUG=1``) errors are printed with their
     traceback first."""
@@ -178,7 +178,7 @@ def run_reporting_errors(func: Callable[[], int], command: str = "", debug: bool
     except Exception as err:  # noqa: BLE001 - this is the one place that turns every error into a message
         if debug_enabled(debug):
             traceback.print_exc()
-        block, code = format_error(err, command)
+        block, code = format_error(err)
         print(block, file=sys.stderr)
         if not debug_enabled(debug):
             print(f"  (the traceback: add --debug, or set {DEBUG_ENV}=1)", file=sys.stderr)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from terramind_ft.cli.config import walk
+from terramind_ft.cli.config import importable, walk
 from terramind_ft.errors import ConfigError
 
 # TerraTorch / Lightning class paths -> ours (or None: dropped with a notice). Matched on the full path and on
@@ -50,7 +50,7 @@ def translate_terratorch(config: dict[str, Any]) -> tuple[dict[str, Any], list[s
                 init = node.get("init_args") or {}
                 if init.pop("save_best_only", None) is not None:
                     notices.append(f"{key}.init_args.save_best_only dropped (ModelCheckpoint keeps save_top_k best)")
-        elif path.rsplit(".", 1)[-1] == "RichProgressBar" and not _importable("rich"):
+        elif path.rsplit(".", 1)[-1] == "RichProgressBar" and not importable("rich"):
             node["class_path"] = "lightning.pytorch.callbacks.TQDMProgressBar"
             node.pop("init_args", None)
             notices.append(f"{key}: RichProgressBar needs the 'rich' package, using TQDMProgressBar")
@@ -63,11 +63,3 @@ def translate_terratorch(config: dict[str, Any]) -> tuple[dict[str, Any], list[s
             model_init.pop(arg)
             notices.append(f"model.init_args.{arg} dropped: {why}")
     return config, notices
-
-
-def _importable(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True

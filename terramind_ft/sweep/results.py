@@ -53,17 +53,6 @@ def _place(cfg: dict[str, Any], key: str, value: Any, create_class_nodes: bool) 
     return True
 
 
-def _remove(cfg: dict[str, Any], key: str) -> None:
-    parts = key.split(".")
-    node: Any = cfg
-    for part in parts[:-1]:
-        if not isinstance(node, dict) or part not in node:
-            return
-        node = node[part]
-    if isinstance(node, dict):
-        node.pop(parts[-1], None)
-
-
 def apply_overrides(spec: SweepSpec, values: Mapping[str, Any]) -> dict[str, Any]:
     """The base config with ``values`` (dotted keys) applied, as the base YAML spells it where possible.
 
