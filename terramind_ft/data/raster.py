@@ -93,12 +93,16 @@ FILL_MAGNITUDE = 1e30
 _FILL_NOTED: set[str] = set()
 
 
-def fill_value_mask(raw: np.ndarray) -> np.ndarray | None:
-    """True where a float array holds a fill value (magnitude >= :data:`FILL_MAGNITUDE`); None for integers."""
+def invalid_float_values(raw: np.ndarray, path: str, modality: str | None) -> np.ndarray | None:
+    """True where a float array is NaN, +-inf or a fill value (magnitude >= :data:`FILL_MAGNITUDE`); None for
+    integer arrays. Fill values get one notice per file (:func:`note_fill_values`)."""
     if raw.dtype.kind != "f":
         return None
     with np.errstate(invalid="ignore"):
-        return np.abs(raw) >= FILL_MAGNITUDE
+        invalid = ~(np.abs(raw) < FILL_MAGNITUDE)  # one pass: NaN and inf compare False as well
+    if path not in _FILL_NOTED and invalid.any():
+        note_fill_values(path, modality, invalid & np.isfinite(raw), raw)
+    return invalid
 
 
 def note_fill_values(path: str, modality: str | None, mask: np.ndarray, raw: np.ndarray) -> None:
@@ -132,11 +136,9 @@ def read_raster(
         raise DataError(f"cannot read raster {_where(path, modality)}: {exc}") from exc
     data = raw.astype(np.float32, copy=False)
     # Integer rasters cannot hold NaN: skip that pass over the data (a third of the read time of S2 chips).
-    invalid = ~np.isfinite(data) if raw.dtype.kind == "f" else np.zeros(data.shape, bool)
-    fill = fill_value_mask(raw)
-    if fill is not None and fill.any():
-        note_fill_values(path, modality, fill, raw)
-        invalid |= fill
+    invalid = invalid_float_values(raw, path, modality)
+    if invalid is None:
+        invalid = np.zeros(data.shape, bool)
     for c, value in enumerate(nodata):
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             invalid[c] |= raw[c] == value  # compare in the file dtype: exact, no float round-off

@@ -44,7 +44,7 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from terramind_ft.data.raster import fill_value_mask, note_fill_values
+from terramind_ft.data.raster import invalid_float_values
 from terramind_ft.errors import (
     ConfigError,
     DataError,
@@ -132,12 +132,10 @@ class _Source:
         return raw[:, rows - lo], masked[rows - lo]
 
     def invalid_band(self, raw: np.ndarray, c: int) -> np.ndarray | None:
-        """Bool mask of band ``c`` of ``raw`` ``[C, ...]`` (declared nodata, NaN or inf); None if all valid."""
-        invalid = ~np.isfinite(raw[c]) if raw.dtype.kind == "f" else None
-        fill = fill_value_mask(raw[c])
-        if fill is not None and fill.any():  # undeclared fill values (-3.4e38, ...) are nodata, as in training
-            note_fill_values(self.path, self.modality, fill, raw[c])
-            invalid |= fill
+        """Bool mask of band ``c`` of ``raw`` ``[C, ...]`` (declared nodata, NaN, inf or a fill value); None for an
+        integer band without declared nodata."""
+        # NaN, inf and undeclared fill values (-3.4e38, ...) are nodata, as in training
+        invalid = invalid_float_values(raw[c], self.path, self.modality)
         value = self.nodata[c]
         if value is not None and not math.isnan(value):
             equal = raw[c] == np.asarray(value).astype(raw.dtype)  # compare in the file dtype: exact
