@@ -246,6 +246,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
 
         self._records: dict[str, list[SampleRecord]] = {}
         self._checked: dict[str, CheckReport] = {}
+        self._label_scans: dict[str, LabelScan] = {}  # labels are read once per split (check and the data check)
         # Predict yields file references and the task streams each scene from disk (terramind_ft.inference.scene),
         # so that no predict raster is read whole. On when set, or when the attached task asks for it (tiled
         # inference); see streaming_predict.
@@ -406,6 +407,11 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         """Read every label raster of ``split`` as the dataset does (nodata, ``reduce_zero_label``): count the valid
         pixels and list the files whose classes lie outside ``num_classes`` (found at their first batch otherwise).
         Classification labels are checked from the headers by :meth:`check`; they are not scanned here."""
+        if split not in self._label_scans:
+            self._label_scans[split] = self._scan_labels(split)
+        return self._label_scans[split]
+
+    def _scan_labels(self, split: str) -> LabelScan:
         scan = LabelScan(split)
         if self.task == "classification" or split == "predict":
             return scan
