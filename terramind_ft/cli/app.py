@@ -272,7 +272,8 @@ class TerraMindCLI(LightningCLI):
         path = self._resolve_alias()
         if path is None:
             return
-        checkpoint = load_checkpoint_file(path, weights_only=True)
+        # mapped, not read: Lightning reads the weights once, when the run restores them
+        checkpoint = load_checkpoint_file(path, weights_only=True, mmap=True)
         self._ckpt_shapes = state_shapes(checkpoint)
         saved = dict(checkpoint.get("hyper_parameters") or {})
         del checkpoint

@@ -52,9 +52,10 @@ def _truncated_message(path: str | os.PathLike, err: BaseException) -> str:
             "kill or a full disk. Use another checkpoint of the run (--ckpt_path best) or train again")
 
 
-def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool | None = True
-                         ) -> dict[str, Any]:
-    """``torch.load`` with errors that name the file: missing, unreadable, truncated or not a checkpoint."""
+def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", weights_only: bool | None = True,
+                         mmap: bool = False) -> dict[str, Any]:
+    """``torch.load`` with errors that name the file: missing, unreadable, truncated or not a checkpoint.
+    ``mmap``: map the tensors instead of reading them (for a look at hyper-parameters and shapes only)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist" + (" (it is a folder)" if path.is_dir() else "") +
@@ -62,6 +63,12 @@ def load_checkpoint_file(path: str | os.PathLike, map_location: Any = "cpu", wei
     if path.stat().st_size == 0:
         raise CheckpointError(_truncated_message(path, EOFError("the file is empty")))
     try:
+        if mmap:
+            try:
+                return torch.load(path, map_location=map_location, weights_only=weights_only, mmap=True)
+            except RuntimeError as err:
+                if "mmap" not in str(err):  # legacy (non-zip) files cannot be mapped: read them below
+                    raise
         return torch.load(path, map_location=map_location, weights_only=weights_only)
     except PermissionError as err:
         raise CheckpointError(f"cannot read checkpoint {path}: {err.strerror}") from None
