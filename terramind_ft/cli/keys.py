@@ -171,12 +171,10 @@ def check_override_keys(args: list[str], config: dict[str, Any], subcommand: str
 
     for key in _override_pairs(args):
         parts = key.split(".")
-        if parts[0] in ("trainer",) and len(parts) > 2 and parts[1] in ("callbacks", "logger", "plugins"):
-            continue  # list entries: jsonargparse's own append / last-entry rules apply
+        if parts[0] == "trainer" and len(parts) > 2:
+            continue  # callbacks/logger entries: jsonargparse's own append and last-entry rules apply
         if parts[0] in ("model", "data", "optimizer", "lr_scheduler") and (len(parts) != 3 or parts[1] != "init_args"):
             continue  # only direct init arguments; deeper values (model_args, ...) are checked by their owners
-        if len(parts) > 2 and parts[0] == "trainer":
-            continue
         probe: dict[str, Any] = {}
         if parts[0] in ("model", "data", "optimizer", "lr_scheduler"):
             node = copy.deepcopy(config.get(parts[0]) or {})
