@@ -23,6 +23,7 @@ import logging
 import os
 import pickle
 import signal
+import threading
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -158,8 +159,6 @@ class LastCheckpoint(Checkpoint):
             self._previous_usr1(signum, frame)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        import threading
-
         if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
             self._previous_usr1 = signal.getsignal(signal.SIGUSR1)
             signal.signal(signal.SIGUSR1, self._on_usr1)
@@ -184,8 +183,6 @@ class LastCheckpoint(Checkpoint):
         self._restore_usr1()
 
     def _restore_usr1(self) -> None:
-        import threading
-
         if self._previous_usr1 is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGUSR1, self._previous_usr1)
             self._previous_usr1 = None
