@@ -1,7 +1,7 @@
 """The ``terramind-ft`` command line.
 
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands (:mod:`terramind_ft.cli.app`). Our own
-commands (``check``, ``compute-statistics``, ``generate``, ``sweep``) are plain argparse programs, each living
+commands (``check``, ``compute-statistics``, ``generate``, ``merge-lora``, ``sweep``) are plain argparse programs, each living
 with the code it drives. This module only dispatches and turns errors into one readable block
 (:mod:`terramind_ft.cli.report`), so that ``terramind-ft --help`` stays fast: nothing heavy is imported here.
 
@@ -36,6 +36,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "per-modality band mean/std and class frequencies of the train split",
     ),
     "generate": ("terramind_ft.commands.generate:main", "generate modalities from GeoTIFF inputs"),
+    "merge-lora": ("terramind_ft.commands.merge_lora:main", "fold a PEFT/LoRA checkpoint's adapters into its weights"),
     "sweep": ("terramind_ft.sweep.cli:main", "run a hyper-parameter sweep locally or on SLURM"),
 }
 

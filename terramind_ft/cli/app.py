@@ -51,6 +51,7 @@ from terramind_ft.cli.checkpoints import (
     load_checkpoint_file,
     restore_plan,
     state_shapes,
+    without_weight_sources,
 )
 from terramind_ft.cli.config import RUNS_DIR, config_paths, importable, notice
 from terramind_ft.cli.keys import (
@@ -302,8 +303,8 @@ class TerraMindCLI(LightningCLI):
         model_cfg = self._section().model
         for part in ("init_args", "dict_kwargs"):
             model_args = (model_cfg.get(part) or {}).get("model_args") if model_cfg else None
-            if isinstance(model_args, dict) and model_args.get("backbone_pretrained"):
-                model_args["backbone_pretrained"] = False
+            if isinstance(model_args, dict):
+                model_args.update(without_weight_sources(model_args))
 
     def before_instantiate_classes(self) -> None:
         matmul = self._section().get("float32_matmul_precision")

@@ -221,6 +221,21 @@ def _differences(key: str, user: Any, saved: Any) -> list[tuple[str, Any, Any]]:
     return [] if to_plain(user) == to_plain(saved) else [(key, user, saved)]
 
 
+def without_weight_sources(model_args: Mapping[str, Any]) -> dict[str, Any]:
+    """``model_args`` for a model whose every weight comes from a checkpoint: no pretrained download and no
+    backbone file read (which may not exist on the machine the checkpoint was copied to)."""
+    out = dict(model_args)
+    if out.get("backbone_pretrained"):
+        out["backbone_pretrained"] = False
+    if out.get("backbone_ckpt_path") is not None:
+        out["backbone_ckpt_path"] = None
+    if isinstance(out.get("backbone_kwargs"), Mapping):
+        kwargs = dict(out["backbone_kwargs"])
+        kwargs.update({k: (False if k == "pretrained" else None) for k in ("pretrained", "ckpt_path") if kwargs.get(k)})
+        out["backbone_kwargs"] = kwargs
+    return out
+
+
 def restore_plan(task_class: type, saved: Mapping[str, Any], current: Mapping[str, Any]
                  ) -> tuple[dict[str, Any], list[str]]:
     """The task's init arguments for a run from a checkpoint, and a notice per key where the user's config

@@ -24,6 +24,8 @@ TERRATORCH_CLASS_MAP: dict[str, str | None] = {
     "terratorch.callbacks.StateDictAwareModelCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
     "StateDictAwareModelCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
 }
+# TerraTorch's auxiliary-head record: here a plain {name, decoder, decoder_args} mapping (its init_args).
+AUX_HEAD_CLASSES = ("terratorch.models.model.AuxiliaryHead", "terratorch.models.AuxiliaryHead")
 # TerraTorch task arguments with no counterpart here, and why they can go.
 TERRATORCH_DROPPED_TASK_ARGS = {
     "path_to_record_metrics": "test always writes metrics.json next to the checkpoint",
@@ -39,6 +41,11 @@ def translate_terratorch(config: dict[str, Any]) -> tuple[dict[str, Any], list[s
     for key, node in list(walk(config)):
         path = node.get("class_path")
         if not isinstance(path, str):
+            continue
+        if path in AUX_HEAD_CLASSES:
+            init = dict(node.get("init_args") or {})
+            node.clear()
+            node.update(init)
             continue
         target = TERRATORCH_CLASS_MAP.get(path)
         if target is None and path.startswith("terratorch."):

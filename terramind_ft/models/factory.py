@@ -12,6 +12,11 @@
     num_classes: 2
     rescale: true                        # resize the output to the input size (pixel tasks)
     padding: reflect                     # how inputs are padded to a multiple of the patch size
+    peft_config: {method: LORA, replace_qkv: qkv, peft_config_kwargs: {...}}   # adapters (models/peft.py)
+    aux_decoders:                        # extra decoder + head on the same neck features, trained with
+      - name: aux                        #   the task's aux_loss weights, not run at inference
+        decoder: FCNDecoder
+        decoder_args: {decoder_channels: 256, decoder_in_index: -1, head_dropout: 0.1}
 
 Every argument must be used: an unknown or misspelt key is a :class:`ConfigError` naming it (with "did you
 mean"). Inputs whose size is not a multiple of the backbone's patch size are padded at the bottom/right
@@ -21,7 +26,8 @@ and the output is cropped back to the input size.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -38,40 +44,52 @@ HEAD_FOR_TASK = {"segmentation": "SegmentationHead", "classification": "Classifi
 DEFAULT_DECODER = {"segmentation": "UNetDecoder", "classification": "IdentityDecoder",
                    "regression": "UNetDecoder"}
 # Plain (un-prefixed) keys of model_args.
-MODEL_KEYS = ("backbone", "backbone_kwargs", "necks", "decoder", "num_classes", "rescale", "padding")
-# TerraTorch keys we recognise but do not implement: refused with a clear message instead of ignored.
-UNSUPPORTED_KEYS = {
-    "aux_decoders": "auxiliary heads are not supported yet",
-    "peft_config": "PEFT/LoRA is not supported yet",
-}
+MODEL_KEYS = ("backbone", "backbone_kwargs", "necks", "decoder", "num_classes", "rescale", "padding", "peft_config",
+              "aux_decoders")
+AUX_KEYS = ("name", "decoder", "decoder_args")
 PADDING_MODES = ("reflect", "replicate", "constant")
 
 
 @dataclass
 class ModelOutput:
-    """What every model returns: ``output`` (logits or values)."""
+    """What every model returns: ``output`` (logits or values) and, in training, the auxiliary heads' outputs
+    by name (TerraTorch's field name)."""
 
     output: torch.Tensor
+    auxiliary_heads: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class AuxiliaryHead(nn.Module):
+    """An extra decoder + head on the neck features; its loss trains the encoder alongside the main head's."""
+
+    def __init__(self, decoder: nn.Module, head: nn.Module):
+        super().__init__()
+        self.decoder = decoder
+        self.head = head
+
+    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
+        return self.head(self.decoder(features))
 
 
 class EncoderDecoderModel(nn.Module):
     """backbone -> necks -> decoder -> head, with padding to the patch size and crop/rescale back."""
 
     def __init__(self, task: str, backbone: nn.Module, necks: nn.Module, decoder: nn.Module, head: nn.Module,
-                 rescale: bool = True, padding: str = "reflect"):
+                 rescale: bool = True, padding: str = "reflect", aux_heads: Mapping[str, nn.Module] | None = None):
         super().__init__()
         self.task = task
         self.encoder = backbone
         self.necks = necks
         self.decoder = decoder
         self.head = head
+        self.aux_heads = nn.ModuleDict(dict(aux_heads or {}))
         self.rescale = rescale
         self.padding = padding
         self.patch_size = int(getattr(backbone, "patch_size", 16) or 16)
         # The convolutions after the backbone run in channels-last layout (oneDNN's and cuDNN's native one):
         # the UNet decoder's forward + backward takes 0.28 s instead of 0.37 s per Sen1Floods11 step (bf16, 512 px,
         # 2-core CPU). Weights in that layout are enough: every conv output follows them; values are unchanged.
-        for part in (self.necks, self.decoder, self.head):
+        for part in (self.necks, self.decoder, self.head, self.aux_heads):
             part.to(memory_format=torch.channels_last)
 
     # -- padding ---------------------------------------------------------------------------------------------
@@ -105,18 +123,28 @@ class EncoderDecoderModel(nn.Module):
         features = self.encoder(x)
         grid = tuple(getattr(features, "grid", None) or (hp // ps, wp // ps))
         features = self.necks(list(features), grid)
-        out = self.head(self.decoder(features))
-        if self.task != "classification":
-            if out.shape[-2:] != (hp, wp) and self.rescale:
-                out = F.interpolate(out, size=(hp, wp), mode="bilinear", align_corners=False)
-            if out.shape[-2:] == (hp, wp):
-                out = out[..., :h, :w]
-            if self.task == "regression":
-                out = out.squeeze(1)
-        return ModelOutput(out)
+        out = self._to_input_size(self.head(self.decoder(features)), (h, w), (hp, wp))
+        # Auxiliary heads only train: at inference they would be work whose result nobody reads.
+        aux = {name: self._to_input_size(head(features), (h, w), (hp, wp))
+               for name, head in self.aux_heads.items()} if self.training else {}
+        return ModelOutput(out, aux)
+
+    def _to_input_size(self, out: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> torch.Tensor:
+        """Pixel outputs at the padded input size (``rescale``), cropped back to the input's."""
+        if self.task == "classification":
+            return out
+        if out.shape[-2:] != padded and self.rescale:
+            out = F.interpolate(out, size=padded, mode="bilinear", align_corners=False)
+        if out.shape[-2:] == padded:
+            out = out[..., :size[0], :size[1]]
+        return out.squeeze(1) if self.task == "regression" else out
 
     # -- freezing --------------------------------------------------------------------------------------------
     def freeze_encoder(self) -> None:
+        if hasattr(self.encoder, "peft_config"):
+            raise ConfigError("freeze_backbone: true would freeze the PEFT adapters too, and nothing of the backbone "
+                              "would train; peft_config already freezes the backbone's own weights: set "
+                              "freeze_backbone: false", key="model.init_args.freeze_backbone")
         freeze = getattr(self.encoder, "freeze", None)
         if callable(freeze):
             freeze()
@@ -136,8 +164,6 @@ def _split_args(model_args: dict[str, Any], key: str) -> tuple[dict, dict, dict,
     plain, backbone, decoder, head = {}, {}, {}, {}
     known = list(MODEL_KEYS) + ["backbone_<arg>", "decoder_<arg>", "head_<arg>"]
     for k, v in model_args.items():
-        if k in UNSUPPORTED_KEYS:
-            raise ConfigError(f"{UNSUPPORTED_KEYS[k]}; remove {k!r}", key=f"{key}.{k}")
         if k in MODEL_KEYS:
             plain[k] = v
         elif k.startswith("backbone_"):
@@ -187,35 +213,90 @@ def build_model(task: str, model_args: dict[str, Any], key: str = "model_args") 
     if not channels:
         raise ConfigError("the backbone has no out_channels list; it cannot feed necks/decoders", key=f"{key}.backbone")
 
+    if plain.get("peft_config") is not None:
+        from terramind_ft.models.peft import apply_peft  # peft (an optional extra) only when asked for
+
+        backbone = apply_peft(backbone, plain["peft_config"], key=f"{key}.peft_config")
+
     necks = build_necks(plain.get("necks"), list(channels), key=f"{key}.necks")
-
-    decoder_name = plain.get("decoder", DEFAULT_DECODER[task])
-    if isinstance(decoder_name, nn.Module):
-        decoder = decoder_name
-    else:
-        decoder_cls = DECODER_REGISTRY.get(decoder_name, key=f"{key}.decoder")
-        _check_prefixed(decoder_cls, decoder_kw, "decoder", f"decoder {decoder_name!r}", key, {"embed_dim"})
-        decoder = decoder_cls(necks.out_channels, **decoder_kw)
-
-    head_name = HEAD_FOR_TASK[task]
-    head_cls = HEAD_REGISTRY.get(head_name)
-    _check_prefixed(head_cls, head_kw, "head", head_name, key, {"in_channels", "num_classes"})
+    num_classes = plain.get("num_classes")
     if task == "regression":
-        if plain.get("num_classes") not in (None, 1):
+        if num_classes not in (None, 1):
             raise ConfigError("pixelwise regression predicts one value per pixel; remove num_classes",
                               key=f"{key}.num_classes")
-        head = head_cls(decoder.out_channels, **head_kw)
-    else:
-        num_classes = plain.get("num_classes")
-        if not isinstance(num_classes, int) or num_classes < 2:
-            raise ConfigError(f"{task} needs num_classes >= 2, got {num_classes!r}", key=f"{key}.num_classes")
-        head = head_cls(decoder.out_channels, num_classes, **head_kw)
+    elif not isinstance(num_classes, int) or num_classes < 2:
+        raise ConfigError(f"{task} needs num_classes >= 2, got {num_classes!r}", key=f"{key}.num_classes")
+    decoder, head = _decoder_and_head(task, plain.get("decoder", DEFAULT_DECODER[task]), decoder_kw, head_kw,
+                                      necks.out_channels, num_classes, key)
+    aux_heads = _aux_heads(task, plain.get("aux_decoders"), necks.out_channels, num_classes, f"{key}.aux_decoders")
 
     padding = plain.get("padding", "reflect")
     if padding not in PADDING_MODES:
         raise ConfigError(f"unknown padding {padding!r}; one of {PADDING_MODES}", key=f"{key}.padding")
     return EncoderDecoderModel(task, backbone, necks, decoder, head, rescale=bool(plain.get("rescale", True)),
-                               padding=padding)
+                               padding=padding, aux_heads=aux_heads)
+
+
+def _decoder_and_head(task: str, decoder_name: str | nn.Module, decoder_kw: dict[str, Any], head_kw: dict[str, Any],
+                      channels: list[int], num_classes: int | None, key: str,
+                      decoder_key: str = "decoder") -> tuple[nn.Module, nn.Module]:
+    """The decoder (by name, on the neck's ``channels``) and the task's head after it."""
+    if isinstance(decoder_name, nn.Module):
+        decoder = decoder_name
+    else:
+        decoder_cls = DECODER_REGISTRY.get(decoder_name, key=f"{key}.{decoder_key}")
+        _check_prefixed(decoder_cls, decoder_kw, "decoder", f"decoder {decoder_name!r}", key, {"embed_dim"})
+        decoder = decoder_cls(channels, **decoder_kw)
+    head_name = HEAD_FOR_TASK[task]
+    head_cls = HEAD_REGISTRY.get(head_name)
+    _check_prefixed(head_cls, head_kw, "head", head_name, key, {"in_channels", "num_classes"})
+    if task == "regression":
+        return decoder, head_cls(decoder.out_channels, **head_kw)
+    return decoder, head_cls(decoder.out_channels, num_classes, **head_kw)
+
+
+def _aux_heads(task: str, specs: Any, channels: list[int], num_classes: int | None, key: str) -> dict[str, nn.Module]:
+    """``aux_decoders`` entries as TerraTorch writes them: ``{name, decoder, decoder_args}`` (or TerraTorch's
+    ``{class_path: ...AuxiliaryHead, init_args: {...}}``), ``decoder_args`` holding ``decoder_<arg>`` and
+    ``head_<arg>`` keys."""
+    if specs is None:
+        return {}
+    if not isinstance(specs, (list, tuple)):
+        raise ConfigError(f"aux_decoders is a list of {{name, decoder, decoder_args}}, got {specs!r}", key=key)
+    heads: dict[str, nn.Module] = {}
+    for i, spec in enumerate(specs):
+        where = f"{key}[{i}]"
+        if isinstance(spec, Mapping) and "class_path" in spec:
+            if not str(spec["class_path"]).endswith("AuxiliaryHead"):
+                raise ConfigError(f"an aux_decoders entry is an AuxiliaryHead, not {spec['class_path']}", key=where)
+            spec = spec.get("init_args") or {}
+        if not isinstance(spec, Mapping):
+            raise ConfigError(f"expected {{name, decoder, decoder_args}}, got {spec!r}", key=where)
+        for k in spec:
+            if k not in AUX_KEYS:
+                raise ConfigError(f"unknown key {k!r}.{did_you_mean(str(k), AUX_KEYS)} An auxiliary head takes "
+                                  f"{', '.join(AUX_KEYS)}", key=f"{where}.{k}")
+        name = spec.get("name")
+        if not isinstance(name, str) or not name or "." in name:
+            raise ConfigError(f"each auxiliary head needs a name (no dots) for aux_loss, got {name!r}",
+                              key=f"{where}.name")
+        if name in heads:
+            raise ConfigError(f"two auxiliary heads are named {name!r}", key=f"{where}.name")
+        if "decoder" not in spec:
+            raise ConfigError("an auxiliary head needs a decoder (e.g. FCNDecoder)", key=f"{where}.decoder")
+        decoder_kw, head_kw = {}, {}
+        for k, v in dict(spec.get("decoder_args") or {}).items():
+            if k.startswith("decoder_"):
+                decoder_kw[k[len("decoder_"):]] = v
+            elif k.startswith("head_"):
+                head_kw[k[len("head_"):]] = v
+            else:
+                raise ConfigError(f"decoder_args keys are decoder_<arg> or head_<arg>, got {k!r}",
+                                  key=f"{where}.decoder_args.{k}")
+        decoder, head = _decoder_and_head(task, spec["decoder"], decoder_kw, head_kw, channels, num_classes,
+                                          f"{where}.decoder_args", decoder_key="decoder")
+        heads[name] = AuxiliaryHead(decoder, head)
+    return heads
 
 
 class EncoderDecoderFactory:

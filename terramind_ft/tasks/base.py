@@ -3,8 +3,12 @@
 Tasks take TerraTorch's arguments (``model_args``, ``model_factory``, ``loss``, ``ignore_index``,
 ``class_weights``, ``class_names``, ``lr``, ``optimizer``, ``optimizer_hparams``, ``scheduler``,
 ``scheduler_hparams``, ``lr_overrides``, ``freeze_backbone``, ``freeze_decoder``, ``freeze_head``,
-``plot_on_val``, ``tiled_inference_parameters``, ``tiled_inference_on_validation``/``_testing``), so a
-TerraTorch config's ``model.init_args`` runs unchanged.
+``plot_on_val``, ``tiled_inference_parameters``, ``tiled_inference_on_validation``/``_testing``, ``aux_heads``,
+``aux_loss``), so a TerraTorch config's ``model.init_args`` runs unchanged.
+
+Auxiliary heads (``model_args.aux_decoders``, or the task's ``aux_heads``: TerraTorch accepts both): in training
+the loss is the main head's plus ``aux_loss[name]`` times each auxiliary head's (same loss function and target),
+logged as ``train/loss_aux_<name>``; validation, test and predict run the main head only.
 
 Optimiser: ``optimizer`` is a ``torch.optim`` name (default AdamW) built with ``lr`` and
 ``optimizer_hparams``; ``scheduler`` a ``torch.optim.lr_scheduler`` name with ``scheduler_hparams``
@@ -103,6 +107,8 @@ class BaseTask(pl.LightningModule):
         tiled_inference_parameters: dict[str, Any] | None = None,
         tiled_inference_on_validation: bool = False,
         tiled_inference_on_testing: bool = False,
+        aux_heads: list[dict[str, Any]] | None = None,
+        aux_loss: dict[str, float] | None = None,
     ):
         """See the class and module docs; --model.help <Task> lists every argument.
 
@@ -118,6 +124,8 @@ class BaseTask(pl.LightningModule):
             plot_on_val: validation previews per epoch (0 = none).
             tiled_inference_parameters: {crop, stride, batch_size, ...}: predict (and val/test with the switches
                 below) chip by chip; predict then streams scenes from disk.
+            aux_heads: auxiliary heads ({name, decoder, decoder_args}), the same as model_args.aux_decoders.
+            aux_loss: {auxiliary head name: weight of its loss}, one per auxiliary head.
         """
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
@@ -130,7 +138,13 @@ class BaseTask(pl.LightningModule):
             if not model_args:
                 raise ConfigError("the task needs model_args (backbone, necks, decoder, ...) or a model",
                                   key="model.init_args.model_args")
-            model = build_model(self.task, dict(model_args), key="model.init_args.model_args")
+            model_args = dict(model_args)
+            if aux_heads is not None:
+                if model_args.get("aux_decoders") is not None:
+                    raise ConfigError("auxiliary heads are given twice, as aux_heads and as model_args.aux_decoders;"
+                                      " keep one", key="model.init_args.aux_heads")
+                model_args["aux_decoders"] = aux_heads
+            model = build_model(self.task, model_args, key="model.init_args.model_args")
         self.model = model
         self.num_classes = None if self.task == "regression" else int((model_args or {}).get("num_classes") or 0)
         if class_names is not None and self.num_classes and len(class_names) != self.num_classes:
@@ -139,6 +153,7 @@ class BaseTask(pl.LightningModule):
         self.class_names = [str(c) for c in (class_names or range(self.num_classes or 0))]
         self.ignore_index = ignore_index
         self.loss_fn = build_loss(loss, self.task, ignore_index, class_weights, self.num_classes)
+        self.aux_loss = self._check_aux_loss(aux_loss)
         self.lr_overrides = dict(lr_overrides or {})
         self._check_lr_overrides()
         if freeze_backbone:
@@ -160,6 +175,22 @@ class BaseTask(pl.LightningModule):
         self.val_metrics = self.make_metrics()
         self.test_metrics = self.make_metrics()
         self._preview: dict[str, Any] | None = None
+
+    def _check_aux_loss(self, aux_loss: dict[str, float] | None) -> dict[str, float]:
+        """One weight per auxiliary head: a head without one would train nothing, a weight without a head would be
+        a typo that changes nothing."""
+        heads = list(getattr(self.model, "aux_heads", None) or {})
+        weights = {str(k): float(v) for k, v in dict(aux_loss or {}).items()}
+        for name in weights:
+            if name not in heads:
+                hint = did_you_mean(name, heads) or (" The model has no auxiliary heads." if not heads else "")
+                raise ConfigError(f"aux_loss names {name!r}, which is no auxiliary head.{hint}",
+                                  key=f"model.init_args.aux_loss.{name}")
+        for name in heads:
+            if name not in weights:
+                raise ConfigError(f"auxiliary head {name!r} has no weight in aux_loss, so it would train nothing; add "
+                                  f"aux_loss: {{{name}: 0.4}} (or remove the head)", key="model.init_args.aux_loss")
+        return weights
 
     # -- what subclasses provide -----------------------------------------------------------------------------
     def make_metrics(self) -> nn.Module:
@@ -215,8 +246,18 @@ class BaseTask(pl.LightningModule):
     def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         target = self.target(batch)
         self._check_target(target, batch)
-        output = self.infer(batch["image"], stage)
+        aux_outputs: dict[str, torch.Tensor] = {}
+        if stage == "train" and self.aux_loss:
+            result = self.model(batch["image"])
+            output, aux_outputs = result.output, result.auxiliary_heads
+        else:
+            output = self.infer(batch["image"], stage)
         loss, parts = self.loss_fn(output, target)
+        parts = dict(parts) if len(parts) > 1 else {}  # one term: it is the loss itself
+        for name, aux_output in aux_outputs.items():
+            aux_value, _ = self.loss_fn(aux_output, target)
+            parts[f"aux_{name}"] = aux_value
+            loss = loss + self.aux_loss[name] * aux_value
         bs = target.shape[0]
         if stage != "train" and self.ignore_index is not None:
             # Weigh out the samples with no valid target, so that a split whose labels are all ignore_index
@@ -224,9 +265,8 @@ class BaseTask(pl.LightningModule):
             bs = int((target != self.ignore_index).reshape(bs, -1).any(dim=1).sum())
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
-        if len(parts) > 1:
-            for name, value in parts.items():
-                self.log(f"{stage}/loss_{name}", value, on_step=on_step, on_epoch=True, batch_size=bs, sync_dist=True)
+        for name, value in parts.items():
+            self.log(f"{stage}/loss_{name}", value, on_step=on_step, on_epoch=True, batch_size=bs, sync_dist=True)
         return loss, output, target
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:

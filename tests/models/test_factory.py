@@ -58,7 +58,7 @@ def test_prefixed_args_reach_their_modules():
     ("head_dropuot", r"model_args\.head_dropuot: .*Did you mean 'head_dropout'"),
     ("backbone_modalites", r"model_args\.backbone_modalites: .*Did you mean 'backbone_modalities'"),
     ("num_class", r"model_args\.num_class: .*Did you mean 'num_classes'"),
-    ("aux_decoders", r"model_args\.aux_decoders: auxiliary heads are not supported"),
+    ("aux_decoder", r"model_args\.aux_decoder: .*Did you mean 'aux_decoders'"),
 ])
 def test_unused_or_misspelt_argument_is_an_error_naming_it(bad_key, match):
     args = dict(SEG_ARGS)
