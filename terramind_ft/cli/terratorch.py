@@ -30,7 +30,6 @@ AUX_HEAD_CLASSES = ("terratorch.models.model.AuxiliaryHead", "terratorch.models.
 TERRATORCH_DROPPED_TASK_ARGS = {
     "path_to_record_metrics": "test always writes metrics.json next to the checkpoint",
     "output_most_probable": "use output_on_inference",
-    "test_dataloaders_names": "one test loader is supported",
 }
 
 

@@ -44,6 +44,7 @@ Task = Literal["segmentation", "classification", "regression"]
 KEY = "data.init_args"
 MAX_LISTED = 10
 # Splits whose labels a stage needs.
+TEST_SET_KEYS = ("data_root", "label_data_root", "split")
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 
 
@@ -96,6 +97,10 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             files), or a csv ``prefix,class`` for classification/regression.
         train_split / val_split / test_split / predict_split: txt (one prefix per line) or csv (prefix or
             file name in the first column; Sen1Floods11 csv rows ``X_S1Hand.tif,X_LabelHand.tif`` work).
+        test_sets: several named test sets, ``{name: {data_root, label_data_root, split}}``; a key left out takes
+            the ``test_*`` value (``{holdout: {}, bolivia: {split: bolivia.txt}}``). ``test`` then runs one loader per
+            set, in this order, and logs ``test/<name>/<metric>`` (the task's ``test_dataloaders_names`` may name
+            them instead, TerraTorch's way, but must then list the same names).
         image_grep: file-name glob per modality (or one for all), e.g. ``{S2L1C: "*_S2Hand.tif"}``.
         label_grep: file-name glob of the label files.
         allow_substring_file_names: also accept ``<prefix>*<suffix>`` names when ``<prefix><suffix>`` is absent.
@@ -138,6 +143,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         val_split: str | None = None,
         test_split: str | None = None,
         predict_split: str | None = None,
+        test_sets: dict[str, dict[str, Any]] | None = None,
         image_grep: str | dict[str, str] = "*",
         label_grep: str = "*",
         allow_substring_file_names: bool = True,
@@ -216,6 +222,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                       for split, root in data_roots.items()}
         self.label_roots = {"train": train_label_data_root, "val": val_label_data_root, "test": test_label_data_root}
         self.split_files = {"train": train_split, "val": val_split, "test": test_split, "predict": predict_split}
+        self.test_sets = self._add_test_sets(test_sets, test_data_root, test_label_data_root, test_split)
         self.image_greps = self._parse_image_greps(image_grep)
         self.label_grep = parse_grep(label_grep, key=f"{KEY}.label_grep", what="the label")
 
@@ -232,6 +239,8 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             "test": build_transform(test_transform, key=f"{KEY}.test_transform"),
             "predict": Compose([]),  # never change the pixel grid of predictions
         }
+        for split in self.test_sets.values():
+            self.transforms[split] = self.transforms["test"]
 
         # Plotting.
         self.rgb_modality = rgb_modality or self.modalities[0]
@@ -254,6 +263,41 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         self.datasets: dict[str, MultiModalDataset] = {}
 
     # ------------------------------------------------------------------------------------------ config
+
+    def _add_test_sets(self, test_sets: dict[str, dict[str, Any]] | None, data_root: Any, label_root: str | None,
+                       split_file: str | None) -> dict[str, str]:
+        """Register each named test set as a split ``test:<name>``; returns {name: split}."""
+        if not test_sets:
+            return {}
+        if not isinstance(test_sets, dict):
+            raise ConfigError("test_sets maps a name to {data_root, label_data_root, split}", key=f"{KEY}.test_sets")
+        out = {}
+        for name, spec in test_sets.items():
+            key = f"{KEY}.test_sets.{name}"
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ConfigError(f"a test set name is a word without '/', got {name!r}", key=key)
+            spec = dict(spec or {})
+            for k in spec:
+                if k not in TEST_SET_KEYS:
+                    raise ConfigError(f"unknown key {k!r}.{did_you_mean(k, TEST_SET_KEYS)} A test set takes "
+                                      f"{', '.join(TEST_SET_KEYS)}", key=f"{key}.{k}")
+            split = f"test:{name}"
+            self.roots[split] = normalise_roots(spec.get("data_root", data_root), self.modalities,
+                                                key=f"{key}.data_root", allow_missing=self.allow_missing_modalities)
+            if self.roots[split] is None:
+                raise ConfigError("no data_root, and no test_data_root to take it from", key=f"{key}.data_root")
+            self.label_roots[split] = spec.get("label_data_root", label_root)
+            self.split_files[split] = spec.get("split", split_file)
+            out[name] = split
+        return out
+
+    @property
+    def test_loader_names(self) -> list[str] | None:
+        """The names of the test loaders when there are several (``test_sets``), else None."""
+        return list(self.test_sets) or None
+
+    def _test_splits(self) -> list[str]:
+        return list(self.test_sets.values()) or ["test"]
 
     @property
     def streaming_predict(self) -> bool:
@@ -386,7 +430,10 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         return self._records[split]
 
     def configured_splits(self) -> list[str]:
-        return [s for s in SPLITS if self.roots.get(s) is not None]
+        splits = []
+        for s in SPLITS:
+            splits += self._test_splits() if s == "test" else [s]
+        return [s for s in splits if self.roots.get(s) is not None]
 
     def check(self, splits: Sequence[str] | None = None) -> CheckReport:
         """Check every configured split (or ``splits``) from raster headers; raise on the first bad split.
@@ -568,6 +615,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         splits = STAGE_SPLITS.get(stage or "", None) or tuple(self.configured_splits())
+        splits = [t for s in splits for t in (self._test_splits() if s == "test" else [s])]
         for split in splits:
             if split in self.datasets:
                 continue
@@ -582,7 +630,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:
-            self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[split])
+            self.setup({"train": "fit", "val": "validate", "test": "test", "predict": "predict"}[split.split(":")[0]])
         dataset = self.datasets[split]
         drop_last = self.drop_last and split == "train"
         common = dict(num_workers=self.num_workers, pin_memory=self.pin_memory,
@@ -604,7 +652,9 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             return []
         return self._loader("val", shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        if self.test_sets:
+            return [self._loader(split, shuffle=False) for split in self.test_sets.values()]
         return self._loader("test", shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:

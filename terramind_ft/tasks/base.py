@@ -83,7 +83,7 @@ class BaseTask(pl.LightningModule):
     # Init arguments that say how to run the model, not what its weights are: with ``--ckpt_path`` the config's
     # and the command line's values win over the checkpoint's (terramind_ft.cli.checkpoints.restore_plan).
     run_settings: tuple[str, ...] = ("tiled_inference_parameters", "tiled_inference_on_validation",
-                                     "tiled_inference_on_testing", "plot_on_val")
+                                     "tiled_inference_on_testing", "plot_on_val", "test_dataloaders_names")
 
     def __init__(
         self,
@@ -109,6 +109,7 @@ class BaseTask(pl.LightningModule):
         tiled_inference_on_testing: bool = False,
         aux_heads: list[dict[str, Any]] | None = None,
         aux_loss: dict[str, float] | None = None,
+        test_dataloaders_names: list[str] | None = None,
     ):
         """See the class and module docs; --model.help <Task> lists every argument.
 
@@ -126,6 +127,8 @@ class BaseTask(pl.LightningModule):
                 below) chip by chip; predict then streams scenes from disk.
             aux_heads: auxiliary heads ({name, decoder, decoder_args}), the same as model_args.aux_decoders.
             aux_loss: {auxiliary head name: weight of its loss}, one per auxiliary head.
+            test_dataloaders_names: names of the test loaders, in order: metrics become test/<name>/<metric> and
+                metrics.json has a section per loader (the data module's test_sets name them too).
         """
         super().__init__()
         self.save_hyperparameters(ignore=["model"])
@@ -174,6 +177,12 @@ class BaseTask(pl.LightningModule):
             {"test"} if tiled_inference_on_testing else set())
         self.val_metrics = self.make_metrics()
         self.test_metrics = self.make_metrics()
+        if test_dataloaders_names is not None and (not test_dataloaders_names or len(set(test_dataloaders_names))
+                                                   != len(test_dataloaders_names)):
+            raise ConfigError(f"test_dataloaders_names must be distinct names, got {test_dataloaders_names!r}",
+                              key="model.init_args.test_dataloaders_names")
+        self.test_loader_names: list[str] | None = list(test_dataloaders_names) if test_dataloaders_names else None
+        self.test_metrics_by_loader = nn.ModuleList()  # one per named test loader (see setup)
         self._preview: dict[str, Any] | None = None
 
     def _check_aux_loss(self, aux_loss: dict[str, float] | None) -> dict[str, float]:
@@ -191,6 +200,37 @@ class BaseTask(pl.LightningModule):
                 raise ConfigError(f"auxiliary head {name!r} has no weight in aux_loss, so it would train nothing; add "
                                   f"aux_loss: {{{name}: 0.4}} (or remove the head)", key="model.init_args.aux_loss")
         return weights
+
+    def setup(self, stage: str) -> None:
+        """Before ``test``: one set of metrics per test loader when there are several (named by the task's
+        test_dataloaders_names or the data module's test_sets)."""
+        if stage != "test":
+            return
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        from_data = getattr(datamodule, "test_loader_names", None)
+        names = self.hparams.get("test_dataloaders_names")
+        if names and from_data and list(names) != list(from_data):
+            raise ConfigError(f"test_dataloaders_names {list(names)} and the data module's test_sets {from_data} name "
+                              "the test loaders differently; keep one of them",
+                              key="model.init_args.test_dataloaders_names")
+        names = list(names or from_data or [])
+        self.test_loader_names = names or None
+        if len(names) != len(self.test_metrics_by_loader):
+            self.test_metrics_by_loader = nn.ModuleList(self.make_metrics() for _ in names).to(self.device)
+
+    def _test_stage(self, dataloader_idx: int) -> tuple[str, nn.Module]:
+        """The log prefix (test or test/<name>) and the metrics of a test loader."""
+        if not self.test_loader_names:
+            if dataloader_idx:
+                raise ConfigError("the data module gives several test loaders: name them with the task's "
+                                  "test_dataloaders_names (or the data module's test_sets)",
+                                  key="model.init_args.test_dataloaders_names")
+            return "test", self.test_metrics
+        if dataloader_idx >= len(self.test_loader_names):
+            raise ConfigError(f"test loader {dataloader_idx} has no name: test_dataloaders_names lists "
+                              f"{len(self.test_loader_names)} ({self.test_loader_names})",
+                              key="model.init_args.test_dataloaders_names")
+        return f"test/{self.test_loader_names[dataloader_idx]}", self.test_metrics_by_loader[dataloader_idx]
 
     # -- what subclasses provide -----------------------------------------------------------------------------
     def make_metrics(self) -> nn.Module:
@@ -243,7 +283,10 @@ class BaseTask(pl.LightningModule):
                             f" and not ignore_index={self.ignore_index}, in batch with files {files}; set "
                             "model.init_args.ignore_index to the nodata label or fix num_classes")
 
-    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _shared_step(self, batch: dict[str, Any], stage: str, prefix: str | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Forward + loss of one batch of ``stage`` (train, val, test), logged under ``prefix`` (default: stage)."""
+        prefix = prefix or stage
         target = self.target(batch)
         self._check_target(target, batch)
         aux_outputs: dict[str, torch.Tensor] = {}
@@ -264,9 +307,13 @@ class BaseTask(pl.LightningModule):
             # logs a NaN loss (0 / 0), never a 0 that a val/loss checkpoint would take for the best.
             bs = int((target != self.ignore_index).reshape(bs, -1).any(dim=1).sum())
         on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
+        # add_dataloader_idx=False: several test loaders log under their own names (test/<name>/loss) instead of
+        # Lightning's ".../dataloader_idx_<i>" suffixes
+        self.log(f"{prefix}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True,
+                 add_dataloader_idx=False)
         for name, value in parts.items():
-            self.log(f"{stage}/loss_{name}", value, on_step=on_step, on_epoch=True, batch_size=bs, sync_dist=True)
+            self.log(f"{prefix}/loss_{name}", value, on_step=on_step, on_epoch=True, batch_size=bs, sync_dist=True,
+                     add_dataloader_idx=False)
         return loss, output, target
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
@@ -298,13 +345,13 @@ class BaseTask(pl.LightningModule):
         return (f"training loss is {loss.item()} {where} with finite inputs (precision {precision}); lower the "
                 "learning rate, use precision bf16-mixed or 32-true instead of 16-mixed, or add gradient_clip_val")
 
-    def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str) -> None:
+    def _eval_step(self, batch: dict[str, Any], batch_idx: int, stage: str, dataloader_idx: int = 0) -> None:
         if self.trainer.sanity_checking:
             # The sanity check runs the validation code once before training, which is what catches its errors; one
             # sample at full size does that at a quarter of a batch's cost, so the first training step comes sooner.
             batch = _first_sample(batch)
-        _, output, target = self._shared_step(batch, stage)
-        metrics = self.val_metrics if stage == "val" else self.test_metrics
+        prefix, metrics = self._test_stage(dataloader_idx) if stage == "test" else (stage, self.val_metrics)
+        _, output, target = self._shared_step(batch, stage, prefix)
         metrics.update(self.predictions(output), target)
         if stage == "val" and batch_idx == 0 and self.plot_on_val and not self.trainer.sanity_checking:
             n = self.plot_on_val
@@ -335,15 +382,15 @@ class BaseTask(pl.LightningModule):
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._eval_step(batch, batch_idx, "test", dataloader_idx)
 
     def _log_epoch_metrics(self, metrics: nn.Module, stage: str) -> None:
         values = {f"{stage}/{k}": v for k, v in metrics.compute().items()}
         monitor = self.monitor[0]
         if monitor in values:  # the metric the best checkpoint follows is the one the progress bar shows
             self.log(monitor, values.pop(monitor), prog_bar=True, sync_dist=False)
-        self.log_dict(values, sync_dist=False)
+        self.log_dict(values, sync_dist=False, add_dataloader_idx=False)
         metrics.reset()
 
     def on_validation_epoch_end(self) -> None:
@@ -353,7 +400,11 @@ class BaseTask(pl.LightningModule):
             self._preview = None
 
     def on_test_epoch_end(self) -> None:
-        self._log_epoch_metrics(self.test_metrics, "test")
+        if not self.test_loader_names:
+            self._log_epoch_metrics(self.test_metrics, "test")
+            return
+        for name, metrics in zip(self.test_loader_names, self.test_metrics_by_loader, strict=True):
+            self._log_epoch_metrics(metrics, f"test/{name}")
 
     # -- previews --------------------------------------------------------------------------------------------
     def _write_preview(self, preview: dict[str, Any]) -> None:
