@@ -62,6 +62,7 @@ from terramind_ft.cli.keys import (
     check_optional_packages,
     check_override_keys,
 )
+from terramind_ft.cli.custom_modules import custom_modules_from, import_custom_modules
 from terramind_ft.cli.metrics_file import TestMetricsWriter
 from terramind_ft.cli.preflight import check_monitors
 from terramind_ft.cli.report import Interrupted, StderrHandler
@@ -163,8 +164,12 @@ def prepare_args(args: list[str], subcommand: str | None, tmp_dir: str | None = 
     """Translate TerraTorch configs (to a temp copy), check keys, and give the run a default root dir."""
     args = list(args)
     merged: dict[str, Any] = {}
+    raws = {index: read_yaml_mapping(path) for index, path in config_paths(args)}
+    custom = custom_modules_from(args, list(raws.values()))
+    if custom:  # before any key is checked: the configs may name their classes
+        import_custom_modules(custom)
     for index, path in config_paths(args):
-        raw = read_yaml_mapping(path)
+        raw = raws[index]
         translated, notices = translate_terratorch(raw)
         if subcommand is None:  # build_cli(run=False) has no subcommand: drop fit/test/... method arguments
             for k in _method_keys() & set(translated):
@@ -219,6 +224,9 @@ class TerraMindCLI(LightningCLI):
                             help="torch.set_float32_matmul_precision before the model is built: 'medium' lets float32 "
                                  "matmuls run in bf16 on CPUs with AVX512-BF16/AMX and GPUs with TF32/bf16 (faster, "
                                  "less exact); default: leave torch's 'highest'")
+        parser.add_argument("--custom_modules_path", type=str | None, default=None,
+                            help="a folder of your own modules, imported before the config is parsed, so that their "
+                                 "classes resolve by dotted path and their registered decoders/backbones by name")
         parser.add_argument("--overwrite", type=bool, default=False,
                             help="fit: replace an earlier run's checkpoints, previews and configs in the run folder "
                                  "(default: refuse; --ckpt_path last resumes it instead)")

@@ -19,7 +19,7 @@ from terramind_ft.inference.writers import PredictionWriter
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 TOP_LEVEL_KEYS = {"seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler", "predict_output_dir",
-                  "overwrite", "float32_matmul_precision"}
+                  "overwrite", "float32_matmul_precision", "custom_modules_path"}
 
 
 def _resolve_class(path: str) -> type | None:
