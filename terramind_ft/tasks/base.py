@@ -433,7 +433,28 @@ class BaseTask(pl.LightningModule):
                                   means={m: [0.0] * x.shape[1] for m, x in sample["image"].items()},
                                   stds={m: [1.0] * x.shape[1] for m, x in sample["image"].items()},
                                   class_names=self.class_names, ignore_index=self.ignore_index, index=i, title=title)
-            save_figure(fig, out_dir / f"epoch{self.current_epoch:03d}_{i}.png", dpi=80)
+            path = save_figure(fig, out_dir / f"epoch{self.current_epoch:03d}_{i}.png", dpi=80)
+            self._send_preview(fig, path, i)
+
+    def _send_preview(self, fig: Any, path: str, index: int) -> None:
+        """The preview to each configured logger that takes images: TensorBoard (``add_figure``), MLflow (an
+        artifact under ``previews/``), W&B / Neptune-style ``log_image``. CSV and no logger: the PNG file only."""
+        tag = f"previews/sample_{index}"
+        for logger in self.trainer.loggers:
+            try:
+                if hasattr(logger, "log_image"):
+                    logger.log_image(key=tag, images=[path], step=self.global_step)
+                    continue
+                experiment = logger.experiment
+                if hasattr(experiment, "add_figure"):  # TensorBoard's SummaryWriter
+                    experiment.add_figure(tag, fig, global_step=self.global_step, close=False)
+                elif hasattr(experiment, "log_artifact") and getattr(logger, "run_id", None):  # MlflowClient
+                    experiment.log_artifact(logger.run_id, path, artifact_path="previews")
+            except Exception as err:  # a logger's failure must not end the training; say it once per logger
+                key = f"_preview_warned_{type(logger).__name__}"
+                if not getattr(self, key, False):
+                    setattr(self, key, True)
+                    log.warning("notice: could not send validation previews to %s: %s", type(logger).__name__, err)
 
     # -- optimisation ----------------------------------------------------------------------------------------
     def _check_lr_overrides(self) -> None:

@@ -18,9 +18,11 @@ and prediction has NaN per-class values (null in metrics.json) and is left out o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torchmetrics import Metric
 
 METRIC_NAMES_VERSION = 1
@@ -38,8 +40,10 @@ MONITOR = {"segmentation": ("val/mIoU", "max"), "classification": ("val/Accuracy
            "regression": ("val/RMSE", "min")}
 
 
-def metric_names(task: str, stage: str, class_names: Sequence[str] = (), loss_names: Sequence[str] = ()) -> list[str]:
-    """Every key ``task`` logs at ``stage`` (e.g. ``val/mIoU``), in a stable order."""
+def metric_names(task: str, stage: str, class_names: Sequence[str] = (), loss_names: Sequence[str] = (),
+                 extra: Sequence[str] = ()) -> list[str]:
+    """Every key ``task`` logs at ``stage`` (e.g. ``val/mIoU``), in a stable order; ``extra``: optional epoch
+    metrics switched on (Boundary_mIoU)."""
     if stage == "train":
         names = list(TRAIN_STEP[task])
     elif task == "segmentation":
@@ -48,6 +52,8 @@ def metric_names(task: str, stage: str, class_names: Sequence[str] = (), loss_na
         names = list(CLASSIFICATION_EPOCH) + [f"{m}_{c}" for m in CLASSIFICATION_PER_CLASS for c in class_names]
     else:
         names = list(REGRESSION_EPOCH)
+    if stage != "train":
+        names += list(extra)
     if len(loss_names) > 1:
         names += [f"loss_{n}" for n in loss_names]
     return [f"{stage}/{n}" for n in names]
@@ -101,7 +107,49 @@ class ConfusionMatrix(Metric):
         return _safe_div(2 * tp, 2 * tp + fp + fn)
 
 
+BOUNDARY_DILATION_RATIO = 0.02  # Cheng et al.'s default: the band is 2 % of the image diagonal wide
+
+
+def boundary_bands(masks: torch.Tensor, width: int) -> torch.Tensor:
+    """The pixels of each mask ([..., H, W] bool) within ``width`` pixels of its contour (the image's edge counts
+    as contour): the mask minus its erosion by a (2w+1)^2 square."""
+    shape = masks.shape
+    background = (~masks).reshape(-1, 1, *shape[-2:]).float()
+    background = F.pad(background, (width,) * 4, value=1.0)  # outside the image is background
+    near_background = F.max_pool2d(background, kernel_size=2 * width + 1, stride=1) > 0
+    return masks & near_background.reshape(shape)
+
+
 class SegmentationMetrics(ConfusionMatrix):
+    """Confusion-matrix metrics; with ``boundary=True`` also ``Boundary_mIoU`` (Cheng et al., "Boundary IoU",
+    CVPR 2021): the IoU of the bands along the predicted and the true class contours, per class, averaged over
+    the classes present. It tells apart models whose mIoU is equal but whose edges are not; it costs a pooling pass
+    per batch, so it is off by default."""
+
+    def __init__(self, num_classes: int, ignore_index: int | None = None, class_names: Sequence[str] | None = None,
+                 boundary: bool = False, dilation_ratio: float = BOUNDARY_DILATION_RATIO):
+        super().__init__(num_classes, ignore_index, class_names)
+        self.boundary = boundary
+        self.dilation_ratio = dilation_ratio
+        if boundary:
+            for name in ("boundary_intersection", "boundary_union"):
+                self.add_state(name, default=torch.zeros(num_classes, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        super().update(preds, target)
+        if not self.boundary:
+            return
+        h, w = target.shape[-2:]
+        width = max(1, round(self.dilation_ratio * math.hypot(h, w)))
+        valid = (target >= 0) & (target < self.num_classes)
+        if self.ignore_index is not None:
+            valid &= target != self.ignore_index
+        classes = torch.arange(self.num_classes, device=target.device).view(-1, 1, 1, 1)
+        truth = boundary_bands(target.unsqueeze(0) == classes, width) & valid  # [C, B, H, W]
+        predicted = boundary_bands(preds.unsqueeze(0) == classes, width) & valid
+        self.boundary_intersection += (truth & predicted).sum(dim=(1, 2, 3))
+        self.boundary_union += (truth | predicted).sum(dim=(1, 2, 3))
+
     def compute(self) -> dict[str, torch.Tensor]:
         tp, fp, fn, m = self._per_class()
         iou = _safe_div(tp, tp + fp + fn)
@@ -118,6 +166,9 @@ class SegmentationMetrics(ConfusionMatrix):
             out[f"IoU_{name}"] = iou[i]
             out[f"Class_Accuracy_{name}"] = recall[i]
             out[f"Class_F1_{name}"] = f1[i]
+        if self.boundary:
+            out["Boundary_mIoU"] = _nanmean(_safe_div(self.boundary_intersection.double(),
+                                                      self.boundary_union.double()))
         return _nan_when_empty(out, m.sum())
 
 

@@ -20,12 +20,17 @@ class SemanticSegmentationTask(BaseTask):
 
     ``output_on_inference``: what ``predict`` writes, any of ``prediction`` (uint8 class map, always
     written), ``probabilities`` (float32 softmax), ``logits`` (float32).
+    ``boundary_miou``: also compute ``val/Boundary_mIoU`` and ``test/Boundary_mIoU`` (the IoU of the bands along
+    the class contours; see :class:`~terramind_ft.tasks.metrics.SegmentationMetrics`). Off by default: it costs a
+    pooling pass per batch.
     """
 
     task = "segmentation"
-    run_settings = (*BaseTask.run_settings, "output_on_inference")
+    run_settings = (*BaseTask.run_settings, "output_on_inference", "boundary_miou")
 
-    def __init__(self, *args: Any, output_on_inference: str | list[str] = "prediction", **kwargs: Any):
+    def __init__(self, *args: Any, output_on_inference: str | list[str] = "prediction", boundary_miou: bool = False,
+                 **kwargs: Any):
+        self.boundary_miou = bool(boundary_miou)  # read by make_metrics, which the base class calls
         super().__init__(*args, **kwargs)
         outputs = [output_on_inference] if isinstance(output_on_inference, str) else list(output_on_inference)
         bad = [o for o in outputs if o not in OUTPUTS]
@@ -35,7 +40,12 @@ class SemanticSegmentationTask(BaseTask):
         self.outputs = outputs
 
     def make_metrics(self) -> M.SegmentationMetrics:
-        return M.SegmentationMetrics(self.num_classes, self.ignore_index, self.class_names)
+        return M.SegmentationMetrics(self.num_classes, self.ignore_index, self.class_names,
+                                     boundary=self.boundary_miou)
+
+    def metric_names(self, stage: str) -> list[str]:
+        extra = ["Boundary_mIoU"] if self.boundary_miou else []
+        return M.metric_names(self.task, stage, self.class_names, self.loss_fn.names, extra)
 
     def target(self, batch: dict[str, Any]) -> torch.Tensor:
         return batch["mask"].long()
