@@ -24,6 +24,35 @@ TERRATORCH_CLASS_MAP: dict[str, str | None] = {
     "terratorch.callbacks.StateDictAwareModelCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
     "StateDictAwareModelCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
 }
+OUR_DATA_MODULE = "terramind_ft.data.datamodule.GenericMultiModalDataModule"
+# GenericMultiModalDataModule keys of TerraTorch's with no counterpart here: accepted (and dropped, with a notice) when
+# they hold the value that means what ours does; any other value is refused with the reason.
+DATA_KEYS_AT_OUR_MEANING: dict[str, tuple[Any, str]] = {
+    "concat_bands": (False, "TerraMind takes each modality by name; joining them into one tensor is for "
+                            "single-modality backbones"),
+    "shared_transforms": (True, "independent random transforms per modality would misalign the modalities"),
+    "expand_temporal_dimension": (False, "time series per sample are not supported yet: give one date per sample"),
+    "data_with_sample_dim": (False, "samples that carry their own sample dimension are not supported"),
+    "sample_replace": (False, "sample_num_modalities draws modalities without replacement"),
+    "channel_position": (-3, "files are read bands first (C, H, W), as GeoTIFFs store them"),
+    "prefix": (None, "put the prefix in the split files' entries or in image_grep"),
+    "predict_dataset_bands": (None, "predict reads the bands of dataset_bands; use a predict config of its own for "
+                                    "files with other bands"),
+    "predict_output_bands": (None, "predict feeds the bands of output_bands; use a predict config of its own"),
+}
+# ... and those whose every value is fine here (a check that always runs, a switch of the same meaning).
+DATA_KEYS_DROPPED = {
+    "check_stackability": "sizes are always checked, from the raster headers",
+    "ignore_split_file_extensions": "split entries are matched as sample prefixes or file names, extension or not",
+}
+# GenericNonGeoSegmentationDataModule (one modality, TerraTorch's burn-scars config) -> ours, key by key.
+NONGEO_SEGMENTATION = ("terratorch.datamodules.GenericNonGeoSegmentationDataModule",
+                       "terratorch.datamodules.generic_pixel_wise_data_module.GenericNonGeoSegmentationDataModule",
+                       "GenericNonGeoSegmentationDataModule")
+NONGEO_RENAMED = {"img_grep": "image_grep", "allow_substring_split_file": "allow_substring_file_names",
+                  "skip_file_checks": None}
+NONGEO_PER_MODALITY = ("dataset_bands", "output_bands", "means", "stds", "constant_scale")
+
 # TerraTorch's auxiliary-head record: here a plain {name, decoder, decoder_args} mapping (its init_args).
 AUX_HEAD_CLASSES = ("terratorch.models.model.AuxiliaryHead", "terratorch.models.AuxiliaryHead")
 # TerraTorch task arguments with no counterpart here, and why they can go.
@@ -37,6 +66,12 @@ def translate_terratorch(config: dict[str, Any]) -> tuple[dict[str, Any], list[s
     """Map TerraTorch class paths and arguments in a config dict to ours. Returns (new config, notices)."""
     config = copy.deepcopy(config)
     notices: list[str] = []
+    data = config.get("data")
+    if isinstance(data, dict) and data.get("class_path") in NONGEO_SEGMENTATION:
+        notices.append(f"data.class_path: {data['class_path']} -> {OUR_DATA_MODULE} (one modality, named after "
+                       "the backbone's)")
+        data["class_path"] = OUR_DATA_MODULE
+        data["init_args"] = _nongeo_to_multimodal(dict(data.get("init_args") or {}), config)
     for key, node in list(walk(config)):
         path = node.get("class_path")
         if not isinstance(path, str):
@@ -63,9 +98,76 @@ def translate_terratorch(config: dict[str, Any]) -> tuple[dict[str, Any], list[s
         elif path.startswith("terratorch."):
             raise ConfigError(f"{path} has no terramind-ft counterpart; supported TerraTorch classes: "
                               f"{', '.join(k for k in TERRATORCH_CLASS_MAP if '.' in k)}", key=f"{key}.class_path")
+    data = config.get("data")
+    if isinstance(data, dict) and str(data.get("class_path", "")).endswith("GenericMultiModalDataModule"):
+        notices += _map_data_keys(data.setdefault("init_args", {}))
     model_init = (config.get("model") or {}).get("init_args") or {}
     for arg, why in TERRATORCH_DROPPED_TASK_ARGS.items():
         if arg in model_init:
             model_init.pop(arg)
             notices.append(f"model.init_args.{arg} dropped: {why}")
     return config, notices
+
+
+def _map_data_keys(init: dict[str, Any]) -> list[str]:
+    """TerraTorch's GenericMultiModalDataModule keys onto ours: same meaning dropped with a notice, other values
+    refused by name with the reason."""
+    notices = []
+    for key, (ours, why) in DATA_KEYS_AT_OUR_MEANING.items():
+        if key not in init:
+            continue
+        if init[key] != ours:
+            raise ConfigError(f"{init[key]!r} is not supported: {why} (terramind-ft reads the data as "
+                              f"{key}={ours!r})", key=f"data.init_args.{key}")
+        init.pop(key)
+        notices.append(f"data.init_args.{key}: {ours!r} is what terramind-ft does; dropped")
+    for key, why in DATA_KEYS_DROPPED.items():
+        if key in init:
+            init.pop(key)
+            notices.append(f"data.init_args.{key} dropped: {why}")
+    if "skip_file_checks" in init:
+        init["check_files"] = not bool(init.pop("skip_file_checks"))
+        notices.append(f"data.init_args.skip_file_checks -> check_files: {init['check_files']}")
+    if "image_modalities" in init:
+        image_modalities = init.pop("image_modalities")
+        if image_modalities is not None and list(image_modalities) != list(init.get("modalities") or []):
+            raise ConfigError("non-image modalities are not supported: every modality is a raster here; list the "
+                              "same names as modalities or remove the key", key="data.init_args.image_modalities")
+    rgb = init.get("rgb_indices")
+    if isinstance(rgb, dict):  # TerraTorch 1.1+: {modality: [indices]}
+        if len(rgb) != 1:
+            raise ConfigError("previews show one modality as RGB: give one {modality: [r, g, b]}",
+                              key="data.init_args.rgb_indices")
+        (modality, indices), = rgb.items()
+        init["rgb_modality"], init["rgb_indices"] = modality, list(indices)
+        notices.append(f"data.init_args.rgb_indices: {{{modality}: {list(indices)}}} -> rgb_modality {modality}, "
+                       f"rgb_indices {list(indices)}")
+    return notices
+
+
+def _nongeo_to_multimodal(init: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A single-modality GenericNonGeoSegmentationDataModule's arguments as ours: one modality, named after the
+    backbone's only input (backbone_modalities), label files beside the images unless a label root is given."""
+    model_args = (((config.get("model") or {}).get("init_args") or {}).get("model_args") or {})
+    backbone_modalities = model_args.get("backbone_modalities") or (model_args.get("backbone_kwargs") or {}).get(
+        "modalities")
+    if not backbone_modalities or len(backbone_modalities) != 1:
+        raise ConfigError(f"GenericNonGeoSegmentationDataModule holds one modality, and its name comes from the "
+                          f"backbone's only input: model_args.backbone_modalities is {backbone_modalities!r}; give one "
+                          "name (e.g. [S2L2A]) or use GenericMultiModalDataModule", key="data.class_path")
+    modality = str(backbone_modalities[0])
+    out: dict[str, Any] = {"modalities": [modality], "task": "segmentation"}
+    for key, value in init.items():
+        if key in NONGEO_RENAMED:
+            if key == "skip_file_checks":
+                out["skip_file_checks"] = value  # mapped with the multimodal keys
+            else:
+                out[NONGEO_RENAMED[key]] = value
+        elif key in NONGEO_PER_MODALITY and value is not None:
+            out[key] = {modality: value}
+        else:
+            out[key] = value
+    for split in ("train", "val", "test"):  # TerraTorch: no label root = the labels lie beside the images
+        if out.get(f"{split}_data_root") is not None and out.get(f"{split}_label_data_root") is None:
+            out[f"{split}_label_data_root"] = out[f"{split}_data_root"]
+    return out

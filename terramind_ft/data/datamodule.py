@@ -17,6 +17,7 @@ The parameter names are the ones TerraTorch users already write (``modalities``,
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import warnings
 from collections.abc import Sequence
@@ -93,8 +94,11 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         num_workers: DataLoader worker processes.
         train_data_root / val_data_root / test_data_root / predict_data_root: ``{modality: folder}`` or one
             folder shared by all modalities.
+        data_root: the data root of every split that gives none of its own (TerraTorch's fallback); use split
+            files then, or train, val and test read the same samples.
         train_label_data_root / val_label_data_root / test_label_data_root: folder of label rasters (or text
             files), or a csv ``prefix,class`` for classification/regression.
+        label_data_root: the label root of every split that gives none of its own.
         train_split / val_split / test_split / predict_split: txt (one prefix per line) or csv (prefix or
             file name in the first column; Sen1Floods11 csv rows ``X_S1Hand.tif,X_LabelHand.tif`` work).
         test_sets: several named test sets, ``{name: {data_root, label_data_root, split}}``; a key left out takes
@@ -105,7 +109,12 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         label_grep: file-name glob of the label files.
         allow_substring_file_names: also accept ``<prefix>*<suffix>`` names when ``<prefix><suffix>`` is absent.
         dataset_bands: per modality, the band names the files hold, in file order (default: the catalogue's).
+            An integer stands for a band without a name (TerraTorch's placeholder): it is read only if output_bands
+            names it, and then needs means/stds.
         output_bands: per modality, the bands to feed the model (a subset of dataset_bands, any order).
+        constant_scale: per modality, a factor the file values are multiplied by before standardisation (e.g.
+            10000 for reflectances stored as 0..1, to reach the digital numbers of the pretraining statistics); means
+            and stds are in the scaled units.
         means / stds: per modality, per output band (or per dataset band); default: TerraMind pretraining
             statistics. Keys of modalities not in ``modalities`` are ignored.
         no_data_replace: value that NaN and declared-nodata pixels get **after** standardisation (0 = mean).
@@ -136,9 +145,11 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         val_data_root: str | dict[str, str] | None = None,
         test_data_root: str | dict[str, str] | None = None,
         predict_data_root: str | dict[str, str] | None = None,
+        data_root: str | dict[str, str] | None = None,
         train_label_data_root: str | None = None,
         val_label_data_root: str | None = None,
         test_label_data_root: str | None = None,
+        label_data_root: str | None = None,
         train_split: str | None = None,
         val_split: str | None = None,
         test_split: str | None = None,
@@ -147,10 +158,11 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         image_grep: str | dict[str, str] = "*",
         label_grep: str = "*",
         allow_substring_file_names: bool = True,
-        dataset_bands: dict[str, list[str]] | None = None,
-        output_bands: dict[str, list[str]] | None = None,
+        dataset_bands: dict[str, list[str | int]] | None = None,
+        output_bands: dict[str, list[str | int]] | None = None,
         means: dict[str, list[float]] | None = None,
         stds: dict[str, list[float]] | None = None,
+        constant_scale: dict[str, float] | None = None,
         no_data_replace: float | None = 0.0,
         no_label_replace: int | None = -1,
         reduce_zero_label: bool = False,
@@ -215,6 +227,12 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             [str(i) for i in range(self.num_classes)] if self.num_classes else None)
 
         # Files.
+        train_data_root, val_data_root, test_data_root, predict_data_root = (
+            root if root is not None else data_root
+            for root in (train_data_root, val_data_root, test_data_root, predict_data_root))
+        train_label_data_root, val_label_data_root, test_label_data_root = (
+            root if root is not None else label_data_root
+            for root in (train_label_data_root, val_label_data_root, test_label_data_root))
         data_roots = {"train": train_data_root, "val": val_data_root, "test": test_data_root,
                       "predict": predict_data_root}
         self.roots = {split: normalise_roots(root, self.modalities, key=f"{KEY}.{split}_data_root",
@@ -228,6 +246,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
 
         # Bands and standardisation.
         self.specs = self._build_specs(dataset_bands or {}, output_bands or {}, means, stds)
+        self._apply_constant_scale(constant_scale or {})
         self.bands = {m: list(s.bands) if s.bands else None for m, s in self.specs.items()}
         self.means = {m: list(s.mean) for m, s in self.specs.items()}
         self.stds = {m: list(s.std) for m, s in self.specs.items()}
@@ -340,6 +359,9 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             entry = find_modality(m)
             file_bands = self._lookup(dataset_bands, m)
             out_bands = self._lookup(output_bands, m)
+            # integers are TerraTorch's placeholders for bands without a name: named by their number here
+            file_bands = [str(b) for b in file_bands] if file_bands is not None else None
+            out_bands = [str(b) for b in out_bands] if out_bands is not None else None
             if file_bands is None and out_bands is not None:
                 if entry is None:
                     raise ConfigError(f"output_bands for {m!r} need dataset_bands.{m} (the bands in the files)",
@@ -395,6 +417,21 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             specs[m] = ModalitySpec(m, tuple(band_indices) if band_indices is not None else None, expected,
                                     bands or None, tuple(mean), tuple(std))
         return specs
+
+    def _apply_constant_scale(self, constant_scale: dict[str, float]) -> None:
+        """(x * s - mean) / std == (x - mean / s) / (std / s): the factor is folded into the statistics, so files
+        are read as they are and nodata is still recognised in their own units."""
+        for name, factor in constant_scale.items():
+            m = next((mod for mod in self.modalities if self._lookup({name: factor}, mod) is not None), None)
+            if m is None:
+                raise ConfigError(f"constant_scale names {name!r}, which is not one of {self.modalities}",
+                                  key=f"{KEY}.constant_scale.{name}")
+            if not isinstance(factor, (int, float)) or factor <= 0:
+                raise ConfigError(f"constant_scale must be a positive number, got {factor!r}",
+                                  key=f"{KEY}.constant_scale.{name}")
+            spec = self.specs[m]
+            self.specs[m] = dataclasses.replace(spec, mean=tuple(v / factor for v in spec.mean),
+                                                std=tuple(v / factor for v in spec.std))
 
     def _default_rgb_indices(self) -> list[int]:
         bands = [_canonical_band(b) for b in (self.specs[self.rgb_modality].bands or ())]

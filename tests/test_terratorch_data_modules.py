@@ -1,0 +1,193 @@
+"""TerraTorch's data-module keys: accepted with the same meaning, mapped, or refused by name with the reason; its
+single-modality GenericNonGeoSegmentationDataModule (the official burn-scars config) runs on ours."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import rasterio
+import yaml
+from rasterio.transform import from_origin
+
+from cli_configs import FAST_TRAINER, sen1floods11_config, write
+from terramind_ft.cli import main
+from terramind_ft.cli.terratorch import translate_terratorch
+from terramind_ft.data import GenericMultiModalDataModule
+from terramind_ft.errors import ConfigError
+
+HLS_BANDS = ["BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2"]
+# The data and model sections of IBM's terramind_v1_base_burnscars.yaml (TerraTorch), on the tiny model.
+BURNSCARS = """
+seed_everything: 0
+trainer:
+  accelerator: cpu
+  precision: 32-true
+  max_epochs: 1
+  limit_train_batches: 2
+  limit_val_batches: 1
+  limit_test_batches: 1
+  enable_progress_bar: false
+  default_root_dir: {root}/run
+data:
+  class_path: terratorch.datamodules.GenericNonGeoSegmentationDataModule
+  init_args:
+    batch_size: 2
+    num_workers: 0
+    dataset_bands: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]
+    rgb_indices: [2, 1, 0]
+    train_data_root: {data}
+    val_data_root: {data}
+    test_data_root: {data}
+    train_split: {data}/train.txt
+    val_split: {data}/val.txt
+    test_split: {data}/test.txt
+    img_grep: "*_merged.tif"
+    label_grep: "*.mask.tif"
+    means: [0.0333, 0.0570, 0.0589, 0.2323, 0.1973, 0.1194]
+    stds: [0.0227, 0.0268, 0.0400, 0.0779, 0.0871, 0.0724]
+    no_data_replace: 0
+    no_label_replace: -1
+    num_classes: 2
+    train_transform:
+      - class_path: albumentations.D4
+      - class_path: ToTensorV2
+model:
+  class_path: terratorch.tasks.SemanticSegmentationTask
+  init_args:
+    model_factory: EncoderDecoderFactory
+    model_args:
+      backbone: terramind_v1_tiny
+      backbone_pretrained: false
+      backbone_modalities: [S2L2A]
+      backbone_bands: {{S2L2A: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]}}
+      necks:
+        - name: SelectIndices
+          indices: [2, 5, 8, 11]
+        - name: ReshapeTokensToImage
+          remove_cls_token: false
+        - name: LearnedInterpolateToPyramidal
+      decoder: UNetDecoder
+      decoder_channels: [32, 16, 16, 8]
+      head_dropout: 0.1
+      num_classes: 2
+    loss: dice
+    ignore_index: -1
+    freeze_backbone: true
+    class_names: [Others, Burned]
+"""
+
+
+def _burn_scars(folder, n=8, size=64):
+    """HLS-like chips: 6-band reflectance ``<id>_merged.tif`` and ``<id>.mask.tif`` side by side."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    ids = [f"subsetted_512x512_HLS.S30.T10SEH.2020{i:03d}" for i in range(n)]
+    for i, sample in enumerate(ids):
+        profile = {"driver": "GTiff", "width": size, "height": size, "crs": "EPSG:32610",
+                   "transform": from_origin(500000 + 1000 * i, 4200000, 30, 30)}
+        with rasterio.open(folder / f"{sample}_merged.tif", "w", count=6, dtype="float32", **profile) as dst:
+            dst.write(rng.uniform(0.0, 0.4, (6, size, size)).astype("float32"))
+        mask = (rng.random((size, size)) > 0.7).astype("int16")
+        mask[:4] = -1
+        with rasterio.open(folder / f"{sample}.mask.tif", "w", count=1, dtype="int16", nodata=-1, **profile) as dst:
+            dst.write(mask[None])
+    for name, part in (("train", ids[:4]), ("val", ids[4:6]), ("test", ids[6:])):
+        (folder / f"{name}.txt").write_text("\n".join(part) + "\n")
+    return folder
+
+
+def test_official_burn_scars_config_checks_fits_and_tests(tmp_path):
+    data = _burn_scars(tmp_path / "hls_burn_scars")
+    cfg = tmp_path / "terramind_v1_base_burnscars.yaml"
+    cfg.write_text(BURNSCARS.format(root=tmp_path, data=data))
+    assert main(["check", "--config", str(cfg)]) == 0
+    assert main(["fit", "--config", str(cfg)]) == 0
+    assert main(["test", "--config", str(cfg), "--ckpt_path", "best"]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "metrics.json").is_file()
+
+
+def test_nongeo_mapping_names_the_modality_after_the_backbone(tmp_path):
+    config = yaml.safe_load(BURNSCARS.format(root=tmp_path, data=tmp_path / "d"))
+    translated, notices = translate_terratorch(config)
+    init = translated["data"]["init_args"]
+    assert translated["data"]["class_path"].endswith("GenericMultiModalDataModule")
+    assert init["modalities"] == ["S2L2A"] and init["image_grep"] == "*_merged.tif"
+    assert init["dataset_bands"] == {"S2L2A": HLS_BANDS} and init["means"]["S2L2A"][0] == 0.0333
+    assert init["train_label_data_root"] == init["train_data_root"]  # labels beside the images
+    config["model"]["init_args"]["model_args"]["backbone_modalities"] = ["S2L2A", "S1GRD"]
+    with pytest.raises(ConfigError, match="holds one modality"):
+        translate_terratorch(config)
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("concat_bands", True, "TerraMind takes each modality by name"),
+    ("expand_temporal_dimension", True, "time series per sample are not supported yet"),
+    ("shared_transforms", False, "misalign"),
+    ("channel_position", -1, "bands first"),
+    ("image_modalities", ["S2L1C"], "non-image modalities"),
+])
+def test_terratorch_keys_with_another_meaning_are_refused_by_name(tmp_path, key, value, words):
+    config = sen1floods11_config(tmp_path)
+    config["data"]["init_args"][key] = value
+    with pytest.raises(ConfigError) as err:
+        translate_terratorch(config)
+    assert f"data.init_args.{key}" in str(err.value) and words in str(err.value)
+
+
+def test_terratorch_keys_at_our_meaning_are_accepted(tmp_path):
+    config = sen1floods11_config(tmp_path)
+    init = config["data"]["init_args"]
+    init.update(concat_bands=False, shared_transforms=True, check_stackability=False, skip_file_checks=False,
+                channel_position=-3, rgb_indices={"S2L1C": [3, 2, 1]}, image_modalities=["S2L1C", "S1GRD"])
+    translated, notices = translate_terratorch(config)
+    new = translated["data"]["init_args"]
+    assert new["rgb_modality"] == "S2L1C" and new["rgb_indices"] == [3, 2, 1] and new["check_files"] is True
+    assert not {"concat_bands", "shared_transforms", "check_stackability", "channel_position"} & set(new)
+    assert any("concat_bands" in n for n in notices)
+    GenericMultiModalDataModule(**new)  # and ours takes the rest
+
+
+def test_data_root_and_label_data_root_are_the_fallback_of_every_split(tmp_path):
+    config = sen1floods11_config(tmp_path)
+    init = config["data"]["init_args"]
+    init["data_root"] = init.pop("train_data_root")
+    init["label_data_root"] = init.pop("train_label_data_root")
+    for split in ("val", "test"):
+        init.pop(f"{split}_data_root"), init.pop(f"{split}_label_data_root")
+    dm = GenericMultiModalDataModule(**init)
+    assert {len(dm.records(s)) for s in ("train", "val", "test")} == {4, 2}
+    assert dm.roots["train"] == dm.roots["test"]
+
+
+def test_constant_scale_multiplies_the_values_before_standardisation(tmp_path):
+    config = sen1floods11_config(tmp_path)
+    init = config["data"]["init_args"]
+    plain = GenericMultiModalDataModule(**init)
+    scaled = GenericMultiModalDataModule(**init, constant_scale={"S1GRD": 2.0},
+                                         means={"S1GRD": [-24.0, -40.0]}, stds={"S1GRD": [10.0, 12.0]})
+    raw = plain.make_dataset("train", raw=True)[0]["image"]["S1GRD"].numpy()
+    got = scaled.make_dataset("train")[0]["image"]["S1GRD"].numpy()
+    expected = (raw * 2.0 - np.array([-24.0, -40.0])[:, None, None]) / np.array([10.0, 12.0])[:, None, None]
+    valid = np.isfinite(expected)
+    np.testing.assert_allclose(got[valid], expected[valid], rtol=1e-5, atol=1e-5)
+
+
+def test_integer_band_placeholders_in_dataset_bands(tmp_path):
+    config = sen1floods11_config(tmp_path)
+    init = config["data"]["init_args"]
+    init["dataset_bands"] = {"S1GRD": ["VV", 7]}
+    init["output_bands"] = {"S1GRD": ["VV"]}
+    dm = GenericMultiModalDataModule(**init)
+    assert dm.specs["S1GRD"].band_indices == (0,)
+    init["output_bands"] = {"S1GRD": ["VV", 7]}
+    with pytest.raises(ConfigError, match="pretraining statistics"):
+        GenericMultiModalDataModule(**init)  # a band without a name has no catalogue statistics
+
+
+def test_integer_placeholders_through_the_cli_parser(tmp_path):
+    config = sen1floods11_config(tmp_path)
+    config["data"]["init_args"]["dataset_bands"] = {"S1GRD": ["VV", 7]}
+    config["data"]["init_args"]["output_bands"] = {"S1GRD": ["VV"]}
+    config["model"]["init_args"]["model_args"]["backbone_bands"] = {"S1GRD": ["VV"]}
+    config["trainer"] = {**FAST_TRAINER, "default_root_dir": str(tmp_path / "run")}
+    assert main(["fit", "--config", write(config, tmp_path / "placeholders.yaml")]) == 0
