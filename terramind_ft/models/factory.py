@@ -47,6 +47,11 @@ DEFAULT_DECODER = {"segmentation": "UNetDecoder", "classification": "IdentityDec
 MODEL_KEYS = ("backbone", "backbone_kwargs", "necks", "decoder", "num_classes", "rescale", "padding", "peft_config",
               "aux_decoders")
 AUX_KEYS = ("name", "decoder", "decoder_args")
+# TerraTorch keys whose feature is not built yet: refused by name instead of "unknown argument".
+_TEMPORAL = ("multi-temporal inputs (TerraTorch's TemporalWrapper: [B, C, T, H, W] per modality) are not supported "
+             "yet; give one date per sample")
+NOT_YET = {"backbone_use_temporal": _TEMPORAL, "backbone_temporal_pooling": _TEMPORAL,
+           "backbone_temporal_n_timestamps": _TEMPORAL}
 PADDING_MODES = ("reflect", "replicate", "constant")
 
 
@@ -162,9 +167,15 @@ class EncoderDecoderModel(nn.Module):
 def _split_args(model_args: dict[str, Any], key: str) -> tuple[dict, dict, dict, dict]:
     """Split model_args into (plain, backbone_*, decoder_*, head_*); refuse unknown keys."""
     plain, backbone, decoder, head = {}, {}, {}, {}
-    known = list(MODEL_KEYS) + ["backbone_<arg>", "decoder_<arg>", "head_<arg>"]
+    known = list(MODEL_KEYS) + ["decoder_kwargs", "head_kwargs", "backbone_<arg>", "decoder_<arg>", "head_<arg>"]
     for k, v in model_args.items():
-        if k in MODEL_KEYS:
+        if k in NOT_YET:
+            raise ConfigError(NOT_YET[k], key=f"{key}.{k}")
+        if k in ("decoder_kwargs", "head_kwargs"):  # TerraTorch's dict forms of decoder_<arg> / head_<arg>
+            if not isinstance(v, dict):
+                raise ConfigError(f"{k} is a mapping of arguments, got {v!r}", key=f"{key}.{k}")
+            (decoder if k == "decoder_kwargs" else head).update(v)
+        elif k in MODEL_KEYS:
             plain[k] = v
         elif k.startswith("backbone_"):
             backbone[k[len("backbone_"):]] = v

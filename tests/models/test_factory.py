@@ -101,3 +101,19 @@ def test_freezing():
     assert not any(p.requires_grad for p in model.encoder.parameters())
     assert not any(p.requires_grad for p in model.decoder.parameters())
     assert all(p.requires_grad for p in model.head.parameters())
+
+
+def test_decoder_kwargs_and_head_kwargs_are_terratorchs_dict_forms():
+    args = {k: v for k, v in SEG_ARGS.items() if not k.startswith(("decoder_", "head_"))}
+    prefixed = build_model("segmentation", dict(SEG_ARGS))
+    as_dicts = build_model("segmentation", {**args,
+                                            "decoder_kwargs": {k[len("decoder_"):]: v for k, v in SEG_ARGS.items()
+                                                               if k.startswith("decoder_")},
+                                            "head_kwargs": {k[len("head_"):]: v for k, v in SEG_ARGS.items()
+                                                            if k.startswith("head_")}})
+    assert prefixed.state_dict().keys() == as_dicts.state_dict().keys()
+
+
+def test_temporal_keys_are_refused_by_name():
+    with pytest.raises(ConfigError, match=r"model_args\.backbone_use_temporal: multi-temporal inputs"):
+        build_model("segmentation", {**SEG_ARGS, "backbone_use_temporal": True})
