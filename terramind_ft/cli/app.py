@@ -23,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -471,7 +470,8 @@ def build_cli(args: list[str], run: bool = False) -> TerraMindCLI:
         raise ConfigError(f"give a subcommand first: {', '.join(SUBCOMMANDS)}", key="subcommand")
     configure_logging()
     args = prepare_args(args, subcommand if run else None)
-    argv, sys.argv = sys.argv, sys.argv[:1]  # args are explicit: keep Lightning from also reading sys.argv
+    # sys.argv stays the user's command: Lightning's DDP launcher starts the other ranks by running it again
+    # (LightningCLI reads only ``args``).
     try:
         return TerraMindCLI(args=args, run=run, **_cli_kwargs())
     except Exception as err:  # jsonargparse wraps our typed errors in "Does not validate ..." unions
@@ -482,8 +482,6 @@ def build_cli(args: list[str], run: bool = False) -> TerraMindCLI:
             key, message = summarize_jsonargparse_error(str(err))
             raise ConfigError(message, key=key) from None
         raise
-    finally:
-        sys.argv = argv
 
 
 def summarize_jsonargparse_error(text: str) -> tuple[str | None, str]:
