@@ -8,7 +8,7 @@ exists, how to fix it. Each subclasses the matching built-in so that callers cat
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 
 def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
@@ -19,6 +19,15 @@ def did_you_mean(name: str, choices: Iterable[str], n: int = 3) -> str:
     if not close:
         return ""
     return " Did you mean " + " or ".join(repr(lowered[c]) for c in close) + "?"
+
+
+def check_known_keys(mapping: Iterable, known: Sequence[str], key: str, what: str) -> None:
+    """Refuse the first key of ``mapping`` not in ``known``: ``<key>.<k>: unknown key 'k'. Did you mean ...? <what>
+    takes a, b, c``."""
+    for k in mapping:
+        if k not in known:
+            raise ConfigError(f"unknown key {k!r}.{did_you_mean(str(k), known)} {what} takes {', '.join(known)}",
+                              key=f"{key}.{k}")
 
 
 def find_in_chain(err: BaseException | None, kind: type | tuple[type, ...]) -> BaseException | None:

@@ -35,7 +35,7 @@ from terramind_ft.data.files import (
 )
 from terramind_ft.data.raster import RasterHeader, cached_header, read_text_label, same_georeference
 from terramind_ft.data.transforms import Compose, build_transform
-from terramind_ft.errors import ConfigError, DataError, RasterMismatchError, did_you_mean
+from terramind_ft.errors import ConfigError, DataError, RasterMismatchError, check_known_keys, did_you_mean
 from terramind_ft.io import plain_hyperparameters
 from terramind_ft.modalities import S2_BAND_IDS, accepted_names, find_modality
 
@@ -296,10 +296,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             if not isinstance(name, str) or not name or "/" in name:
                 raise ConfigError(f"a test set name is a word without '/', got {name!r}", key=key)
             spec = dict(spec or {})
-            for k in spec:
-                if k not in TEST_SET_KEYS:
-                    raise ConfigError(f"unknown key {k!r}.{did_you_mean(k, TEST_SET_KEYS)} A test set takes "
-                                      f"{', '.join(TEST_SET_KEYS)}", key=f"{key}.{k}")
+            check_known_keys(spec, TEST_SET_KEYS, key, "A test set")
             split = f"test:{name}"
             self.roots[split] = normalise_roots(spec.get("data_root", data_root), self.modalities,
                                                 key=f"{key}.data_root", allow_missing=self.allow_missing_modalities)

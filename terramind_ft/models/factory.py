@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from terramind_ft.errors import ConfigError, did_you_mean
+from terramind_ft.errors import ConfigError, check_known_keys, did_you_mean
 from terramind_ft.models.necks import build_necks
 from terramind_ft.registry import BACKBONE_REGISTRY, DECODER_REGISTRY, HEAD_REGISTRY, accepted_kwargs
 
@@ -283,10 +283,7 @@ def _aux_heads(task: str, specs: Any, channels: list[int], num_classes: int | No
             spec = spec.get("init_args") or {}
         if not isinstance(spec, Mapping):
             raise ConfigError(f"expected {{name, decoder, decoder_args}}, got {spec!r}", key=where)
-        for k in spec:
-            if k not in AUX_KEYS:
-                raise ConfigError(f"unknown key {k!r}.{did_you_mean(str(k), AUX_KEYS)} An auxiliary head takes "
-                                  f"{', '.join(AUX_KEYS)}", key=f"{where}.{k}")
+        check_known_keys(spec, AUX_KEYS, where, "An auxiliary head")
         name = spec.get("name")
         if not isinstance(name, str) or not name or "." in name:
             raise ConfigError(f"each auxiliary head needs a name (no dots) for aux_loss, got {name!r}",

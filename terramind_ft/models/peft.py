@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from terramind_ft.errors import ConfigError, did_you_mean
+from terramind_ft.errors import ConfigError, check_known_keys, did_you_mean
 
 PEFT_KEYS = ("method", "replace_qkv", "peft_config_kwargs")
 INSTALL_HINT = "pip install 'terramind-ft[peft]'"
@@ -47,10 +47,7 @@ class PeftSpec:
     def from_mapping(cls, config: Any, key: str) -> PeftSpec:
         if not isinstance(config, Mapping):
             raise ConfigError(f"peft_config must be a mapping with {', '.join(PEFT_KEYS)}, got {config!r}", key=key)
-        for k in config:
-            if k not in PEFT_KEYS:
-                raise ConfigError(f"unknown peft_config key {k!r}.{did_you_mean(str(k), PEFT_KEYS)} It takes "
-                                  f"{', '.join(PEFT_KEYS)}", key=f"{key}.{k}")
+        check_known_keys(config, PEFT_KEYS, key, "peft_config")
         method = config.get("method")
         if not isinstance(method, str) or not method:
             raise ConfigError("peft_config needs a method, e.g. method: LORA", key=f"{key}.method")
