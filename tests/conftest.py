@@ -34,6 +34,18 @@ def terramesh_dir() -> Path:
     return TERRAMESH_DIR
 
 
+@pytest.fixture(scope="session")
+def slurm_cluster() -> None:
+    """The local SLURM of scripts/slurm/local_cluster.sh (``.ci/run`` starts it); skip with the reason if it is down."""
+    import subprocess
+
+    script = REPO_ROOT / "scripts" / "slurm" / "local_cluster.sh"
+    status = subprocess.run(["bash", str(script), "status"], capture_output=True, text=True)
+    if status.returncode != 0:
+        pytest.skip(f"no local SLURM ({(status.stderr or status.stdout).strip()}); start one with: bash "
+                    "scripts/slurm/local_cluster.sh start (needs root and Debian's packages)")
+
+
 @pytest.fixture(autouse=True)
 def _offline_and_seeded(monkeypatch, tmp_path):
     """No test may reach the network or write into a shared cache."""

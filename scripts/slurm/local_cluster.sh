@@ -18,6 +18,7 @@ CONF_DIR=/etc/slurm
 HOST="$(hostname -s)"
 
 say() { echo "local_cluster: $*" >&2; }
+running() { pgrep -x -r R,S,D "$1" >/dev/null; }  # a zombie of an earlier daemon does not count
 
 install_packages() {
     local missing=()
@@ -97,7 +98,7 @@ start() {
     mkdir -p "$DIR"
     install_packages
     write_configs
-    if ! pgrep -x munged >/dev/null; then
+    if ! running munged; then
         [ -s /etc/munge/munge.key ] || { mkdir -p /etc/munge; dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 \
             count=1 2>/dev/null; }
         chown -R munge:munge /etc/munge 2>/dev/null || true
@@ -107,17 +108,17 @@ start() {
         if id munge >/dev/null 2>&1; then su -s /bin/sh munge -c munged; else munged --force; fi
     fi
     wait_for 10 munged munge -n
-    if ! pgrep -x mariadbd >/dev/null; then
+    if ! running mariadbd; then
         mkdir -p /run/mysqld && chown mysql:mysql /run/mysqld 2>/dev/null || true
         (mariadbd-safe --user=mysql >"$DIR/log/mariadb.log" 2>&1 &)
     fi
     wait_for 30 mariadb mariadb -u root -e "select 1"
-    pgrep -x slurmdbd >/dev/null || slurmdbd
+    running slurmdbd || slurmdbd
     wait_for 30 slurmdbd sacctmgr -i list cluster
     sacctmgr -i add cluster terramindci >/dev/null 2>&1 || true
-    pgrep -x slurmctld >/dev/null || slurmctld
+    running slurmctld || slurmctld
     wait_for 30 slurmctld scontrol ping
-    pgrep -x slurmd >/dev/null || slurmd
+    running slurmd || slurmd
     wait_for 30 "the node" sh -c "sinfo -h -o %T | grep -qE 'idle|mix|alloc'"
     scontrol update nodename="$HOST" state=resume >/dev/null 2>&1 || true
     sinfo

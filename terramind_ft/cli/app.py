@@ -91,6 +91,8 @@ UNACTIONABLE_WARNINGS = (
     r".*`tensorboardX` has been removed as a dependency.*",  # said once by terramind-ft instead, with the extra
     r".*\.configure_optimizers` will be overridden by `TerraMindCLI.configure_optimizers`.*",  # lr_overrides, by design
     r".*is not supported by the model summary.*",
+    # our epoch metrics are torchmetrics synchronised across ranks before they are logged: nothing to add
+    r".*It is recommended to use `self.log\('(val|test)/.*sync_dist=True\)` when logging on epoch level.*",
     # we pass the parsed args and keep sys.argv the user's command on purpose (DDP's launcher re-runs it)
     r".*LightningCLI's args parameter is intended to run from within Python.*",
 )

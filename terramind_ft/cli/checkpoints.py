@@ -147,7 +147,7 @@ class LastCheckpoint(Checkpoint):
     def save(self, trainer: Trainer, why: str = "") -> None:
         if trainer.sanity_checking or trainer.global_step == self._saved_step and self.path.is_file():
             return
-        trainer.save_checkpoint(self.path)
+        trainer.save_checkpoint(self.path, weights_only=False)  # the full state: it resumes a run
         self._saved_step = trainer.global_step
         if why:
             log.info("saved %s (%s, epoch %d, step %d)", self.path, why, trainer.current_epoch, trainer.global_step)

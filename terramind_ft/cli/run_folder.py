@@ -64,9 +64,12 @@ def existing_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def claim_for_fit(run_dir: Path, resuming: bool, overwrite: bool) -> None:
-    """Refuse (or, with ``overwrite``, clear) a run folder that holds another run's checkpoints."""
+    """Refuse (or, with ``overwrite``, clear) a run folder that holds another run's checkpoints.
+
+    A folder with Lightning's ``hpc_ckpt_<n>.ckpt`` is the same run after a SLURM requeue: Lightning resumes from
+    that file by itself, so the run is resuming even without ``--ckpt_path``."""
     found = existing_checkpoints(run_dir)
-    if not found or resuming:
+    if not found or resuming or (not overwrite and any(run_dir.glob("hpc_ckpt_*.ckpt"))):
         return
     names = ", ".join(p.name for p in found[:4]) + (" ..." if len(found) > 4 else "")
     if not overwrite:

@@ -266,7 +266,7 @@ class SweepWorker(submitit.helpers.Checkpointable):
             path = Path(active["run_dir"]) / PREEMPT_CHECKPOINT
             try:
                 with atomic_path(path, suffix=".ckpt") as tmp:
-                    trainer.save_checkpoint(tmp)
+                    trainer.save_checkpoint(tmp, weights_only=False)
             except Exception as exc:  # the last epoch's last.ckpt is still there to resume from
                 log.warning("could not save %s on preemption: %s", path, exc)
         resume = self.current_trial if self.current_trial is not None else active.get("number")

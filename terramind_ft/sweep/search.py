@@ -130,6 +130,44 @@ def repair_journal(path: Path, lock: Any) -> int:
         lock.release()
 
 
+class TrialSeededRandomSampler(optuna.samplers.BaseSampler):
+    """Random search whose draws depend on (seed, trial number, parameter name) only: trial N gets the same
+    values whichever worker asks for it and whenever, so a sweep on 8 SLURM array tasks proposes exactly what
+    the same sweep proposes on one machine (Optuna's RandomSampler draws from one stream per process)."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return {}
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        import zlib
+
+        import numpy as np
+
+        rng = np.random.default_rng([self.seed, trial.number, zlib.crc32(param_name.encode())])
+        d = param_distribution
+        if isinstance(d, optuna.distributions.CategoricalDistribution):
+            return d.choices[int(rng.integers(len(d.choices)))]
+        if isinstance(d, optuna.distributions.FloatDistribution):
+            if d.log:
+                return float(math.exp(rng.uniform(math.log(d.low), math.log(d.high))))
+            if d.step is not None:
+                return float(d.low + d.step * int(rng.integers(int(round((d.high - d.low) / d.step)) + 1)))
+            return float(rng.uniform(d.low, d.high))
+        if isinstance(d, optuna.distributions.IntDistribution):
+            if d.log:
+                value = math.exp(rng.uniform(math.log(d.low - 0.5), math.log(d.high + 0.5)))
+                return int(min(max(round(value), d.low), d.high))
+            return int(d.low + d.step * int(rng.integers((d.high - d.low) // d.step + 1)))
+        raise TypeError(f"no random draw for {type(d).__name__} ({param_name})")
+
+
 def build_sampler(spec: SweepSpec, parallel: bool = False, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler; ``seed_offset`` keeps workers (and restarts) that share ``study.seed`` from drawing the
     same random points."""
@@ -144,6 +182,8 @@ def build_sampler(spec: SweepSpec, parallel: bool = False, seed_offset: int = 0)
         return optuna.samplers.GridSampler(grid, seed=seed, **args)
     if study.sampler == "random":
         check_kwargs(optuna.samplers.RandomSampler, args, "the random sampler", key=key)
+        if study.seed is not None and not args:
+            return TrialSeededRandomSampler(study.seed)
         return optuna.samplers.RandomSampler(seed=seed, **args)
     check_kwargs(optuna.samplers.TPESampler, args, "the TPE sampler", key=key)
     # With several workers, the "constant liar" keeps TPE from proposing the same point to each of them.

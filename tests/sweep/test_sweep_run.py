@@ -130,3 +130,28 @@ def test_rdb_storage_url(toy_sweep, tmp_path):
     [trial] = study_trials(spec)
     assert trial.state == TrialState.COMPLETE
     assert result_rows(spec)[0]["state"] == "COMPLETE"
+
+
+def test_random_draws_depend_on_the_trial_number_not_the_worker():
+    """Trial N gets the same parameters whichever process asks first: SLURM array tasks reproduce a local run."""
+    import optuna
+
+    from terramind_ft.sweep.search import TrialSeededRandomSampler
+
+    space = {"lr": optuna.distributions.FloatDistribution(1e-5, 1e-1, log=True),
+             "width": optuna.distributions.IntDistribution(4, 64, step=4),
+             "head": optuna.distributions.CategoricalDistribution(["a", "b", "c"])}
+
+    def draws(order):
+        out = {}
+        for number in order:
+            study = optuna.create_study(sampler=TrialSeededRandomSampler(0))
+            for _ in range(number):  # earlier trials asked elsewhere
+                study.tell(study.ask(space), 0.0)
+            out[number] = study.ask(space).params
+        return out
+
+    first, second = draws([0, 1, 2, 3]), draws([3, 1, 0, 2])
+    assert first == second
+    assert len({tuple(p.values()) for p in first.values()}) == 4
+    assert all(1e-5 <= p["lr"] <= 1e-1 and p["width"] % 4 == 0 and p["head"] in "abc" for p in first.values())
