@@ -15,6 +15,7 @@ The package, one file per concern:
 * ``checkpoints`` best/last checkpoints, atomic checkpoint files, what ``--ckpt_path`` restores
 * ``preflight``   monitors and checkpoints checked before anything is written or trained
 * ``signals``     SIGTERM/SIGINT: stop between batches, save last.ckpt in fit, leave no partial output
+* ``help``        ``fit --help`` and friends, read from the sources (fast, our keys first)
 * ``report``      typed errors -> ``terramind-ft: <kind> error: ...`` and the exit codes
 """
 
@@ -76,6 +77,13 @@ def _dispatch(argv: list[str]) -> int:
     command = argv[0].replace("_", "-") if argv[0].replace("_", "-") in EXTRA_COMMANDS else argv[0]
     if command in EXTRA_COMMANDS:
         return _run_extra(command, argv[1:])
+    if command in LIGHTNING_COMMANDS and any(a in ("-h", "--help") for a in argv[1:]):
+        from terramind_ft.cli.help import subcommand_help  # read from the sources: no torch, no Lightning
+
+        print(subcommand_help(command), end="")
+        return 0
+    if "--help-lightning" in argv[1:]:  # LightningCLI's own (slow, complete) help
+        argv = [a if a != "--help-lightning" else "--help" for a in argv]
     from terramind_ft.cli.app import run_lightning_cli
 
     return run_lightning_cli(argv)

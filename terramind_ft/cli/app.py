@@ -61,6 +61,7 @@ from terramind_ft.cli.keys import (
     check_optional_packages,
     check_override_keys,
 )
+from terramind_ft.cli.help import CKPT_PATH_HELP
 from terramind_ft.cli.custom_modules import custom_modules_from, import_custom_modules
 from terramind_ft.cli.metrics_file import TestMetricsWriter
 from terramind_ft.cli.preflight import check_monitors
@@ -76,11 +77,6 @@ from terramind_ft.tasks.base import BaseTask
 log = logging.getLogger("terramind_ft.cli")
 
 UNTRAINED = "untrained"  # the weights tag of outputs made without a fitted checkpoint
-CKPT_PATH_HELP = ("a .ckpt file, or 'best' / 'last': this run folder's checkpoints/best.ckpt (best by the task's "
-                  "monitor) and checkpoints/last.ckpt (the last epoch; fit --ckpt_path last resumes). The checkpoint "
-                  "gives the model's structure; tiling, outputs and previews come from the config and the command "
-                  "line. Checked before anything is written.")
-
 
 # ------------------------------------------------------------------------------------------------ logging
 

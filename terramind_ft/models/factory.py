@@ -1,22 +1,19 @@
 """Encoder–decoder assembly from TerraTorch-style ``model_args`` (``EncoderDecoderFactory``).
 
-``model_args`` as TerraTorch users write them::
+``model_args`` as TerraTorch users write them (``terramind-ft fit --help`` prints this list)::
 
-    backbone: terramind_v1_base          # BACKBONE_REGISTRY name (or an nn.Module)
-    backbone_pretrained: true            # backbone_<x> -> backbone builder argument <x>
-    backbone_modalities: [S2L1C, S1GRD]  # (or backbone_kwargs: {...})
-    necks: [{name: SelectIndices, indices: [2, 5, 8, 11]}, {name: ReshapeTokensToImage}, ...]
-    decoder: UNetDecoder                 # DECODER_REGISTRY name
-    decoder_channels: [512, 256, 128, 64]   # decoder_<x> -> decoder argument <x>
-    head_dropout: 0.1                    # head_<x> -> head argument <x>
-    num_classes: 2
+    backbone: terramind_v1_base          # terramind_v1_{tiny,small,base,large}[_tim] (BACKBONE_REGISTRY) or a module
+    backbone_pretrained: true            # backbone_<x>: the backbone's argument <x>; or backbone_kwargs: {x: ...}
+    backbone_modalities: [S2L1C, S1GRD]  # the inputs, by catalogue name; backbone_bands, backbone_ckpt_path, ...
+    necks: [{name: SelectIndices, indices: [2, 5, 8, 11]}, {name: ReshapeTokensToImage}]  # applied in order
+    decoder: UNetDecoder                 # UNetDecoder | UperNetDecoder | FCNDecoder | IdentityDecoder
+    decoder_channels: [512, 256, 128, 64]  # decoder_<x>: the decoder's argument <x>; or decoder_kwargs: {x: ...}
+    head_dropout: 0.1                    # head_<x>: the head's argument <x>; or head_kwargs: {x: ...}
+    num_classes: 2                       # classes of segmentation and classification (not regression)
     rescale: true                        # resize the output to the input size (pixel tasks)
     padding: reflect                     # how inputs are padded to a multiple of the patch size
-    peft_config: {method: LORA, replace_qkv: qkv, peft_config_kwargs: {...}}   # adapters (models/peft.py)
-    aux_decoders:                        # extra decoder + head on the same neck features, trained with
-      - name: aux                        #   the task's aux_loss weights, not run at inference
-        decoder: FCNDecoder
-        decoder_args: {decoder_channels: 256, decoder_in_index: -1, head_dropout: 0.1}
+    peft_config: {method: LORA, replace_qkv: qkv, peft_config_kwargs: {r: 16}}  # adapters (models/peft.py)
+    aux_decoders: [{name: aux, decoder: FCNDecoder, decoder_args: {}}]  # trained with aux_loss, not at inference
 
 Every argument must be used: an unknown or misspelt key is a :class:`ConfigError` naming it (with "did you
 mean"). Inputs whose size is not a multiple of the backbone's patch size are padded at the bottom/right

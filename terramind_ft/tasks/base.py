@@ -118,13 +118,27 @@ class BaseTask(pl.LightningModule):
                 terramind_v1_base), 'backbone_<arg>' (pretrained, modalities, bands, merge_method, ckpt_path, ...),
                 'necks' (list of {name, args}), 'decoder' (UNetDecoder, UperNetDecoder, FCNDecoder,
                 IdentityDecoder) and 'decoder_<arg>', 'head_<arg>', 'num_classes', 'rescale', 'padding'.
-            loss: a loss name, a list (summed) or {name: weight}.
+            model_factory: EncoderDecoderFactory (TerraTorch's name; the only factory).
+            model: an already built nn.Module instead of model_args (Python use).
+            loss: a loss name, a list (summed) or {name: weight}: segmentation ce, dice, focal, jaccard, lovasz;
+                classification ce, focal; regression mse, mae, rmse, huber.
             ignore_index: label value ignored by loss and metrics.
+            class_weights: one weight per class for the loss.
+            class_names: names of the classes, in metric names (IoU_<name>), previews and GeoTIFF tags.
             lr: learning rate of the default optimiser (AdamW) and of lr_overrides-free parameters.
+            optimizer: a torch.optim class name (or a top-level optimizer: block).
+            optimizer_hparams: more arguments of the optimiser (weight_decay, betas, ...).
+            scheduler: a torch.optim.lr_scheduler class name, e.g. ReduceLROnPlateau, CosineAnnealingLR.
+            scheduler_hparams: its arguments, plus interval (epoch | step) and monitor (default val/loss).
+            lr_overrides: {parameter-name substring: lr}, e.g. {model.encoder: 1e-5}.
             freeze_backbone: train only necks, decoder and head.
+            freeze_decoder: freeze the necks and the decoder.
+            freeze_head: freeze the head.
             plot_on_val: validation previews per epoch (0 = none).
             tiled_inference_parameters: {crop, stride, batch_size, ...}: predict (and val/test with the switches
                 below) chip by chip; predict then streams scenes from disk.
+            tiled_inference_on_validation: validation runs tiled too.
+            tiled_inference_on_testing: test runs tiled too.
             aux_heads: auxiliary heads ({name, decoder, decoder_args}), the same as model_args.aux_decoders.
             aux_loss: {auxiliary head name: weight of its loss}, one per auxiliary head.
             test_dataloaders_names: names of the test loaders, in order: metrics become test/<name>/<metric> and

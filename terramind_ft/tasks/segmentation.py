@@ -16,13 +16,14 @@ OUTPUTS = ("prediction", "probabilities", "logits")
 
 
 class SemanticSegmentationTask(BaseTask):
-    """Semantic segmentation (``batch["mask"]``: int64 [B, H, W]); see :class:`BaseTask` for arguments.
+    """Semantic segmentation (``batch["mask"]``: int64 [B, H, W]); see :class:`BaseTask` for the other arguments.
 
-    ``output_on_inference``: what ``predict`` writes, any of ``prediction`` (uint8 class map, always
-    written), ``probabilities`` (float32 softmax), ``logits`` (float32).
-    ``boundary_miou``: also compute ``val/Boundary_mIoU`` and ``test/Boundary_mIoU`` (the IoU of the bands along
-    the class contours; see :class:`~terramind_ft.tasks.metrics.SegmentationMetrics`). Off by default: it costs a
-    pooling pass per batch.
+    Args:
+        output_on_inference: what ``predict`` writes, any of ``prediction`` (uint8 class map, always written),
+            ``probabilities`` (float32 softmax), ``logits`` (float32).
+        boundary_miou: also compute ``val/Boundary_mIoU`` and ``test/Boundary_mIoU`` (the IoU of the bands along
+            the class contours; see :class:`~terramind_ft.tasks.metrics.SegmentationMetrics`). Off by default: it
+            costs a pooling pass per batch.
     """
 
     task = "segmentation"
