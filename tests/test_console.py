@@ -29,6 +29,23 @@ def test_a_fit_prints_no_unactionable_third_party_lines(tmp_path):
     assert console.count("albumentations.D4 ->") == 1
     assert "terramind-ft[tensorboard]" in console  # what to install for TensorBoard, instead of Lightning's note
     assert "fit done:" in console and "best val/mIoU" in console  # the closing line
+    # random weights: the closing note says what pretrained weights give and how to get them
+    assert "started from random weights" in console and "mIoU 0.906" in console
+    assert "backbone_pretrained: true" in console and "ibm-esa-geospatial/TerraMind-1.0-tiny" in console
+
+
+def test_no_random_weight_note_when_the_backbone_starts_from_a_file(tmp_path, capsys):
+    import torch
+
+    from terramind_ft.registry import BACKBONE_REGISTRY
+
+    weights = tmp_path / "tiny.pt"
+    torch.save(BACKBONE_REGISTRY.get("terramind_v1_tiny")(modalities=["S2L1C", "S1GRD"]).state_dict(), weights)
+    config = sen1floods11_config(tmp_path)
+    config["model"]["init_args"]["model_args"]["backbone_ckpt_path"] = str(weights)
+    assert main(["fit", "--config", write(config, tmp_path / "c.yaml")]) == 0
+    err = capsys.readouterr().err
+    assert "fit done:" in err and "random weights" not in err
 
 
 def test_a_logger_whose_package_is_missing_names_the_extra(tmp_path, capsys):

@@ -437,6 +437,29 @@ class TerraMindCLI(LightningCLI):
         if last is not None and last.path.is_file():
             parts.append(f"last -> {last.path}")
         log.info("; ".join(parts))
+        note = random_start_note(self.model, resumed=bool(self._section().get("ckpt_path")))
+        if note:
+            log.info(note)
+
+
+# What pretrained weights give, to set a random-weight run's score against: the TerraMind paper's fine-tuning figure
+# on Sen1Floods11 (test split, PANGAEA protocol, mIoU over 2 classes).
+PRETRAINED_REFERENCE = "TerraMind v1 base fine-tuned on Sen1Floods11 reaches test mIoU 0.906 (the paper's figure)"
+
+
+def random_start_note(task: Any, resumed: bool = False) -> str | None:
+    """One line when the backbone started from random weights: scores are then far from what TerraMind does, and
+    the user should know how to get the pretrained weights. None when it started from a checkpoint."""
+    encoder = getattr(getattr(task, "model", None), "encoder", None)
+    if encoder is None or resumed or not hasattr(encoder, "load_report") or encoder.load_report is not None:
+        return None
+    size = getattr(encoder, "size", None)
+    repo = getattr(size, "hf_repo_id", None)
+    source = f"the Hugging Face repo {repo}" if repo else "Hugging Face"
+    return (f"note: the backbone started from random weights, so these scores say little about TerraMind; "
+            f"{PRETRAINED_REFERENCE}. Start from the pretrained weights with "
+            f"model.init_args.model_args.backbone_pretrained: true (downloads from {source}, once) or "
+            "backbone_ckpt_path: a local .pt/.safetensors file")
 
 
 def _cli_kwargs() -> dict[str, Any]:
