@@ -121,7 +121,7 @@ def test_nongeo_mapping_names_the_modality_after_the_backbone(tmp_path):
 
 @pytest.mark.parametrize(("key", "value", "words"), [
     ("concat_bands", True, "TerraMind takes each modality by name"),
-    ("expand_temporal_dimension", True, "time series per sample are not supported yet"),
+    ("expand_temporal_dimension", True, "time_steps: {<modality>: <dates>} and time_layout"),
     ("shared_transforms", False, "misalign"),
     ("channel_position", -1, "bands first"),
     ("image_modalities", ["S2L1C"], "non-image modalities"),

@@ -31,7 +31,10 @@ DATA_KEYS_AT_OUR_MEANING: dict[str, tuple[Any, str]] = {
     "concat_bands": (False, "TerraMind takes each modality by name; joining them into one tensor is for "
                             "single-modality backbones"),
     "shared_transforms": (True, "independent random transforms per modality would misalign the modalities"),
-    "expand_temporal_dimension": (False, "time series per sample are not supported yet: give one date per sample"),
+    "expand_temporal_dimension": (False, "give the dates explicitly instead: time_steps: {<modality>: <dates>} and "
+                                         "time_layout: time_major (all bands of date 1, then date 2, ...) or "
+                                         "band_major (each band at every date; what TerraTorch's reshape assumes), "
+                                         "whichever your files hold"),
     "data_with_sample_dim": (False, "samples that carry their own sample dimension are not supported"),
     "sample_replace": (False, "sample_num_modalities draws modalities without replacement"),
     "channel_position": (-3, "files are read bands first (C, H, W), as GeoTIFFs store them"),

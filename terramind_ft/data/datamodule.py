@@ -46,6 +46,7 @@ KEY = "data.init_args"
 MAX_LISTED = 10
 # Splits whose labels a stage needs.
 TEST_SET_KEYS = ("data_root", "label_data_root", "split")
+TIME_LAYOUTS = ("time_major", "band_major")
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 
 
@@ -101,6 +102,13 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         label_data_root: the label root of every split that gives none of its own.
         train_split / val_split / test_split / predict_split: txt (one prefix per line) or csv (prefix or
             file name in the first column; Sen1Floods11 csv rows ``X_S1Hand.tif,X_LabelHand.tif`` work).
+        time_steps: per modality, the dates one file holds as bands (bands-as-time), e.g. ``{S2L2A: 3}`` for
+            3 dates x 6 bands = 18 bands: the modality is then read as ``[C, T, H, W]`` (TerraTorch's
+            ``[B, C, T, H, W]`` in a batch). dataset_bands / output_bands / means / stds name the bands of one date;
+            nodata and transforms apply to every date alike (one random draw).
+        time_layout: how those bands are ordered in the file, required with time_steps (no default: TerraTorch
+            once mixed the two up): ``time_major`` = all bands of date 1, then all bands of date 2, ... (T C);
+            ``band_major`` = band 1 at every date, then band 2 at every date, ... (C T).
         test_sets: several named test sets, ``{name: {data_root, label_data_root, split}}``; a key left out takes
             the ``test_*`` value (``{holdout: {}, bolivia: {split: bolivia.txt}}``). ``test`` then runs one loader per
             set, in this order, and logs ``test/<name>/<metric>`` (the task's ``test_dataloaders_names`` may name
@@ -155,6 +163,8 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         test_split: str | None = None,
         predict_split: str | None = None,
         test_sets: dict[str, dict[str, Any]] | None = None,
+        time_steps: dict[str, int] | None = None,
+        time_layout: Literal["time_major", "band_major"] | None = None,
         image_grep: str | dict[str, str] = "*",
         label_grep: str = "*",
         allow_substring_file_names: bool = True,
@@ -247,6 +257,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         # Bands and standardisation.
         self.specs = self._build_specs(dataset_bands or {}, output_bands or {}, means, stds)
         self._apply_constant_scale(constant_scale or {})
+        self._apply_time_steps(time_steps or {}, time_layout)
         self.bands = {m: list(s.bands) if s.bands else None for m, s in self.specs.items()}
         self.means = {m: list(s.mean) for m, s in self.specs.items()}
         self.stds = {m: list(s.std) for m, s in self.specs.items()}
@@ -414,6 +425,39 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             specs[m] = ModalitySpec(m, tuple(band_indices) if band_indices is not None else None, expected,
                                     bands or None, tuple(mean), tuple(std))
         return specs
+
+    def _apply_time_steps(self, time_steps: dict[str, int], layout: str | None) -> None:
+        """Bands-as-time: each modality with ``T`` time steps reads T x its bands, date by date."""
+        if not time_steps:
+            if layout is not None:
+                raise ConfigError("time_layout without time_steps: say how many dates each file holds, e.g. "
+                                  "time_steps: {S2L2A: 3}", key=f"{KEY}.time_steps")
+            return
+        if layout not in TIME_LAYOUTS:
+            raise ConfigError(f"time_steps needs time_layout, the order of the bands in the files: "
+                              f"'time_major' (all bands of date 1, then of date 2, ...) or 'band_major' (band 1 at "
+                              f"every date, then band 2, ...); got {layout!r}", key=f"{KEY}.time_layout")
+        for name, steps in time_steps.items():
+            m = next((mod for mod in self.modalities if self._lookup({name: steps}, mod) is not None), None)
+            if m is None:
+                raise ConfigError(f"time_steps names {name!r}, which is not one of {self.modalities}",
+                                  key=f"{KEY}.time_steps.{name}")
+            if not isinstance(steps, int) or steps < 1:
+                raise ConfigError(f"time_steps is a count of dates >= 1, got {steps!r}", key=f"{KEY}.time_steps.{name}")
+            if steps == 1:
+                continue
+            spec = self.specs[m]
+            per_date = spec.expected_bands
+            if per_date is None:
+                raise ConfigError(f"the bands of one date of {m!r} are not known: give dataset_bands.{m}",
+                                  key=f"{KEY}.dataset_bands.{m}")
+            chosen = list(spec.band_indices) if spec.band_indices is not None else list(range(per_date))
+            if layout == "time_major":
+                indices = [t * per_date + c for t in range(steps) for c in chosen]
+            else:
+                indices = [c * steps + t for t in range(steps) for c in chosen]
+            self.specs[m] = dataclasses.replace(spec, band_indices=tuple(indices), expected_bands=per_date * steps,
+                                                time_steps=steps)
 
     def _apply_constant_scale(self, constant_scale: dict[str, float]) -> None:
         """(x * s - mean) / std == (x - mean / s) / (std / s): the factor is folded into the statistics, so files
@@ -694,6 +738,12 @@ class GenericMultiModalDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if self.streaming_predict:
             from terramind_ft.inference.scene import scene_dataloader
+
+            series = [m for m, spec in self.specs.items() if spec.time_steps > 1]
+            if series:
+                raise ConfigError(f"tiled (streamed) predict of time series ({', '.join(series)}) is not supported "
+                                  "yet; predict chip-sized files without tiled_inference_parameters",
+                                  key="model.init_args.tiled_inference_parameters")
 
             if "predict" not in self.datasets:
                 self.setup("predict")  # discovery and file checks, as for the in-memory path

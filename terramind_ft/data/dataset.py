@@ -40,13 +40,17 @@ class ModalitySpec:
     bands: tuple[str, ...] | None  # output band names (None when unknown)
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # Time steps held in one file (bands-as-time); band_indices then lists the file bands time step by time step,
+    # and the modality is read as [C, T, H, W].
+    time_steps: int = 1
 
     @property
     def num_bands(self) -> int:
         return len(self.mean)
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        return np.asarray(self.mean, np.float32)[:, None, None], np.asarray(self.std, np.float32)[:, None, None]
+        shape = (-1, 1, 1, 1) if self.time_steps > 1 else (-1, 1, 1)
+        return np.asarray(self.mean, np.float32).reshape(shape), np.asarray(self.std, np.float32).reshape(shape)
 
 
 class MultiModalDataset(Dataset):
@@ -103,6 +107,10 @@ class MultiModalDataset(Dataset):
                 raise RasterMismatchError(
                     f"{path} (modality {modality!r}) has {data.shape[0]} bands, expected {spec.expected_bands}; "
                     f"set data.init_args.dataset_bands.{modality} to the bands the files hold")
+        if spec.time_steps > 1:  # read time step by time step: [T*C, H, W] -> [C, T, H, W]
+            t = spec.time_steps
+            data = np.ascontiguousarray(data.reshape(t, -1, *data.shape[-2:]).transpose(1, 0, 2, 3))
+            invalid = np.ascontiguousarray(invalid.reshape(t, -1, *invalid.shape[-2:]).transpose(1, 0, 2, 3))
         return data, invalid
 
     def _read_label(self, record: SampleRecord, shape: tuple[int, int] | None) -> tuple[torch.Tensor, str]:
@@ -183,7 +191,7 @@ class MultiModalDataset(Dataset):
                 if self.no_data_replace is not None:
                     data[invalid] = self.no_data_replace
             images[m] = data
-            invalid_pixels[m] = invalid.any(axis=0)
+            invalid_pixels[m] = invalid.reshape(-1, *invalid.shape[-2:]).any(axis=0)  # any band, any time step
 
         sample: dict = {"filename": {m: record.files[m] for m in modalities}}
         tensors = {f"image/{m}": torch.from_numpy(images[m]) for m in modalities}

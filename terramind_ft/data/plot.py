@@ -86,15 +86,19 @@ def plot_sample(
         if m not in images:
             continue
         x = _item(images[m], index, 3).astype(np.float32)
+        dates = ""
+        if x.ndim == 4:  # a time series [C, T, H, W]: show its last date
+            dates = f", date {x.shape[1]} of {x.shape[1]}"
+            x = x[:, -1]
         mean = np.asarray(means[m], np.float32)[:, None, None]
         std = np.asarray(stds[m], np.float32)[:, None, None]
         x = x * std + mean  # back to file units, so that the stretch is the usual one
         valid = ~nodata if nodata is not None and nodata.shape == x.shape[1:] else None
         if m == rgb_modality and len(rgb_indices) == 3:
-            panels.append((f"{m} (RGB {list(rgb_indices)})", _stretch(x[list(rgb_indices)], valid), {}))
+            panels.append((f"{m} (RGB {list(rgb_indices)}{dates})", _stretch(x[list(rgb_indices)], valid), {}))
         else:
             band = rgb_indices[0] if m == rgb_modality else 0
-            panels.append((f"{m} (band {band})", _stretch(x[[band]], valid)[..., 0], {"cmap": "gray"}))
+            panels.append((f"{m} (band {band}{dates})", _stretch(x[[band]], valid)[..., 0], {"cmap": "gray"}))
 
     legend_classes: list[str] = []
     label_text = None

@@ -14,6 +14,9 @@
     padding: reflect                     # how inputs are padded to a multiple of the patch size
     peft_config: {method: LORA, replace_qkv: qkv, peft_config_kwargs: {r: 16}}  # adapters (models/peft.py)
     aux_decoders: [{name: aux, decoder: FCNDecoder, decoder_args: {}}]  # trained with aux_loss, not at inference
+    backbone_use_temporal: true          # [B, C, T, H, W] inputs through the backbone date by date (models/temporal.py)
+    backbone_temporal_pooling: mean      # mean | max | concat | diff over the dates
+    backbone_temporal_n_timestamps: 3    # the number of dates
 
 Every argument must be used: an unknown or misspelt key is a :class:`ConfigError` naming it (with "did you
 mean"). Inputs whose size is not a multiple of the backbone's patch size are padded at the bottom/right
@@ -44,11 +47,8 @@ DEFAULT_DECODER = {"segmentation": "UNetDecoder", "classification": "IdentityDec
 MODEL_KEYS = ("backbone", "backbone_kwargs", "necks", "decoder", "num_classes", "rescale", "padding", "peft_config",
               "aux_decoders")
 AUX_KEYS = ("name", "decoder", "decoder_args")
-# TerraTorch keys whose feature is not built yet: refused by name instead of "unknown argument".
-_TEMPORAL = ("multi-temporal inputs (TerraTorch's TemporalWrapper: [B, C, T, H, W] per modality) are not supported "
-             "yet; give one date per sample")
-NOT_YET = {"backbone_use_temporal": _TEMPORAL, "backbone_temporal_pooling": _TEMPORAL,
-           "backbone_temporal_n_timestamps": _TEMPORAL}
+# backbone_<these>: TerraTorch's TemporalWrapper around the backbone (models/temporal.py), not backbone arguments.
+TEMPORAL_KEYS = ("use_temporal", "temporal_pooling", "temporal_n_timestamps")
 PADDING_MODES = ("reflect", "replicate", "constant")
 
 
@@ -143,7 +143,7 @@ class EncoderDecoderModel(nn.Module):
 
     # -- freezing --------------------------------------------------------------------------------------------
     def freeze_encoder(self) -> None:
-        if hasattr(self.encoder, "peft_config"):
+        if hasattr(getattr(self.encoder, "backbone", self.encoder), "peft_config"):
             raise ConfigError("freeze_backbone: true would freeze the PEFT adapters too, and nothing of the backbone "
                               "would train; peft_config already freezes the backbone's own weights: set "
                               "freeze_backbone: false", key="model.init_args.freeze_backbone")
@@ -166,8 +166,6 @@ def _split_args(model_args: dict[str, Any], key: str) -> tuple[dict, dict, dict,
     plain, backbone, decoder, head = {}, {}, {}, {}
     known = list(MODEL_KEYS) + ["decoder_kwargs", "head_kwargs", "backbone_<arg>", "decoder_<arg>", "head_<arg>"]
     for k, v in model_args.items():
-        if k in NOT_YET:
-            raise ConfigError(NOT_YET[k], key=f"{key}.{k}")
         if k in ("decoder_kwargs", "head_kwargs"):  # TerraTorch's dict forms of decoder_<arg> / head_<arg>
             if not isinstance(v, dict):
                 raise ConfigError(f"{k} is a mapping of arguments, got {v!r}", key=f"{key}.{k}")
@@ -207,6 +205,7 @@ def build_model(task: str, model_args: dict[str, Any], key: str = "model_args") 
     plain, backbone_kw, decoder_kw, head_kw = _split_args(dict(model_args), key)
     backbone_kw = {**dict(plain.get("backbone_kwargs") or {}), **backbone_kw}
 
+    temporal = {k: backbone_kw.pop(k) for k in TEMPORAL_KEYS if k in backbone_kw}
     backbone = plain.get("backbone")
     if backbone is None:
         raise ConfigError("model_args needs a backbone (e.g. backbone: terramind_v1_base)", key=f"{key}.backbone")
@@ -225,6 +224,15 @@ def build_model(task: str, model_args: dict[str, Any], key: str = "model_args") 
         from terramind_ft.models.peft import apply_peft  # peft (an optional extra) only when asked for
 
         backbone = apply_peft(backbone, plain["peft_config"], key=f"{key}.peft_config")
+    if temporal:
+        if not temporal.get("use_temporal"):
+            raise ConfigError(f"{', '.join('backbone_' + k for k in temporal)} without backbone_use_temporal: true",
+                              key=f"{key}.backbone_use_temporal")
+        from terramind_ft.models.temporal import TemporalEncoder
+
+        backbone = TemporalEncoder(backbone, pooling=temporal.get("temporal_pooling", "mean"),
+                                   n_timestamps=temporal.get("temporal_n_timestamps"), key=key)
+        channels = backbone.out_channels
 
     necks = build_necks(plain.get("necks"), list(channels), key=f"{key}.necks")
     num_classes = plain.get("num_classes")

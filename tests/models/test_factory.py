@@ -114,6 +114,6 @@ def test_decoder_kwargs_and_head_kwargs_are_terratorchs_dict_forms():
     assert prefixed.state_dict().keys() == as_dicts.state_dict().keys()
 
 
-def test_temporal_keys_are_refused_by_name():
-    with pytest.raises(ConfigError, match=r"model_args\.backbone_use_temporal: multi-temporal inputs"):
-        build_model("segmentation", {**SEG_ARGS, "backbone_use_temporal": True})
+def test_temporal_keys_without_use_temporal_are_refused():
+    with pytest.raises(ConfigError, match=r"backbone_temporal_pooling without backbone_use_temporal"):
+        build_model("segmentation", {**SEG_ARGS, "backbone_temporal_pooling": "mean"})
