@@ -18,4 +18,4 @@ from terramind_ft.models.terramind import decoder  # noqa: F401
 from terramind_ft.models.terramind import tim  # noqa: F401
 from terramind_ft.models.terramind import generation  # noqa: F401
 from terramind_ft.models.decoders import fcn, identity, unet, upernet  # noqa: F401
-from terramind_ft.models.tokenizers import tokenizer  # noqa: F401
+from terramind_ft.models.tokenizers import coords, tokenizer  # noqa: F401

@@ -521,7 +521,7 @@ class TerraMindEncoder(nn.Module):
                 f"Pass integer token ids [B, h, w] for {spec.name} instead, or install the tokenizer module.")
         kwargs = {"pretrained": self.pretrained or self.ckpt_path is not None,
                   **self.tokenizer_kwargs.get(spec.name, {})}
-        if not kwargs.get("pretrained") and not kwargs.get("ckpt_path"):
+        if not kwargs.get("pretrained") and not kwargs.get("ckpt_path") and not kwargs.get("tokenizer_file"):
             warnings.warn(f"{spec.name}: tokenizer {name} is built with random weights (the backbone is not "
                           "pretrained); its token ids carry no meaning. Set pretrained or tokenizer_kwargs.",
                           stacklevel=3)
