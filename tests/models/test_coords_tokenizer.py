@@ -8,8 +8,9 @@ import math
 import pytest
 import torch
 
+from coords_vocab import write_coords_vocab
 from terramind_ft.errors import ConfigError, ModalityError
-from terramind_ft.models.tokenizers.coords import SPECIAL_TOKENS, location_text, terramind_v1_tokenizer_coords
+from terramind_ft.models.tokenizers.coords import location_text, terramind_v1_tokenizer_coords
 from terramind_ft.registry import BACKBONE_REGISTRY
 
 tokenizers = pytest.importorskip("tokenizers")
@@ -17,19 +18,7 @@ tokenizers = pytest.importorskip("tokenizers")
 
 @pytest.fixture
 def vocab_file(tmp_path):
-    """WordPiece over whitespace words: the special tokens at ids 0-6, then one word per 0.25 degree value."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
-
-    words = list(SPECIAL_TOKENS)
-    words += [f"lat={i * 0.25:.2f}" for i in range(-360, 361)]
-    words += [f"lon={i * 0.25:.2f}" for i in range(-720, 721)]
-    tok = Tokenizer(models.WordPiece({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok.decoder = decoders.WordPiece()
-    tok.add_special_tokens(list(SPECIAL_TOKENS))
-    path = tmp_path / "config.json"
-    tok.save(str(path))
-    return path
+    return write_coords_vocab(tmp_path / "config.json")
 
 
 def test_text_is_the_references_on_the_quarter_degree_grid():

@@ -226,14 +226,27 @@ def test_greedy_generation_reproduces_the_reference_generator_and_multi_step_wor
     assert torch.equal(first, again) and first.shape == (2, 14, 14) and int(first.max()) < 4375
 
 
-def test_raw_coordinates_are_refused_not_cast_to_token_ids():
+def test_raw_coordinates_are_tokenised_never_cast_to_token_ids(tmp_path):
     model = TerraMindGeneration(["S2L2A", "coords"], ["LULC"], size="tiny", pretrained=False,
                                 tokenizer_kwargs={"LULC": {"pretrained": False}}, timesteps=1).eval()
     image = torch.randn(1, 12, 32, 32)
-    with pytest.raises(ModalityError, match="raw lon/lat"):
-        model({"S2L2A": image, "coords": torch.tensor([[12.3, 45.6]])})  # behaved as ids [12, 45]
+    with pytest.raises(ConfigError, match="coords need the reference's vocabulary"):
+        model({"S2L2A": image, "coords": torch.tensor([[12.3, 45.6]])})  # once behaved as ids [12, 45]
     with pytest.raises(ModalityError, match=r"token ids must lie in \[0, 30000\)"):
         model({"S2L2A": image, "coords": torch.tensor([[-3, 5]])})  # crashed with IndexError
     with torch.no_grad():
         out = model({"S2L2A": image, "coords": torch.tensor([[12, 45]])})
     assert "LULC" in out
+    pytest.importorskip("tokenizers")
+    from coords_vocab import write_coords_vocab
+
+    vocab = write_coords_vocab(tmp_path / "config.json")
+    with_vocab = TerraMindGeneration(["S2L2A", "coords"], ["LULC"], size="tiny", pretrained=False, timesteps=1,
+                                     tokenizer_kwargs={"LULC": {"pretrained": False},
+                                                       "coords": {"tokenizer_file": str(vocab)}}).eval()
+    with_vocab.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        raw = with_vocab.generate_tokens({"S2L2A": image, "coords": torch.tensor([[12.3, 45.6]])}, seed=1)["LULC"]
+        ids = with_vocab._tokenize_coords(torch.tensor([[12.3, 45.6]]))
+        as_ids = with_vocab.generate_tokens({"S2L2A": image, "coords": ids["tensor"]}, seed=1)["LULC"]
+    assert torch.equal(raw, as_ids)  # raw (lon, lat) is exactly its token ids

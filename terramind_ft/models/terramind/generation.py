@@ -213,6 +213,9 @@ class TerraMindGeneration(nn.Module):
             given_by_key[MODALITIES[resolve_output(str(name), key="tokenizers")[0]].token_key] = module
         kwargs_by_modality = {MODALITIES[resolve_output(str(n), key="tokenizer_kwargs")[0]].name: dict(v)
                               for n, v in tokenizer_kwargs.items()}
+        # coords are text-tokenised on demand (raw lon/lat inputs), with these arguments (tokenizer_file, ...)
+        self._coords_tokenizer_kwargs = kwargs_by_modality.get("Coordinates", {})
+        self._coords_tokenizer: nn.Module | None = None
         built: dict[str, nn.Module] = {}
         for key, modality in needed.items():
             if key in given_by_key:
@@ -228,6 +231,13 @@ class TerraMindGeneration(nn.Module):
             tokenizer.requires_grad_(False)
             built[key] = tokenizer.eval()
         return built
+
+    def _tokenize_coords(self, coords: Tensor) -> dict[str, Tensor]:
+        """(lon, lat) [B, 2] -> the reference's coords token ids (terramind_v1_tokenizer_coords), built on first use."""
+        if self._coords_tokenizer is None:
+            kwargs = {"pretrained": self.pretrained or self.ckpt_path is not None, **self._coords_tokenizer_kwargs}
+            self._coords_tokenizer = FULL_MODEL_REGISTRY.build("terramind_v1_tokenizer_coords", **kwargs)
+        return self._coords_tokenizer.encode(coords)
 
     def train(self, mode: bool = True) -> TerraMindGeneration:
         return super().train(False)  # nothing here trains; tokenizers and generator stay in eval mode
@@ -301,12 +311,14 @@ class TerraMindGeneration(nn.Module):
         pieces: list[tuple[str, Any]] = []
         for spec, value, given_name in given:
             if spec.kind == "sequence":
-                # Raw lon/lat would be cast to token ids ((12.3, 45.6) -> ids 12, 45; negatives crash): refuse them.
-                if not isinstance(value, Tensor) or value.is_floating_point() or value.dtype == torch.bool:
+                if isinstance(value, Tensor) and value.is_floating_point():  # raw (lon, lat): the coords tokenizer
+                    pieces.append((spec.key, self._tokenize_coords(value)))
+                    continue
+                if not isinstance(value, Tensor) or value.dtype == torch.bool:
                     raise ModalityError(
-                        f"{given_name}: give coordinates as token ids (int64 [B, N] from the coords tokenizer); raw "
-                        f"lon/lat values ({getattr(value, 'dtype', type(value).__name__)}) are not tokenised by this "
-                        "model", key="modalities")
+                        f"{given_name}: give coordinates as float (lon, lat) [B, 2] or as token ids (int64 [B, N] from "
+                        f"the coords tokenizer), got {getattr(value, 'dtype', type(value).__name__)}",
+                        key="modalities")
                 vocab = spec.modality.vocab_size or 0
                 if value.numel() and (int(value.min()) < 0 or int(value.max()) >= vocab):
                     raise ModalityError(f"{given_name}: token ids must lie in [0, {vocab}), got range "
