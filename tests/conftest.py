@@ -46,6 +46,22 @@ def slurm_cluster() -> None:
                     "scripts/slurm/local_cluster.sh start (needs root and Debian's packages)")
 
 
+@pytest.fixture
+def slurm_jobs_cancelled_after(slurm_cluster):
+    """Cancel the SLURM jobs a test leaves behind (a failed or interrupted test must not hold the node)."""
+    import subprocess
+
+    def jobs() -> set[str]:
+        out = subprocess.run(["squeue", "-h", "-o", "%A"], capture_output=True, text=True).stdout
+        return set(out.split())
+
+    before = jobs()
+    yield
+    left = sorted(jobs() - before)
+    if left:
+        subprocess.run(["scancel", *left], capture_output=True)
+
+
 @pytest.fixture(autouse=True)
 def _offline_and_seeded(monkeypatch, tmp_path):
     """No test may reach the network or write into a shared cache."""

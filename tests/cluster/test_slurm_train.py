@@ -17,7 +17,8 @@ from cli_configs import sen1floods11_config
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_SBATCH = REPO / "scripts" / "slurm" / "train.sbatch"
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow,
+              pytest.mark.usefixtures("slurm_cluster", "slurm_jobs_cancelled_after")]
 
 
 def _wait_for(condition, timeout_s: float, what: str) -> None:

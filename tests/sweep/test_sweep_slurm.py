@@ -18,7 +18,8 @@ from terramind_ft.sweep.spec import load_spec
 
 from sweep_helpers import result_rows, study_trials
 
-pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.usefixtures("slurm_cluster")]
+pytestmark = [pytest.mark.slurm, pytest.mark.slow,
+              pytest.mark.usefixtures("slurm_cluster", "slurm_jobs_cancelled_after")]
 
 
 def _wait_for(condition, timeout_s: float, what: str) -> None:
