@@ -1,0 +1,96 @@
+"""terramind-ft embed: one GeoParquet row per chip (footprint in the source CRS, a fixed-size vector), patch
+embeddings as GeoTIFFs on the token grid, deterministic and resumable."""
+
+from __future__ import annotations
+
+import struct
+
+import numpy as np
+import pytest
+import rasterio
+
+from cli_configs import sen1floods11_config, write
+from terramind_ft.cli import main
+
+pq = pytest.importorskip("pyarrow.parquet")
+pytest.importorskip("pyproj")
+
+TINY_DIM = 192
+
+
+def _polygon(wkb: bytes) -> list[tuple[float, float]]:
+    order, kind, rings, points = struct.unpack_from("<BIII", wkb)
+    assert (order, kind, rings, points) == (1, 3, 1, 5)
+    return [struct.unpack_from("<dd", wkb, 13 + 16 * i) for i in range(points)]
+
+
+@pytest.fixture
+def config(tmp_path):
+    return write(sen1floods11_config(tmp_path), tmp_path / "embed.yaml")
+
+
+def test_one_row_per_chip_with_footprint_and_vector(tmp_path, config):
+    out = tmp_path / "emb"
+    assert main(["embed", "--config", config, "--split", "test", "--layers", "5,-1", "--output", str(out)]) == 0
+    table = pq.read_table(out / "embeddings.parquet")
+    assert table.num_rows == 2 and table.schema.field("embedding").type.list_size == 2 * TINY_DIM
+    import json
+
+    geo = json.loads(table.schema.metadata[b"geo"])
+    column = geo["columns"][geo["primary_column"]]
+    assert geo["primary_column"] == "geometry" and column["encoding"] == "WKB"
+    with rasterio.open(table.column("file")[0].as_py()) as src:
+        import pyproj
+
+        assert pyproj.CRS.from_json_dict(column["crs"]) == pyproj.CRS.from_wkt(src.crs.to_wkt())  # PROJJSON
+    for row in table.to_pylist():
+        with rasterio.open(row["file"]) as src:
+            left, bottom, right, top = src.bounds
+            assert row["crs"] == src.crs.to_string()
+        assert _polygon(row["geometry"])[:3] == [(left, bottom), (right, bottom), (right, top)]
+        assert row["chip_id"] in row["file"] and np.isfinite(row["embedding"]).all()
+
+
+def test_deterministic_and_resumable(tmp_path, config, monkeypatch):
+    out = tmp_path / "emb"
+    assert main(["embed", "--config", config, "--split", "predict", "--output", str(out)]) == 0
+    first = pq.read_table(out / "embeddings.parquet").to_pylist()
+    assert len(first) == 8
+    # a rerun computes nothing: every chip is in the parts already
+    from terramind_ft.models.terramind import encoder as encoder_module
+
+    def no_forward(*args, **kwargs):
+        raise AssertionError("a finished chip was embedded again")
+
+    monkeypatch.setattr(encoder_module.TerraMindEncoder, "forward", no_forward)
+    assert main(["embed", "--config", config, "--split", "predict", "--output", str(out)]) == 0
+    assert pq.read_table(out / "embeddings.parquet").to_pylist() == first
+    monkeypatch.undo()
+    # an interrupted run (half the parts gone) finishes the rest with the same numbers
+    parts = sorted((out / "parts").glob("part-*.parquet"))
+    kept = pq.read_table(parts[0])
+    pq.write_table(kept.slice(0, 3), parts[0])
+    again = tmp_path / "again"
+    assert main(["embed", "--config", config, "--split", "predict", "--output", str(again)]) == 0
+    assert pq.read_table(again / "embeddings.parquet").to_pylist() == first  # deterministic
+    assert main(["embed", "--config", config, "--split", "predict", "--output", str(out)]) == 0
+    resumed = pq.read_table(out / "embeddings.parquet").to_pylist()
+    assert [r["chip_id"] for r in resumed] == [r["chip_id"] for r in first]
+    np.testing.assert_allclose([r["embedding"] for r in resumed], [r["embedding"] for r in first], atol=1e-6)
+
+
+def test_patch_embeddings_as_geotiffs_on_the_token_grid(tmp_path, config):
+    out = tmp_path / "patches"
+    assert main(["embed", "--config", config, "--split", "test", "--pooling", "none", "--output", str(out)]) == 0
+    tifs = sorted(out.glob("*_embedding.tif"))
+    assert len(tifs) == 2
+    with rasterio.open(tifs[0]) as emb:
+        source = next((tmp_path / "data").rglob(tifs[0].name.replace("_embedding.tif", ".tif")))
+        with rasterio.open(source) as src:
+            assert emb.count == TINY_DIM and emb.shape == (4, 4)  # 64 px / 16 px patches
+            assert emb.crs == src.crs and emb.bounds == pytest.approx(src.bounds)
+
+
+def test_a_layer_that_does_not_exist_is_named(tmp_path, config, capsys):
+    assert main(["embed", "--config", config, "--layers", "12", "--output", str(tmp_path / "x")]) == 2
+    assert "--layers" in capsys.readouterr().err
