@@ -37,6 +37,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
         "per-modality band mean/std and class frequencies of the train split",
     ),
     "embed": ("terramind_ft.commands.embed:main", "TerraMind embeddings of a split's chips (GeoParquet / GeoTIFF)"),
+    "few-shot": ("terramind_ft.commands.few_shot:main", "few-shot classification from embeddings (episodes)"),
     "generate": ("terramind_ft.commands.generate:main", "generate modalities from GeoTIFF inputs"),
     "merge-lora": ("terramind_ft.commands.merge_lora:main", "fold a PEFT/LoRA checkpoint's adapters into its weights"),
     "sweep": ("terramind_ft.sweep.cli:main", "run a hyper-parameter sweep locally or on SLURM"),

@@ -82,6 +82,46 @@ def _geo_metadata(crs: Any) -> dict[str, Any]:
             "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": _projjson(crs)}}}
 
 
+def embed_split(config_args: list[str], split: str, layers: list[int], pooling: str = "mean",
+                batch_size: int | None = None) -> tuple[Any, list[str], list[Any], Any]:
+    """(vectors [N, D] float32 numpy, chip ids, targets (``label`` of classification samples, else None), the
+    CLI object) of every chip of ``split``, in dataset order: the in-memory form of :func:`run_embed`."""
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from terramind_ft.cli.app import build_cli
+    from terramind_ft.data.transforms import Compose
+
+    if pooling == "none":
+        raise ConfigError("one vector per chip needs pooling mean, max or cls", key="--pooling")
+    cli = build_cli(list(config_args), run=False)
+    datamodule, encoder = cli.datamodule, cli.model.model.encoder.eval()
+    _check_layers(encoder, layers)
+    dataset = datamodule.make_dataset(split, transform=Compose([]))
+    loader = DataLoader(dataset, batch_size=batch_size or datamodule.batch_size, shuffle=False,
+                        num_workers=datamodule.num_workers)
+    first = datamodule.modalities[0]
+    vectors, ids, targets = [], [], []
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=f"embed {split}", unit="batch"):
+            features = encoder(batch["image"])
+            vectors.append(torch.cat([pool(features[i], pooling) for i in layers], dim=-1).float().numpy())
+            ids += [Path(f).stem for f in batch["filename"][first]]
+            labels = batch.get("label")
+            targets += labels.tolist() if labels is not None else [None] * len(batch["filename"][first])
+    return np.concatenate(vectors), ids, targets, cli
+
+
+def _check_layers(encoder: Any, layers: list[int]) -> None:
+    depth = len(encoder.out_channels)
+    bad = [i for i in layers if not -depth <= i < depth]
+    if bad:
+        raise ConfigError(f"layers {bad} do not exist: the backbone has {depth} (0..{depth - 1}, or -1 for the last)",
+                          key="--layers")
+
+
 def run_embed(config_args: list[str], split: str, layers: list[int], pooling: str, output: Path | None = None,
               batch_size: int | None = None) -> Path:
     import rasterio
@@ -105,11 +145,7 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
                               key="--pooling") from None
     cli = build_cli(list(config_args), run=False)
     datamodule, encoder = cli.datamodule, cli.model.model.encoder.eval()
-    depth = len(encoder.out_channels)
-    bad = [i for i in layers if not -depth <= i < depth]
-    if bad:
-        raise ConfigError(f"layers {bad} do not exist: the backbone has {depth} (0..{depth - 1}, or -1 for the last)",
-                          key="--layers")
+    _check_layers(encoder, layers)
     output = Path(output) if output is not None else Path(cli.trainer.default_root_dir) / "embeddings"
     dataset = datamodule.make_dataset(split, transform=Compose([]))
     loader = DataLoader(dataset, batch_size=batch_size or datamodule.batch_size, shuffle=False,
@@ -182,6 +218,13 @@ def _join_parts(parts: Path, target: Path, expected: int) -> Path:
     return target
 
 
+def parse_layers(text: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"--layers takes comma-separated integers, got {text!r}", key="--layers") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="terramind-ft embed",
@@ -198,10 +241,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="output folder (default: <trainer.default_root_dir>/embeddings)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the data module's")
     args, overrides = parser.parse_known_args(argv)
-    try:
-        layers = [int(v) for v in args.layers.split(",")]
-    except ValueError:
-        raise ConfigError(f"--layers takes comma-separated integers, got {args.layers!r}", key="--layers") from None
+    layers = parse_layers(args.layers)
     config_args = [a for c in args.config for a in ("--config", c)] + overrides
     run_embed(config_args, args.split, layers, args.pooling, args.output, args.batch_size)
     return 0
