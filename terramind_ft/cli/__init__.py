@@ -40,6 +40,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "few-shot": ("terramind_ft.commands.few_shot:main", "few-shot classification from embeddings (episodes)"),
     "generate": ("terramind_ft.commands.generate:main", "generate modalities from GeoTIFF inputs"),
     "merge-lora": ("terramind_ft.commands.merge_lora:main", "fold a PEFT/LoRA checkpoint's adapters into its weights"),
+    "zero-shot": ("terramind_ft.commands.zero_shot:main", "water maps from generated land cover, scored on labels"),
     "sweep": ("terramind_ft.sweep.cli:main", "run a hyper-parameter sweep locally or on SLURM"),
 }
 

@@ -1,0 +1,141 @@
+"""``terramind-ft zero-shot --config X.yaml``: water maps from TerraMind's generated land cover, no training.
+
+TerraMind generates ESRI land cover (LULC) from the inputs of a config's data module (S2 and/or S1); the
+``--water-classes`` (default ``water``; e.g. ``water flooded_vegetation``) become water (1), every other class 0.
+Per chip ``<output>/<stem>_water.tif`` (uint8 on the chip's grid, 255 where an input is nodata). Where the split
+has labels, the binary map is scored against them with the test metrics (``test/IoU_<class>``, ``test/mIoU``,
+``test/F1_Score``, ... under the data module's class names; label 1 = water) into ``<output>/metrics.json``.
+
+The TerraMind paper's figure: 45.4 % water IoU on Sen1Floods11 zero-shot with TerraMind v1 base; that needs the
+pretrained weights (``--pretrained``, the default: ``ibm-esa-geospatial/TerraMind-1.0-base`` and its LULC
+tokenizer). With random weights (``--no-pretrained --allow-random-weights``) the maps mean nothing and are tagged
+``TERRAMIND_FT_WEIGHTS=random``. Generation is greedy (temperature 0) so that runs repeat exactly. The inputs are
+standardised as the data module does (its means/stds; by default TerraMind's pretraining statistics, which the
+generation model expects). Chips are generated whole; scenes larger than a chip need ``terramind-ft generate``'s
+tiling (not yet here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+from typing import Any
+
+from terramind_ft.errors import ConfigError
+from terramind_ft.modalities import LULC_CLASSES
+
+
+def water_map(lulc_probabilities: Any, water_ids: list[int]) -> Any:
+    """[B, 10, H, W] LULC probabilities -> [B, H, W] int64: 1 where the most likely class is a water class."""
+    import torch
+
+    classes = lulc_probabilities.max(dim=1).indices
+    return torch.isin(classes, torch.tensor(water_ids, device=classes.device)).long()
+
+
+def _water_ids(names: list[str]) -> list[int]:
+    ids = []
+    for name in names:
+        if name.isdigit():
+            ids.append(int(name))
+        elif name in LULC_CLASSES:
+            ids.append(LULC_CLASSES.index(name))
+        else:
+            raise ConfigError(f"{name!r} is not a LULC class; one of {', '.join(LULC_CLASSES)} or its index",
+                              key="--water-classes")
+    return ids
+
+
+def _size(model_args: dict[str, Any]) -> str:
+    match = re.search(r"terramind_v1_(tiny|small|base|large)", str(model_args.get("backbone", "")))
+    return match.group(1) if match else "base"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from terramind_ft.cli.app import build_cli
+    from terramind_ft.data.transforms import Compose
+    from terramind_ft.inference.geotiff import WEIGHTS_TAG
+    from terramind_ft.inference.writers import write_prediction
+    from terramind_ft.io import atomic_write_json
+    from terramind_ft.registry import FULL_MODEL_REGISTRY
+    from terramind_ft.tasks.metrics import SegmentationMetrics
+
+    parser = argparse.ArgumentParser(prog="terramind-ft zero-shot",
+                                     description="Water maps from TerraMind's generated land cover, scored "
+                                                 "against the split's labels where it has them.")
+    parser.add_argument("--config", "-c", action="append", required=True, help="a config with a data module")
+    parser.add_argument("--split", default="test", choices=("train", "val", "test", "predict"))
+    parser.add_argument("--water-classes", nargs="+", default=["water"],
+                        help=f"LULC classes that count as water (names or ids; {', '.join(LULC_CLASSES)})")
+    parser.add_argument("--size", choices=("tiny", "small", "base", "large"), default=None,
+                        help="TerraMind size (default: the config's backbone's, else base)")
+    parser.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                        help="the official weights (default); --no-pretrained needs --allow-random-weights")
+    parser.add_argument("--ckpt-path", help="a local TerraMind checkpoint instead of the download")
+    parser.add_argument("--tokenizer-ckpt", help="a local LULC tokenizer checkpoint")
+    parser.add_argument("--allow-random-weights", action="store_true")
+    parser.add_argument("--output", "-o", type=Path, default=None,
+                        help="folder of the maps and metrics.json (default: <trainer.default_root_dir>/zero_shot)")
+    parser.add_argument("--batch-size", type=int, default=None)
+    args, overrides = parser.parse_known_args(argv)
+    water_ids = _water_ids(args.water_classes)
+    random_weights = not args.pretrained and not args.ckpt_path
+    if random_weights and not args.allow_random_weights:
+        raise ConfigError("--no-pretrained starts TerraMind from random weights, which maps nothing; drop it, give "
+                          "--ckpt-path, or add --allow-random-weights for a smoke test", key="--pretrained")
+    cli = build_cli([a for c in args.config for a in ("--config", c)] + overrides, run=False)
+    dm = cli.datamodule
+    size = args.size or _size(dict(getattr(cli.model, "hparams", {}).get("model_args") or {}))
+    tokenizer = ({"ckpt_path": args.tokenizer_ckpt, "pretrained": False} if args.tokenizer_ckpt
+                 else {"pretrained": bool(args.pretrained)})
+    import warnings
+
+    with warnings.catch_warnings():
+        if args.allow_random_weights:
+            warnings.filterwarnings("ignore", message=".*random weights.*")
+        model = FULL_MODEL_REGISTRY.build(
+            f"terramind_v1_{size}_generate", modalities=list(dm.modalities), output_modalities=["LULC"],
+            pretrained=bool(args.pretrained and not args.ckpt_path), ckpt_path=args.ckpt_path, standardize=False,
+            temps=0.0, seed=0, tokenizer_kwargs={"LULC": tokenizer}).eval()
+    dataset = dm.make_dataset(args.split, transform=Compose([]))
+    loader = DataLoader(dataset, batch_size=args.batch_size or dm.batch_size, shuffle=False,
+                        num_workers=dm.num_workers)
+    output = args.output or Path(cli.trainer.default_root_dir) / "zero_shot"
+    output.mkdir(parents=True, exist_ok=True)
+    class_names = list(dm.class_names or ["not_water", "water"])
+    if len(class_names) != 2:
+        raise ConfigError(f"zero-shot water mapping scores against 2-class labels (0 other, 1 water); the data "
+                          f"module has {len(class_names)} classes", key="data.init_args.num_classes")
+    metrics = SegmentationMetrics(2, dm.ignore_index, class_names)
+    tags = {WEIGHTS_TAG: "random" if random_weights else "pretrained"}
+    first, written, scored = dm.modalities[0], 0, False
+    with torch.no_grad():
+        for batch in tqdm(loader, desc=f"zero-shot {args.split}", unit="batch"):
+            water = water_map(model(batch["image"])["LULC"], water_ids)
+            nodata = batch.get("nodata")
+            if "mask" in batch:
+                metrics.update(water, batch["mask"].long())
+                scored = True
+            for b, path in enumerate(batch["filename"][first]):
+                write_prediction(output / f"{Path(path).stem}_water.tif", water[b].to(torch.uint8), path,
+                                 kind="class_map", class_names=class_names,
+                                 nodata_mask=None if nodata is None else nodata[b].numpy(), tags=tags)
+                written += 1
+    doc: dict[str, Any] = {"zero_shot": {"split": args.split, "chips": written, "size": size,
+                                         "water_classes": [LULC_CLASSES[i] for i in water_ids],
+                                         "weights": tags[WEIGHTS_TAG]}}
+    line = f"zero-shot: {written} water map(s) in {output}"
+    if scored:
+        values = {f"test/{k}": float(v) for k, v in metrics.compute().items()}
+        doc["metrics"] = values
+        water_name = class_names[1]
+        line += (f"; IoU_{water_name} {values[f'test/IoU_{water_name}']:.3f}, mIoU {values['test/mIoU']:.3f} "
+                 "(TerraMind v1 base with pretrained weights: water IoU 0.454 on Sen1Floods11, the paper's figure)")
+    path = atomic_write_json(output / "metrics.json", doc, indent=1)
+    print(f"{line} -> {path}", flush=True)
+    return 0
