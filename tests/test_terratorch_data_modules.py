@@ -121,7 +121,6 @@ def test_nongeo_mapping_names_the_modality_after_the_backbone(tmp_path):
 
 @pytest.mark.parametrize(("key", "value", "words"), [
     ("concat_bands", True, "TerraMind takes each modality by name"),
-    ("expand_temporal_dimension", True, "time_steps: {<modality>: <dates>} and time_layout"),
     ("shared_transforms", False, "misalign"),
     ("channel_position", -1, "bands first"),
     ("image_modalities", ["S2L1C"], "non-image modalities"),
@@ -191,3 +190,38 @@ def test_integer_placeholders_through_the_cli_parser(tmp_path):
     config["model"]["init_args"]["model_args"]["backbone_bands"] = {"S1GRD": ["VV"]}
     config["trainer"] = {**FAST_TRAINER, "default_root_dir": str(tmp_path / "run")}
     assert main(["fit", "--config", write(config, tmp_path / "placeholders.yaml")]) == 0
+
+
+# The shape of IBM's terramind_v1_base_multitemporal_crop.yaml (TerraTorch): one 18-band file per chip (3 dates x 6
+# HLS bands), expand_temporal_dimension, and the temporal backbone keys; plus the one key it needs here.
+MULTITEMPORAL = BURNSCARS.replace("img_grep", "expand_temporal_dimension: true\n    time_layout: time_major\n"
+                                  "    img_grep").replace(
+    "      backbone_bands: {{S2L2A: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]}}",
+    "      backbone_bands: {{S2L2A: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]}}\n"
+    "      backbone_use_temporal: true\n      backbone_temporal_pooling: concat\n"
+    "      backbone_temporal_n_timestamps: 3").replace("decoder_channels: [32, 16, 16, 8]",
+                                                        "decoder_channels: [32, 16, 16, 8]\n      rescale: true")
+
+
+def test_official_multitemporal_crop_config_runs_with_its_band_order_said(tmp_path):
+    from terramind_ft.data.synthetic import make_time_series
+
+    data = make_time_series(tmp_path / "multi_temporal_crop", n=8, dates=3, bands=6, size=64)
+    text = MULTITEMPORAL.format(root=tmp_path, data=data).replace("means: [0.0333, 0.0570, 0.0589, 0.2323, 0.1973, "
+                                                                  "0.1194]", "means: [2000, 2010, 2020, 2030, 2040, 2050]"
+                                                                  ).replace("stds: [0.0227, 0.0268, 0.0400, 0.0779, "
+                                                                            "0.0871, 0.0724]", "stds: [800, 800, 800, "
+                                                                                               "800, 800, 800]")
+    cfg = tmp_path / "terramind_v1_base_multitemporal_crop.yaml"
+    cfg.write_text(text)
+    translated, notices = translate_terratorch(yaml.safe_load(text))
+    init = translated["data"]["init_args"]
+    assert init["time_steps"] == {"S2L2A": 3} and init["time_layout"] == "time_major"
+    assert any("expand_temporal_dimension: true -> time_steps" in n for n in notices)
+    assert main(["check", "--config", str(cfg)]) == 0
+    assert main(["fit", "--config", str(cfg)]) == 0
+    # without the band order the config is refused, saying what to add
+    raw = yaml.safe_load(text)
+    raw["data"]["init_args"].pop("time_layout")
+    with pytest.raises(ConfigError, match="add data.init_args.time_layout: time_major"):
+        translate_terratorch(raw)

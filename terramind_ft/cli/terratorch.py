@@ -31,10 +31,6 @@ DATA_KEYS_AT_OUR_MEANING: dict[str, tuple[Any, str]] = {
     "concat_bands": (False, "TerraMind takes each modality by name; joining them into one tensor is for "
                             "single-modality backbones"),
     "shared_transforms": (True, "independent random transforms per modality would misalign the modalities"),
-    "expand_temporal_dimension": (False, "give the dates explicitly instead: time_steps: {<modality>: <dates>} and "
-                                         "time_layout: time_major (all bands of date 1, then date 2, ...) or "
-                                         "band_major (each band at every date; what TerraTorch's reshape assumes), "
-                                         "whichever your files hold"),
     "data_with_sample_dim": (False, "samples that carry their own sample dimension are not supported"),
     "sample_replace": (False, "sample_num_modalities draws modalities without replacement"),
     "channel_position": (-3, "files are read bands first (C, H, W), as GeoTIFFs store them"),
@@ -103,13 +99,38 @@ def translate_terratorch(config: dict[str, Any]) -> tuple[dict[str, Any], list[s
                               f"{', '.join(k for k in TERRATORCH_CLASS_MAP if '.' in k)}", key=f"{key}.class_path")
     data = config.get("data")
     if isinstance(data, dict) and str(data.get("class_path", "")).endswith("GenericMultiModalDataModule"):
-        notices += _map_data_keys(data.setdefault("init_args", {}))
+        notices += _map_temporal(data.setdefault("init_args", {}), config)
+        notices += _map_data_keys(data["init_args"])
     model_init = (config.get("model") or {}).get("init_args") or {}
     for arg, why in TERRATORCH_DROPPED_TASK_ARGS.items():
         if arg in model_init:
             model_init.pop(arg)
             notices.append(f"model.init_args.{arg} dropped: {why}")
     return config, notices
+
+
+def _map_temporal(init: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """TerraTorch's ``expand_temporal_dimension: true`` (files of dates x bands) as ``time_steps``: the number of
+    dates comes from ``backbone_temporal_n_timestamps``; the band order must be said (``time_layout``), since
+    TerraTorch's own reshape once read it the other way round."""
+    if not init.get("expand_temporal_dimension"):
+        return []
+    key = "data.init_args.expand_temporal_dimension"
+    model_args = (((config.get("model") or {}).get("init_args") or {}).get("model_args") or {})
+    dates = model_args.get("backbone_temporal_n_timestamps")
+    if not isinstance(dates, int) or dates < 1:
+        raise ConfigError("expand_temporal_dimension: true needs the number of dates: set model_args."
+                          "backbone_temporal_n_timestamps (or give data.init_args.time_steps: {<modality>: <dates>})",
+                          key=key)
+    if init.get("time_layout") not in ("time_major", "band_major"):
+        raise ConfigError("expand_temporal_dimension: true does not say how the bands of the dates are ordered in "
+                          "the files; add data.init_args.time_layout: time_major (all bands of date 1, then of date "
+                          "2, ...) or band_major (each band at every date, what TerraTorch's reshape assumes), "
+                          "whichever your files hold", key=key)
+    init.pop("expand_temporal_dimension")
+    with_bands = list((init.get("dataset_bands") or {}).keys()) or list(init.get("modalities") or [])
+    init["time_steps"] = {m: dates for m in with_bands}
+    return [f"{key}: true -> time_steps {init['time_steps']}, time_layout {init['time_layout']}"]
 
 
 def _map_data_keys(init: dict[str, Any]) -> list[str]:

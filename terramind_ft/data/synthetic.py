@@ -453,3 +453,33 @@ def _scene_values(modality: str, water: np.ndarray, rng: np.random.Generator) ->
     if m.value_range is not None:
         values = np.clip(values, *m.value_range)
     return values
+
+
+def make_time_series(root: str | Path, n: int = 8, dates: int = 3, bands: int = 6, size: int = 64,
+                     layout: Literal["time_major", "band_major"] = "time_major", seed: int = 0) -> Path:
+    """Bands-as-time chips (HLS-like multi-temporal crops): ``<root>/<id>_merged.tif`` holds ``dates`` x ``bands``
+    bands in ``layout`` order, with value ``1000 * (date + 1) + 10 * band`` plus noise below 1 (so a reader's layout
+    can be checked), ``<id>.mask.tif`` a 2-class label beside it, ``train/val/test.txt`` (half, quarter, quarter)."""
+    import rasterio
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ids = [f"chip_{i:02d}" for i in range(n)]
+    for i, sample in enumerate(ids):
+        cube = np.empty((bands, dates, size, size), np.float32)  # [C, T, H, W]
+        for c in range(bands):
+            for t in range(dates):
+                cube[c, t] = 1000 * (t + 1) + 10 * c + rng.uniform(0, 1, (size, size))
+        stacked = (cube.transpose(1, 0, 2, 3) if layout == "time_major" else cube).reshape(-1, size, size)
+        profile = {"driver": "GTiff", "width": size, "height": size, "crs": "EPSG:32633",
+                   "transform": Affine(30, 0, 400000 + 2000 * i, 0, -30, 5000000)}
+        with rasterio.open(root / f"{sample}_merged.tif", "w", count=stacked.shape[0], dtype="float32",
+                           **profile) as dst:
+            dst.write(stacked)
+        with rasterio.open(root / f"{sample}.mask.tif", "w", count=1, dtype="uint8", **profile) as dst:
+            dst.write((rng.random((1, size, size)) > 0.5).astype("uint8"))
+    half, quarter = n // 2, n // 4
+    for name, part in (("train", ids[:half]), ("val", ids[half:half + quarter]), ("test", ids[half + quarter:])):
+        (root / f"{name}.txt").write_text("\n".join(part) + "\n")
+    return root

@@ -10,11 +10,11 @@ import pytest
 import rasterio
 import torch
 import yaml
-from rasterio.transform import from_origin
 
 from cli_configs import FAST_TRAINER, TINY_MODEL_ARGS
 from terramind_ft.cli import main
 from terramind_ft.data import GenericMultiModalDataModule
+from terramind_ft.data.synthetic import make_time_series
 from terramind_ft.errors import ConfigError
 from terramind_ft.models.factory import build_model
 from terramind_ft.models.temporal import TemporalEncoder
@@ -25,28 +25,7 @@ DATES, SIZE = 3, 64
 
 
 def _series(folder, n=8, layout="time_major"):
-    """Chips of 3 dates x 6 bands in one file; value = 1000 * date + 10 * band + a little noise (so the layout
-    can be read back), and a 2-class label beside them."""
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    ids = [f"chip_{i:02d}" for i in range(n)]
-    for i, sample in enumerate(ids):
-        cube = np.empty((len(BANDS), DATES, SIZE, SIZE), np.float32)  # [C, T, H, W]
-        for c in range(len(BANDS)):
-            for t in range(DATES):
-                cube[c, t] = 1000 * (t + 1) + 10 * c + rng.uniform(0, 1, (SIZE, SIZE))
-        stacked = cube.transpose(1, 0, 2, 3).reshape(-1, SIZE, SIZE) if layout == "time_major" else \
-            cube.reshape(-1, SIZE, SIZE)
-        profile = {"driver": "GTiff", "width": SIZE, "height": SIZE, "crs": "EPSG:32633",
-                   "transform": from_origin(400000 + 2000 * i, 5000000, 30, 30)}
-        with rasterio.open(folder / f"{sample}_merged.tif", "w", count=stacked.shape[0], dtype="float32",
-                           **profile) as dst:
-            dst.write(stacked)
-        with rasterio.open(folder / f"{sample}.mask.tif", "w", count=1, dtype="uint8", **profile) as dst:
-            dst.write((rng.random((1, SIZE, SIZE)) > 0.5).astype("uint8"))
-    for name, part in (("train", ids[:4]), ("val", ids[4:6]), ("test", ids[6:])):
-        (folder / f"{name}.txt").write_text("\n".join(part) + "\n")
-    return folder
+    return make_time_series(folder, n=n, dates=DATES, bands=len(BANDS), size=SIZE, layout=layout)
 
 
 def _data_kwargs(folder, **extra):
