@@ -44,8 +44,10 @@ def _short_names() -> dict[str, type]:
 
     from lightning.pytorch.cli import ReduceLROnPlateau  # Lightning's, with ``monitor``
 
+    from terramind_ft.data.torchgeo_datamodule import TorchGeoDataModule
+
     names: dict[str, type] = {"GenericMultiModalDataModule": GenericMultiModalDataModule,
-                              "ReduceLROnPlateau": ReduceLROnPlateau}
+                              "TorchGeoDataModule": TorchGeoDataModule, "ReduceLROnPlateau": ReduceLROnPlateau}
     for module in (terramind_ft.tasks, callbacks, loggers, torch.optim, torch.optim.lr_scheduler):
         for name in dir(module):
             obj = getattr(module, name)

@@ -12,11 +12,13 @@ from typing import Any
 _LAZY = {
     "GenericMultiModalDataModule": "terramind_ft.data.datamodule",
     "CheckReport": "terramind_ft.data.datamodule",
+    "TorchGeoDataModule": "terramind_ft.data.torchgeo_datamodule",
     "MultiModalDataset": "terramind_ft.data.dataset",
     "build_transform": "terramind_ft.data.transforms",
     "compute_statistics": "terramind_ft.data.statistics",
     "make_sen1floods11": "terramind_ft.data.synthetic",
     "make_classification": "terramind_ft.data.synthetic",
+    "make_time_series": "terramind_ft.data.synthetic",
 }
 
 __all__ = sorted(_LAZY)
