@@ -225,18 +225,24 @@ def parse_layers(text: str) -> list[int]:
         raise ConfigError(f"--layers takes comma-separated integers, got {text!r}", key="--layers") from None
 
 
+def add_embedding_arguments(parser: argparse.ArgumentParser, splits: tuple[str, ...], split: str,
+                            poolings: tuple[str, ...] = POOLINGS) -> None:
+    """--config, --split, --layers, --pooling: what embed and few-shot share."""
+    parser.add_argument("--config", "-c", action="append", required=True, help="a training config (repeatable)")
+    parser.add_argument("--split", default=split, choices=splits, help=f"which split's chips (default: {split})")
+    parser.add_argument("--layers", default="-1",
+                        help="comma-separated backbone layers to concatenate, negative from the end (default -1)")
+    parser.add_argument("--pooling", default="mean", choices=poolings,
+                        help="mean | max | cls (first token) over the tokens"
+                             + (", or none (patch tokens as a GeoTIFF)" if "none" in poolings else ""))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="terramind-ft embed",
         description="TerraMind embeddings of every chip of a split: a GeoParquet row per chip (footprint, vector) "
                     "or, with --pooling none, a GeoTIFF of patch embeddings per chip. Resumable.")
-    parser.add_argument("--config", "-c", action="append", required=True, help="a training config (repeatable)")
-    parser.add_argument("--split", default="predict", choices=("train", "val", "test", "predict"),
-                        help="which split's chips (default: predict)")
-    parser.add_argument("--layers", default="-1",
-                        help="comma-separated backbone layers to concatenate, negative from the end (default -1)")
-    parser.add_argument("--pooling", default="mean", choices=POOLINGS,
-                        help="mean | max | cls (first token) over the tokens, or none (patch tokens as a GeoTIFF)")
+    add_embedding_arguments(parser, ("train", "val", "test", "predict"), "predict")
     parser.add_argument("--output", "-o", type=Path, default=None,
                         help="output folder (default: <trainer.default_root_dir>/embeddings)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the data module's")

@@ -73,23 +73,20 @@ def run_episodes(vectors: np.ndarray, labels: Sequence[int], *, ways: int, shots
 
 
 def main(argv: list[str] | None = None) -> int:
-    from terramind_ft.commands.embed import POOLINGS, embed_split, parse_layers
+    from terramind_ft.commands.embed import POOLINGS, add_embedding_arguments, embed_split, parse_layers
     from terramind_ft.io import atomic_write_json
 
     parser = argparse.ArgumentParser(
         prog="terramind-ft few-shot",
         description="Few-shot classification from TerraMind embeddings: seeded nearest-prototype episodes over a "
                     "labelled split; mean accuracy with a 95 %% interval and per-class accuracy in metrics.json.")
-    parser.add_argument("--config", "-c", action="append", required=True, help="a classification config")
-    parser.add_argument("--split", default="test", choices=("train", "val", "test"))
+    add_embedding_arguments(parser, ("train", "val", "test"), "test", tuple(p for p in POOLINGS if p != "none"))
     parser.add_argument("--ways", type=int, default=5)
     parser.add_argument("--shots", type=int, default=1)
     parser.add_argument("--queries", type=int, default=15, help="query chips per class and episode (fewer where "
                         "a class has fewer left)")
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--layers", default="-1", help="comma-separated backbone layers (default -1)")
-    parser.add_argument("--pooling", default="mean", choices=[p for p in POOLINGS if p != "none"])
     parser.add_argument("--output", "-o", type=Path, default=None,
                         help="folder of metrics.json (default: <trainer.default_root_dir>/few_shot)")
     args, overrides = parser.parse_known_args(argv)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -13,35 +12,13 @@ import torch
 import yaml
 
 from cli_configs import sen1floods11_config
+from slurm_helpers import job_state, start_requeued_job_now, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 TRAIN_SBATCH = REPO / "scripts" / "slurm" / "train.sbatch"
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow,
               pytest.mark.usefixtures("slurm_cluster", "slurm_jobs_cancelled_after")]
-
-
-def _wait_for(condition, timeout_s: float, what: str) -> None:
-    end = time.time() + timeout_s
-    while not condition():
-        if time.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-def _start_requeued_job_now(job_id: str, timeout_s: float = 120) -> None:
-    """SLURM holds a requeued job for two minutes before it may start again; let it start at once."""
-    def pending() -> bool:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
-        return "PENDING" in out
-
-    _wait_for(pending, timeout_s, f"job {job_id} to be requeued")
-    subprocess.run(["scontrol", "update", f"jobid={job_id}", "starttime=now"], check=True)
-
-
-def _state(job_id: str) -> str:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
 def test_train_sbatch_with_two_cpu_processes_resumes_after_a_requeue(tmp_path):
@@ -57,12 +34,12 @@ def test_train_sbatch_with_two_cpu_processes_resumes_after_a_requeue(tmp_path):
                           "--cpus-per-task=1", "--time=15", f"--output={tmp_path}/train-%j.out", str(TRAIN_SBATCH),
                           str(cfg)], cwd=tmp_path, env=env, capture_output=True, text=True, check=True
                          ).stdout.strip().split(";")[0]
-    _wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), 240, "the first epoch")
+    wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), 240, "the first epoch")
     # what SLURM sends before the time limit (#SBATCH --signal=SIGUSR1@90): Lightning saves hpc_ckpt_1.ckpt and
     # requeues the job, which resumes from it in the same run folder
     subprocess.run(["scancel", "--signal=USR1", job], check=True)
-    _start_requeued_job_now(job)
-    _wait_for(lambda: _state(job) == "COMPLETED", 400, f"job {job} after its requeue")
+    start_requeued_job_now(job)
+    wait_for(lambda: job_state(job) == "COMPLETED", 400, f"job {job} after its requeue")
     log = (tmp_path / f"train-{job}.out").read_text()
     assert "(restart 1)" in log, log[-3000:]
     assert "fit done: 4 epoch(s)" in log, log[-3000:]

@@ -4,7 +4,6 @@ after the time-limit signal, scancel of one array task. Skipped with the reason 
 from __future__ import annotations
 
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -16,33 +15,11 @@ from terramind_ft.sweep.launch import PREEMPT_CHECKPOINT, submit_workers
 from terramind_ft.sweep.search import open_study
 from terramind_ft.sweep.spec import load_spec
 
+from slurm_helpers import job_state, start_requeued_job_now, wait_for
 from sweep_helpers import result_rows, study_trials
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow,
               pytest.mark.usefixtures("slurm_cluster", "slurm_jobs_cancelled_after")]
-
-
-def _wait_for(condition, timeout_s: float, what: str) -> None:
-    end = time.time() + timeout_s
-    while not condition():
-        if time.time() > end:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
-def _start_requeued_job_now(job_id: str, timeout_s: float = 120) -> None:
-    """SLURM holds a requeued job for two minutes before it may start again; let it start at once."""
-    def pending() -> bool:
-        out = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T"], capture_output=True, text=True).stdout
-        return "PENDING" in out
-
-    _wait_for(pending, timeout_s, f"job {job_id} to be requeued")
-    subprocess.run(["scontrol", "update", f"jobid={job_id}", "starttime=now"], check=True)
-
-
-def _state(job_id: str) -> str:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", job_id], capture_output=True, text=True)
-    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
 def _slurm(**slurm):
@@ -80,9 +57,9 @@ def test_the_time_limit_signal_requeues_and_the_trial_resumes(toy_sweep):
     open_study(spec, create=True)
     [job] = submit_workers(spec, work=1)
     run_dir = spec.trials_dir / "trial_0000"
-    _wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), 180, "the first epoch")
+    wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), 180, "the first epoch")
     subprocess.run(["scancel", "--signal=USR2", str(job.job_id)], check=True)
-    _start_requeued_job_now(str(job.job_id))
+    start_requeued_job_now(str(job.job_id))
     job.result()  # waits through the requeue (sacct) until the requeued task finished
     trials = study_trials(spec)
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE], job.stderr()
@@ -92,7 +69,7 @@ def test_the_time_limit_signal_requeues_and_the_trial_resumes(toy_sweep):
                                                 str(run_dir / "checkpoints" / "last.ckpt"))
     starts = (run_dir / "fit_starts.txt").read_text().split()
     assert starts[0] == "0" and len(starts) == 2 and int(starts[1]) >= 1, starts  # resumed, not restarted
-    _wait_for(lambda: _state(str(job.job_id)) == "COMPLETED", 60, "SLURM to record the end of the job")
+    wait_for(lambda: job_state(str(job.job_id)) == "COMPLETED", 60, "SLURM to record the end of the job")
     history = subprocess.run(["sacct", "-n", "-D", "-X", "-P", "-o", "State", "-j", str(job.job_id)],
                              capture_output=True, text=True).stdout.split()
     assert history == ["REQUEUED", "COMPLETED"], history  # SLURM requeued the task once, then it finished
@@ -103,15 +80,15 @@ def test_scancel_of_one_array_task_is_requeued_by_the_next_run(toy_sweep):
                                overrides={"trainer.max_epochs": 2, "model.step_sleep_s": 0.5}))
     assert cli.main(["sweep", "--config", str(spec.path), "--skip-check"]) == 0  # slurm: submit, do not wait
     study = open_study(spec, create=False)
-    _wait_for(lambda: any((spec.trials_dir / f"trial_{i:04d}" / "checkpoints" / "last.ckpt").exists()
+    wait_for(lambda: any((spec.trials_dir / f"trial_{i:04d}" / "checkpoints" / "last.ckpt").exists()
                           for i in range(2)), 180, "a trial's first epoch")
     running = [t for t in study.get_trials() if t.state == TrialState.RUNNING
                and (Path(t.user_attrs["run_dir"]) / "checkpoints" / "last.ckpt").exists()]
     victim = running[0]
     job = str(victim.user_attrs["worker"]["job"])
     subprocess.run(["scancel", job], check=True)
-    _wait_for(lambda: _state(job).startswith("CANCELLED"), 60, f"scancel of {job}")
-    _wait_for(lambda: not any(_state(str(t.user_attrs["worker"]["job"])) in ("RUNNING", "PENDING")
+    wait_for(lambda: job_state(job).startswith("CANCELLED"), 60, f"scancel of {job}")
+    wait_for(lambda: not any(job_state(str(t.user_attrs["worker"]["job"])) in ("RUNNING", "PENDING")
                               for t in open_study(spec, create=False).get_trials()), 240, "the other task")
 
     assert cli.main(["sweep", "--config", str(spec.path), "--wait", "--skip-check"]) == 0
