@@ -9,6 +9,13 @@ inputs S2L1C (13 bands) + S1GRD (2 bands), mean merge, loss = mean of the last l
     python scripts/bench_backbone.py                                   # tiny + base, 224 + 512 px, batch 4
     python scripts/bench_backbone.py --sizes tiny --px 224 --steps 5
     python scripts/bench_backbone.py --device cuda --threads 16
+    python scripts/bench_backbone.py --vs-terratorch /tmp/tt/bin/python --sizes tiny --px 224
+
+``--vs-terratorch PYTHON`` also runs TerraTorch's TerraMind (``terratorch.registry.BACKBONE_REGISTRY``, random
+weights) under that interpreter (a scratch venv with ``terratorch==1.2.11``; never a dependency), same inputs, and
+prints the ratio. Importing terratorch sets ``torch.set_float32_matmul_precision("medium")`` for its process, so
+terramind-ft runs at the precision given by ``--float32-matmul-precision`` (default: the same "medium" when
+comparing) and the table says which each row ran with.
 """
 
 from __future__ import annotations
@@ -38,6 +45,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--modalities", nargs="+", default=["S2L1C", "S1GRD"])
     parser.add_argument("--json", type=Path, help="also write the rows to this JSON file")
+    parser.add_argument("--vs-terratorch", metavar="PYTHON", help="the python of a venv with terratorch")
+    parser.add_argument("--float32-matmul-precision", default=None, choices=["highest", "high", "medium"],
+                        help="for terramind-ft's runs (default: highest, or medium with --vs-terratorch)")
+    parser.add_argument("--tool", default="terramind-ft", help=argparse.SUPPRESS)  # child: whose backbone
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "PX"), help=argparse.SUPPRESS)  # child process mode
     return parser.parse_args(argv)
 
@@ -57,7 +68,15 @@ def run_one(args: argparse.Namespace, size: str, px: int) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     device = torch.device(args.device)
-    model = BACKBONE_REGISTRY.build(f"terramind_v1_{size}", modalities=args.modalities).to(device).train()
+    if args.tool == "terratorch":
+        from terratorch.registry import BACKBONE_REGISTRY as PEER_REGISTRY  # sets matmul precision "medium"
+
+        model = PEER_REGISTRY.build(f"terramind_v1_{size}", modalities=args.modalities, pretrained=False)
+        model = model.to(device).train()
+    else:
+        if args.float32_matmul_precision:
+            torch.set_float32_matmul_precision(args.float32_matmul_precision)
+        model = BACKBONE_REGISTRY.build(f"terramind_v1_{size}", modalities=args.modalities).to(device).train()
     x = {m: torch.randn(args.batch, get_modality(m).num_bands, px, px, device=device) for m in args.modalities}
     cuda = device.type == "cuda"
     base_rss = rss_mib()
@@ -78,6 +97,7 @@ def run_one(args: argparse.Namespace, size: str, px: int) -> dict:
         if step >= args.warmup:
             times.append(elapsed * 1000)
     row = {
+        "tool": args.tool, "matmul": torch.get_float32_matmul_precision(),
         "size": size, "px": px, "batch": args.batch, "device": args.device,
         "tokens": out_tokens(px, len(args.modalities)),
         "params_M": sum(p.numel() for p in model.parameters()) / 1e6,
@@ -108,16 +128,28 @@ def main(argv: list[str] | None = None) -> int:
     passthrough = ["--batch", str(args.batch), "--steps", str(args.steps), "--warmup", str(args.warmup),
                    "--threads", str(args.threads), "--device", args.device, "--modalities", *args.modalities]
     env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    precision = args.float32_matmul_precision or ("medium" if args.vs_terratorch else None)
+    tools = [("terramind-ft", sys.executable, ["--float32-matmul-precision", precision] if precision else [])]
+    if args.vs_terratorch:
+        tools.append(("terratorch", args.vs_terratorch, []))
     for size in args.sizes:
         for px in args.px:
-            cmd = [sys.executable, __file__, "--one", size, str(px), *passthrough]
-            result = subprocess.run(cmd, capture_output=True, text=True, env=env)
-            line = next((ln for ln in result.stdout.splitlines() if ln.startswith("ROW ")), None)
-            if result.returncode != 0 or line is None:
-                print(f"{size} {px}px failed (exit {result.returncode}):\n{result.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(line[4:]))
-            print_table(rows[-1:], header=len(rows) == 1)
+            ours = None
+            for tool, python, extra in tools:
+                cmd = [python, __file__, "--one", size, str(px), "--tool", tool, *passthrough, *extra]
+                result = subprocess.run(cmd, capture_output=True, text=True, env=env)
+                line = next((ln for ln in result.stdout.splitlines() if ln.startswith("ROW ")), None)
+                if result.returncode != 0 or line is None:
+                    print(f"{tool} {size} {px}px failed (exit {result.returncode}):\n{result.stderr[-2000:]}",
+                          file=sys.stderr)
+                    continue
+                row = json.loads(line[4:])
+                if tool == "terramind-ft":
+                    ours = row
+                elif ours is not None:  # speed ratio: above 1 means terramind-ft is faster
+                    row["ratio"] = row["ms_per_step"] / ours["ms_per_step"]
+                rows.append(row)
+                print_table(rows[-1:], header=len(rows) == 1)
     if args.json:
         tmp = args.json.with_suffix(args.json.suffix + ".tmp")
         tmp.write_text(json.dumps(rows, indent=1))
@@ -126,14 +158,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def print_table(rows: list[dict], header: bool = True) -> None:
-    columns = [("size", "{}"), ("px", "{}"), ("batch", "{}"), ("tokens", "{}"), ("params_M", "{:.1f}"),
+    columns = [("tool", "{}"), ("matmul", "{}"), ("size", "{}"), ("px", "{}"), ("batch", "{}"), ("tokens", "{}"), ("params_M", "{:.1f}"),
                ("ms_per_step", "{:.0f}"), ("ms_min", "{:.0f}"), ("peak_MiB", "{:.0f}"),
-               ("peak_over_model_MiB", "{:.0f}"), ("device", "{}")]
+               ("peak_over_model_MiB", "{:.0f}"), ("device", "{}"), ("ratio", "{:.2f}x")]
     widths = [max(len(name), 8) for name, _ in columns]
     if header:
         print("  ".join(name.rjust(w) for (name, _), w in zip(columns, widths)))
     for row in rows:
-        print("  ".join(fmt.format(row[name]).rjust(w) for (name, fmt), w in zip(columns, widths)), flush=True)
+        print("  ".join((fmt.format(row[name]) if name in row else "").rjust(w)
+                        for (name, fmt), w in zip(columns, widths)), flush=True)
 
 
 if __name__ == "__main__":
