@@ -125,6 +125,13 @@ class LastCheckpoint(Checkpoint):
     """Writes ``<dirpath>/last.ckpt`` after every training epoch (after its validation), at the end of training,
     on SIGUSR1 (at the next batch end; requeue scripts send it) and when a signal stops ``fit``.
 
+    SIGUSR1 under DDP: every rank gets the signal at its own moment, and a checkpoint save is collective, so the
+    ranks first agree (an any-reduce of the flag at each batch end) and then all save at the same step. Under
+    SLURM with Lightning's auto-requeue on (``train.sbatch``: ``--signal=SIGUSR1@90``), this callback also owns the
+    requeue: Lightning's own handler saves at the moment the signal lands, which deadlocks DDP ranks blocked in a
+    collective; here rank 0 runs ``scontrol requeue`` after the agreed save and the requeued job resumes from
+    last.ckpt.
+
     A ``Checkpoint`` subclass, so Lightning runs it after the other callbacks of an epoch end: the file holds
     their updated state (the best checkpoint's score among it).
     """
@@ -134,6 +141,7 @@ class LastCheckpoint(Checkpoint):
         self.filename = filename
         self._saved_step: int | None = None
         self._requested = False
+        self._requeue = False
         self._previous_usr1: Any = None
 
     @property
@@ -149,24 +157,52 @@ class LastCheckpoint(Checkpoint):
             return
         trainer.save_checkpoint(self.path, weights_only=False)  # the full state: it resumes a run
         self._saved_step = trainer.global_step
-        if why:
+        if why and trainer.is_global_zero:
             log.info("saved %s (%s, epoch %d, step %d)", self.path, why, trainer.current_epoch, trainer.global_step)
 
     # SIGUSR1 (a cluster's "save now"): only a flag here; the save happens between two batches.
     def _on_usr1(self, signum: int, frame: Any) -> None:
         self._requested = True
-        if callable(self._previous_usr1):
+        if callable(self._previous_usr1) and not self._requeue:  # with _requeue we replace Lightning's handler
             self._previous_usr1(signum, frame)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        from lightning.fabric.plugins.environments import SLURMEnvironment
+
+        environment = getattr(getattr(trainer, "_accelerator_connector", None), "cluster_environment", None)
+        self._requeue = isinstance(environment, SLURMEnvironment) and bool(getattr(environment, "auto_requeue", False))
         if hasattr(signal, "SIGUSR1") and threading.current_thread() is threading.main_thread():
             self._previous_usr1 = signal.getsignal(signal.SIGUSR1)
             signal.signal(signal.SIGUSR1, self._on_usr1)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
-        if self._requested:
-            self._requested = False
-            self.save(trainer, "SIGUSR1")
+        requested = self._requested
+        if trainer.world_size > 1:  # all ranks or none: the save below is a collective
+            requested = bool(trainer.strategy.reduce_boolean_decision(requested, all=False))
+        if not requested:
+            return
+        self._requested = False
+        self.save(trainer, "SIGUSR1")
+        if self._requeue:
+            self._requeue_slurm_job(trainer)
+
+    def _requeue_slurm_job(self, trainer: Trainer) -> None:
+        """Rank 0 asks SLURM to requeue this job (it stops the tasks and starts the job again, same id)."""
+        trainer.should_stop = True
+        if not trainer.is_global_zero:
+            return
+        import subprocess
+
+        array = os.environ.get("SLURM_ARRAY_JOB_ID")
+        job = f"{array}_{os.environ['SLURM_ARRAY_TASK_ID']}" if array else os.environ.get("SLURM_JOB_ID", "")
+        if not job:
+            return
+        result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+        if result.returncode == 0:
+            log.info("requeued SLURM job %s; it resumes from %s", job, self.path)
+        else:
+            log.warning("notice: scontrol requeue %s failed (%s); resume with --ckpt_path last",
+                        job, (result.stderr or result.stdout).strip())
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.save(trainer)
