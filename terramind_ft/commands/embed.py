@@ -82,6 +82,28 @@ def _geo_metadata(crs: Any) -> dict[str, Any]:
             "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": _projjson(crs)}}}
 
 
+def _vectors(features: Any, layers: list[int], pooling: str) -> Any:
+    """One vector per sample: each chosen layer pooled over its tokens, the layers concatenated."""
+    import torch
+
+    return torch.cat([pool(features[i], pooling) for i in layers], dim=-1).float()
+
+
+def _prepare(config_args: list[str], split: str, layers: list[int], batch_size: int | None
+             ) -> tuple[Any, Any, Any, Any]:
+    """The CLI object, the backbone (eval), the split's dataset (no augmentation) and the loader's arguments."""
+    from terramind_ft.cli.app import build_cli
+    from terramind_ft.data.transforms import Compose
+
+    cli = build_cli(list(config_args), run=False)
+    datamodule, encoder = cli.datamodule, cli.model.model.encoder.eval()
+    _check_layers(encoder, layers)
+    dataset = datamodule.make_dataset(split, transform=Compose([]))
+    loader_args = {"batch_size": batch_size or datamodule.batch_size, "shuffle": False,
+                   "num_workers": datamodule.num_workers}
+    return cli, encoder, dataset, loader_args
+
+
 def embed_split(config_args: list[str], split: str, layers: list[int], pooling: str = "mean",
                 batch_size: int | None = None) -> tuple[Any, list[str], list[Any], Any]:
     """(vectors [N, D] float32 numpy, chip ids, targets (``label`` of classification samples, else None), the
@@ -91,23 +113,14 @@ def embed_split(config_args: list[str], split: str, layers: list[int], pooling: 
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
-    from terramind_ft.cli.app import build_cli
-    from terramind_ft.data.transforms import Compose
-
     if pooling == "none":
         raise ConfigError("one vector per chip needs pooling mean, max or cls", key="--pooling")
-    cli = build_cli(list(config_args), run=False)
-    datamodule, encoder = cli.datamodule, cli.model.model.encoder.eval()
-    _check_layers(encoder, layers)
-    dataset = datamodule.make_dataset(split, transform=Compose([]))
-    loader = DataLoader(dataset, batch_size=batch_size or datamodule.batch_size, shuffle=False,
-                        num_workers=datamodule.num_workers)
-    first = datamodule.modalities[0]
+    cli, encoder, dataset, loader_args = _prepare(config_args, split, layers, batch_size)
+    first = cli.datamodule.modalities[0]
     vectors, ids, targets = [], [], []
     with torch.no_grad():
-        for batch in tqdm(loader, desc=f"embed {split}", unit="batch"):
-            features = encoder(batch["image"])
-            vectors.append(torch.cat([pool(features[i], pooling) for i in layers], dim=-1).float().numpy())
+        for batch in tqdm(DataLoader(dataset, **loader_args), desc=f"embed {split}", unit="batch"):
+            vectors.append(_vectors(encoder(batch["image"]), layers, pooling).numpy())
             ids += [Path(f).stem for f in batch["filename"][first]]
             labels = batch.get("label")
             targets += labels.tolist() if labels is not None else [None] * len(batch["filename"][first])
@@ -127,11 +140,9 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
     import rasterio
     import torch
     from rasterio.transform import Affine
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
-    from terramind_ft.cli.app import build_cli
-    from terramind_ft.data.transforms import Compose
     from terramind_ft.inference.writers import _write_geotiff
 
     if pooling not in POOLINGS:
@@ -143,27 +154,21 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
         if pooling != "none":
             raise ConfigError("GeoParquet output needs pyarrow and pyproj: pip install 'terramind-ft[embed]'",
                               key="--pooling") from None
-    cli = build_cli(list(config_args), run=False)
-    datamodule, encoder = cli.datamodule, cli.model.model.encoder.eval()
-    _check_layers(encoder, layers)
+    cli, encoder, dataset, loader_args = _prepare(config_args, split, layers, batch_size)
     output = Path(output) if output is not None else Path(cli.trainer.default_root_dir) / "embeddings"
-    dataset = datamodule.make_dataset(split, transform=Compose([]))
-    loader = DataLoader(dataset, batch_size=batch_size or datamodule.batch_size, shuffle=False,
-                        num_workers=datamodule.num_workers)
     output.mkdir(parents=True, exist_ok=True)
     parts = output / "parts"
     parts.mkdir(exist_ok=True)
     done = _done_chips(parts) if pooling != "none" else {p.name[: -len("_embedding.tif")]
                                                          for p in output.glob("*_embedding.tif")}
-    first = datamodule.modalities[0]
+    first = cli.datamodule.modalities[0]
     todo = [i for i, r in enumerate(dataset.records) if Path(r.files[first]).stem not in done]
     if len(done):
         print(f"embed: {len(done)} chip(s) already in {output}, {len(todo)} to go", flush=True)
     rows: list[dict[str, Any]] = []
     dim = None
     geo = None
-    loader = DataLoader(torch.utils.data.Subset(dataset, todo), batch_size=loader.batch_size, shuffle=False,
-                        num_workers=loader.num_workers)
+    loader = DataLoader(Subset(dataset, todo), **loader_args)  # the chips not written yet
     with torch.no_grad():
         for batch in tqdm(loader, desc=f"embed {split}", unit="batch", disable=not todo):
             features = encoder(batch["image"])
@@ -181,7 +186,7 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
                                    transform=profile["transform"] * scale, nodata=None)
                     _write_geotiff(output / f"{Path(path).stem}_embedding.tif", profile, cube)
                 continue
-            vectors = torch.cat([pool(c, pooling) for c in chosen], dim=-1).float()
+            vectors = _vectors(features, layers, pooling)
             dim = int(vectors.shape[1])
             for b, path in enumerate(files):
                 with rasterio.open(path) as src:
