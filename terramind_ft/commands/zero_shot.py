@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,9 @@ def water_map(lulc_probabilities: Any, water_ids: list[int]) -> Any:
     """[B, 10, H, W] LULC probabilities -> [B, H, W] int64: 1 where the most likely class is a water class."""
     import torch
 
-    classes = lulc_probabilities.max(dim=1).indices
+    from terramind_ft.models.terramind.generation import lulc_class_map
+
+    classes = lulc_class_map(lulc_probabilities)
     return torch.isin(classes, torch.tensor(water_ids, device=classes.device)).long()
 
 
@@ -91,10 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     cli = build_cli([a for c in args.config for a in ("--config", c)] + overrides, run=False)
     dm = cli.datamodule
     size = args.size or _size(dict(getattr(cli.model, "hparams", {}).get("model_args") or {}))
+    class_names = list(dm.class_names or ["not_water", "water"])
+    if len(class_names) != 2:  # before the model is built: a config error should not wait for it
+        raise ConfigError(f"zero-shot water mapping scores against 2-class labels (0 other, 1 water); the data "
+                          f"module has {len(class_names)} classes", key="data.init_args.num_classes")
     tokenizer = ({"ckpt_path": args.tokenizer_ckpt, "pretrained": False} if args.tokenizer_ckpt
                  else {"pretrained": bool(args.pretrained)})
-    import warnings
-
     with warnings.catch_warnings():
         if args.allow_random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
@@ -107,10 +112,6 @@ def main(argv: list[str] | None = None) -> int:
                         num_workers=dm.num_workers)
     output = args.output or Path(cli.trainer.default_root_dir) / "zero_shot"
     output.mkdir(parents=True, exist_ok=True)
-    class_names = list(dm.class_names or ["not_water", "water"])
-    if len(class_names) != 2:
-        raise ConfigError(f"zero-shot water mapping scores against 2-class labels (0 other, 1 water); the data "
-                          f"module has {len(class_names)} classes", key="data.init_args.num_classes")
     metrics = SegmentationMetrics(2, dm.ignore_index, class_names)
     tags = {WEIGHTS_TAG: "random" if random_weights else "pretrained"}
     first, written, scored = dm.modalities[0], 0, False
