@@ -137,11 +137,13 @@ def test_terratorch_keys_at_our_meaning_are_accepted(tmp_path):
     config = sen1floods11_config(tmp_path)
     init = config["data"]["init_args"]
     init.update(concat_bands=False, shared_transforms=True, check_stackability=False, skip_file_checks=False,
-                channel_position=-3, rgb_indices={"S2L1C": [3, 2, 1]}, image_modalities=["S2L1C", "S1GRD"])
+                channel_position=-3, rgb_indices={"S2L1C": [3, 2, 1]}, image_modalities=["S2L1C", "S1GRD"],
+                expand_temporal_dimension=False)
     translated, notices = translate_terratorch(config)
     new = translated["data"]["init_args"]
     assert new["rgb_modality"] == "S2L1C" and new["rgb_indices"] == [3, 2, 1] and new["check_files"] is True
-    assert not {"concat_bands", "shared_transforms", "check_stackability", "channel_position"} & set(new)
+    assert not {"concat_bands", "shared_transforms", "check_stackability", "channel_position",
+                "expand_temporal_dimension"} & set(new)
     assert any("concat_bands" in n for n in notices)
     GenericMultiModalDataModule(**new)  # and ours takes the rest
 

@@ -113,16 +113,21 @@ def _map_temporal(init: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """TerraTorch's ``expand_temporal_dimension: true`` (files of dates x bands) as ``time_steps``: the number of
     dates comes from ``backbone_temporal_n_timestamps``; the band order must be said (``time_layout``), since
     TerraTorch's own reshape once read it the other way round."""
-    if not init.get("expand_temporal_dimension"):
-        return []
+    from terramind_ft.data.datamodule import TIME_LAYOUTS
+
     key = "data.init_args.expand_temporal_dimension"
+    if "expand_temporal_dimension" not in init:
+        return []
+    if not init["expand_temporal_dimension"]:  # one date per sample: what we read anyway
+        init.pop("expand_temporal_dimension")
+        return [f"{key}: false is what terramind-ft does; dropped"]
     model_args = (((config.get("model") or {}).get("init_args") or {}).get("model_args") or {})
     dates = model_args.get("backbone_temporal_n_timestamps")
     if not isinstance(dates, int) or dates < 1:
         raise ConfigError("expand_temporal_dimension: true needs the number of dates: set model_args."
                           "backbone_temporal_n_timestamps (or give data.init_args.time_steps: {<modality>: <dates>})",
                           key=key)
-    if init.get("time_layout") not in ("time_major", "band_major"):
+    if init.get("time_layout") not in TIME_LAYOUTS:
         raise ConfigError("expand_temporal_dimension: true does not say how the bands of the dates are ordered in "
                           "the files; add data.init_args.time_layout: time_major (all bands of date 1, then of date "
                           "2, ...) or band_major (each band at every date, what TerraTorch's reshape assumes), "
