@@ -361,6 +361,14 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                     return v
         return None
 
+    def _configured_modality(self, name: str, option: str) -> str:
+        """The configured modality a per-modality option's key names (its name, catalogue name or an alias)."""
+        for m in self.modalities:
+            if self._lookup({name: True}, m) is not None:
+                return m
+        raise ConfigError(f"{option} names {name!r}, which is not one of {self.modalities}",
+                          key=f"{KEY}.{option}.{name}")
+
     def _build_specs(self, dataset_bands, output_bands, means, stds) -> dict[str, ModalitySpec]:
         specs = {}
         for m in self.modalities:
@@ -438,10 +446,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                               f"'time_major' (all bands of date 1, then of date 2, ...) or 'band_major' (band 1 at "
                               f"every date, then band 2, ...); got {layout!r}", key=f"{KEY}.time_layout")
         for name, steps in time_steps.items():
-            m = next((mod for mod in self.modalities if self._lookup({name: steps}, mod) is not None), None)
-            if m is None:
-                raise ConfigError(f"time_steps names {name!r}, which is not one of {self.modalities}",
-                                  key=f"{KEY}.time_steps.{name}")
+            m = self._configured_modality(name, "time_steps")
             if not isinstance(steps, int) or steps < 1:
                 raise ConfigError(f"time_steps is a count of dates >= 1, got {steps!r}", key=f"{KEY}.time_steps.{name}")
             if steps == 1:
@@ -463,10 +468,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         """(x * s - mean) / std == (x - mean / s) / (std / s): the factor is folded into the statistics, so files
         are read as they are and nodata is still recognised in their own units."""
         for name, factor in constant_scale.items():
-            m = next((mod for mod in self.modalities if self._lookup({name: factor}, mod) is not None), None)
-            if m is None:
-                raise ConfigError(f"constant_scale names {name!r}, which is not one of {self.modalities}",
-                                  key=f"{KEY}.constant_scale.{name}")
+            m = self._configured_modality(name, "constant_scale")
             if not isinstance(factor, (int, float)) or factor <= 0:
                 raise ConfigError(f"constant_scale must be a positive number, got {factor!r}",
                                   key=f"{KEY}.constant_scale.{name}")
