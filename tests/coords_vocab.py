@@ -1,9 +1,12 @@
 """A WordPiece vocabulary in the layout of TerraMind's coords tokenizer, written by the tests (the real one is
-on the hub): the special tokens at ids 0-6, then one whitespace word per 0.25 degree value of lat and lon."""
+on the hub): the special tokens at ids 0-6, then one whitespace word per 0.25 degree value of lat and lon.
+And a constructed coords decoder with a known answer (:func:`point_coords_decoder_at`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import torch
 
 from terramind_ft.models.tokenizers.coords import SPECIAL_TOKENS
 
@@ -20,3 +23,25 @@ def write_coords_vocab(path: Path) -> Path:
     tok.add_special_tokens(list(SPECIAL_TOKENS))
     tok.save(str(path))
     return path
+
+
+def point_coords_decoder_at(terramind, chain: list[int]) -> None:
+    """Make a TerraMind encoder-decoder's coords decoder answer ``chain``: its decoder becomes the identity (every
+    residual branch zeroed) and the position embedding of step t points at token chain[t], so after position t
+    the most likely next token is chain[t] whatever the inputs."""
+    coords = terramind.decoder_embeddings["coords"]
+    dim = coords.mod_emb.shape[-1]
+    with torch.no_grad():
+        for block in terramind.decoder:
+            for linear in (block.self_attn.proj, block.cross_attn.proj, block.mlp.fc2):
+                linear.weight.zero_()
+                if linear.bias is not None:
+                    linear.bias.zero_()
+        coords.mod_emb.zero_()
+        coords.token_emb.weight.mul_(1e-4)  # every other token: tiny, random
+        gen = torch.Generator().manual_seed(1)
+        for t, token in enumerate(chain):
+            direction = torch.randn(dim, generator=gen)
+            direction -= direction.mean()  # what LayerNorm keeps of it
+            coords.pos_emb[0, t] = 20 * direction / direction.norm()
+            coords.token_emb.weight[token] = direction / direction.norm()

@@ -1,8 +1,8 @@
 """The ``terramind-ft`` command line.
 
 ``fit``/``validate``/``test``/``predict`` are LightningCLI subcommands (:mod:`terramind_ft.cli.app`). Our own
-commands (``check``, ``compute-statistics``, ``generate``, ``merge-lora``, ``sweep``) are plain argparse programs, each living
-with the code it drives. This module only dispatches and turns errors into one readable block
+commands (``check``, ``compute-statistics``, ``embed``, ``generate``, ``geolocate``, ``merge-lora``, ``sweep``, ...)
+are plain argparse programs, each living with the code it drives. This module only dispatches and turns errors into one readable block
 (:mod:`terramind_ft.cli.report`), so that ``terramind-ft --help`` stays fast: nothing heavy is imported here.
 
 The package, one file per concern:
@@ -39,6 +39,7 @@ EXTRA_COMMANDS: dict[str, tuple[str, str]] = {
     "embed": ("terramind_ft.commands.embed:main", "TerraMind embeddings of a split's chips (GeoParquet / GeoTIFF)"),
     "few-shot": ("terramind_ft.commands.few_shot:main", "few-shot classification from embeddings (episodes)"),
     "generate": ("terramind_ft.commands.generate:main", "generate modalities from GeoTIFF inputs"),
+    "geolocate": ("terramind_ft.commands.geolocate:main", "where an image was taken: location map and top-k"),
     "merge-lora": ("terramind_ft.commands.merge_lora:main", "fold a PEFT/LoRA checkpoint's adapters into its weights"),
     "zero-shot": ("terramind_ft.commands.zero_shot:main", "water maps from generated land cover, scored on labels"),
     "sweep": ("terramind_ft.sweep.cli:main", "run a hyper-parameter sweep locally or on SLURM"),

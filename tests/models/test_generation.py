@@ -198,8 +198,6 @@ def test_inputs_as_token_ids_and_lulc_class_maps(dem_lulc_model):
 def test_build_errors():
     with pytest.raises(ConfigError, match="unknown output modality 'CROPS'"):
         TerraMindGeneration(["S2L2A"], ["CROPS"], size="tiny", tokenizers={})
-    with pytest.raises(ConfigError, match="sequence"):
-        TerraMindGeneration(["S2L2A"], ["coords"], size="tiny")
     with pytest.raises(ConfigError, match="listed twice"):
         TerraMindGeneration(["S2L2A"], ["DEM", "dem"], size="tiny")
     for size in ("tiny", "small", "base", "large"):

@@ -270,13 +270,43 @@ def test_multi_step_chained_generation_of_several_token_modalities():
     assert out[-1].shape == (2, 16, 192)
 
 
+def test_coords_as_a_tim_modality(tmp_path):
+    """TiM generates a location ("lat lon [EOS]", autoregressively), feeds it to the encoder as a coords input
+    and conditions the next TiM modality on it; the constructed generator gives the known answer."""
+    pytest.importorskip("tokenizers")
+    from tokenizers import Tokenizer
+
+    from coords_vocab import point_coords_decoder_at, write_coords_vocab
+
+    vocab = Tokenizer.from_file(str(write_coords_vocab(tmp_path / "config.json"))).get_vocab()
+    torch.manual_seed(0)
+    model = BACKBONE_REGISTRY.build("terramind_v1_tiny_tim", modalities=["S2L2A"], tim_modalities=["coords", "LULC"])
+    assert "coords" in model.sampler.model.encoder_embeddings  # chained: LULC is generated knowing the location
+    answer = [vocab["lat=40.00"], vocab["lon=-3.50"], 3]
+    point_coords_decoder_at(model.sampler.model, answer)
+    model.eval()
+    x = torch.randn(2, 12, 32, 32)
+    with torch.no_grad():
+        tokens = model.generate_tokens({"S2L2A": x})
+        out = model({"S2L2A": x})
+        given = model({"S2L2A": x, "coords": torch.tensor([answer + [0]] * 2)})
+        elsewhere = model({"S2L2A": x, "coords": torch.tensor([[vocab["lat=-33.75"], vocab["lon=151.25"], 3, 0]] * 2)})
+    assert tokens["coords"].tolist() == [answer + [0]] * 2 and tokens["LULC"].shape == (2, 2, 2)
+    assert out.modalities == ["S2L2A", "coords", "LULC"] and out[-1].shape == (2, 4, 192)  # coords: not merged
+    torch.testing.assert_close(out[-1], given[-1])  # the generated location is what the encoder saw
+    assert not torch.allclose(out[-1], elsewhere[-1])  # ... and it matters
+    model.train()
+    model({"S2L2A": x})[-1].sum().backward()
+    assert model.encoder_embeddings["coords"].token_emb.weight.grad is not None
+    assert all(p.grad is None for p in model.sampler.parameters())
+
+
 @pytest.mark.parametrize(("kwargs", "match"), [
     ({"bands": {"S2L2A": ["RED", "GREEN", "BLUE"]}}, "band subsets.*terramind_v1_tiny \\(no TiM\\)"),
     ({"modalities": ["S2L2A", {"HLS": 6}]}, "new modality 'HLS'.*terramind_v1_tiny"),
     ({"modalities": ["S2L2A", "LULC"]}, "also the input 'LULC'"),
     ({"modalities": ["S2L2A"], "tim_modalities": ["S2L2A"]}, "also the input 'S2L2A'"),
     ({"tim_modalities": ["CROPS", "NDVI"]}, "unknown output modality .CROPS.*LULC"),
-    ({"tim_modalities": ["coords"]}, "sequence"),
     ({"tim_modalities": []}, "tim_modalities is empty"),
 ])
 def test_build_errors_name_the_problem_and_the_alternative(kwargs, match):

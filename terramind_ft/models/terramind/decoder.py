@@ -231,12 +231,35 @@ class TerraMind(nn.Module):
                                 f"{', '.join(self.decoder_embeddings)}")
         target = self.decoder_embeddings[key]
         if not isinstance(target, ImageTokenDecoderEmbedding):
-            raise ModalityError(f"{key!r} is a sequence modality; only image-token modalities can be decoded "
-                                "(sequence generation needs the text tokenizer, which is not available)")
+            raise ModalityError(f"{key!r} is a sequence modality: decode it with decode_sequence_logits")
         queries = self.mask_token + target.query_embedding(grid, positions)
         y = queries.expand(context.shape[0], -1, -1)
         for block in self.decoder:
             y = block(y, context)
+        return target(self.decoder_norm(y))
+
+    def decode_sequence_logits(self, context: Tensor, key: str, ids: Tensor, positions: Tensor | None = None,
+                               self_mask: Tensor | None = None) -> Tensor:
+        """Next-token logits [B, L, V] of sequence target ``key`` (coords) after the decoder inputs ``ids`` [B, L].
+
+        As the reference's autoregressive step: queries are ``token_emb(ids) + pos_emb[positions] + mod_emb``
+        (no mask token; positions default 0..L-1), self-attention is causal unless ``self_mask`` [L, L] (True =
+        masked out) says otherwise, every query sees the whole context [1|B, N, D].
+        """
+        target = self.decoder_embeddings[key] if key in self.decoder_embeddings else None
+        if not isinstance(target, SequenceDecoderEmbedding):
+            raise ModalityError(f"this TerraMind has no sequence decoder embedding {key!r}; it decodes "
+                                f"{', '.join(self.decoder_embeddings)}")
+        batch, length = ids.shape
+        if positions is None:
+            positions = torch.arange(length, device=ids.device)
+        if self_mask is None:
+            self_mask = torch.ones(length, length, dtype=torch.bool, device=ids.device).triu(1)
+        y = target.token_emb(ids) + target.pos_emb[:, positions] + target.mod_emb
+        mask = self_mask.expand(batch, -1, -1)
+        context = context.expand(batch, -1, -1) if context.shape[0] == 1 else context
+        for block in self.decoder:
+            y = block(y, context, mask)
         return target(self.decoder_norm(y))
 
     def forward(self, inputs: dict[str, Any], target: str, grid: tuple[int, int] | None = None) -> Tensor:

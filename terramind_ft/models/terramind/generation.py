@@ -48,18 +48,22 @@ from terramind_ft.modalities import (
     resolve_input,
     resolve_output,
 )
-from terramind_ft.models.terramind.decoder import TerraMind, load_terramind_checkpoint
+from terramind_ft.models.terramind.decoder import COORDS_MAX_LENGTH, TerraMind, load_terramind_checkpoint
+from terramind_ft.models.terramind.geolocation import GridTokens, LocationDistribution, location_distribution
 from terramind_ft.models.terramind.sampling import (
     SamplingSettings,
     TokenTarget,
     make_generator,
     roar_decode,
+    sequence_as_input,
+    sequence_decode,
 )
 from terramind_ft.models.terramind.sizes import (
     TerraMindSize,
     get_size,
     register_size_variants,
 )
+from terramind_ft.models.tokenizers.coords import PAD_ID, SEQUENCE_START_ID, SEQUENCE_STOP_IDS
 from terramind_ft.ops import class_ids
 from terramind_ft.registry import FULL_MODEL_REGISTRY
 
@@ -145,7 +149,7 @@ class TerraMindGeneration(nn.Module):
         if not modalities:
             raise ConfigError("give at least one input modality, e.g. [S2L2A]", key="modalities")
         if not output_modalities:
-            raise ConfigError(f"give at least one output modality of {', '.join(TOKEN_MODALITIES)}",
+            raise ConfigError(f"give at least one output modality of {', '.join(TOKEN_MODALITIES)}, coords",
                               key="output_modalities")
         self.inputs = {name: _Input(str(name)) for name in modalities}
         keys = [i.key for i in self.inputs.values()]
@@ -155,10 +159,6 @@ class TerraMindGeneration(nn.Module):
         for name in output_modalities:
             canonical, key = resolve_output(str(name), key="output_modalities")
             modality = MODALITIES[canonical]
-            if modality.kind == "sequence":
-                raise ModalityError(f"output {name!r} is a sequence (coords); its generation needs the text "
-                                    f"tokenizer, which is not available. Outputs: {', '.join(TOKEN_MODALITIES)}",
-                                    key="output_modalities")
             if any(key == k for _, k in self.outputs.values()):
                 raise ModalityError(f"output {name!r} is listed twice", key="output_modalities")
             self.outputs[str(name)] = (modality, key)
@@ -207,7 +207,8 @@ class TerraMindGeneration(nn.Module):
             if spec.kind == "token" and spec.modality.tokenizer:
                 needed[spec.modality.token_key] = spec.modality  # type: ignore[index]
         for modality, key in self.outputs.values():
-            needed[key] = modality
+            if modality.kind != "sequence":  # coords use the text tokenizer (_coords_text_tokenizer)
+                needed[key] = modality
         given_by_key = {}
         for name, module in given.items():
             given_by_key[MODALITIES[resolve_output(str(name), key="tokenizers")[0]].token_key] = module
@@ -232,12 +233,16 @@ class TerraMindGeneration(nn.Module):
             built[key] = tokenizer.eval()
         return built
 
-    def _tokenize_coords(self, coords: Tensor) -> dict[str, Tensor]:
-        """(lon, lat) [B, 2] -> the reference's coords token ids (terramind_v1_tokenizer_coords), built on first use."""
+    def _coords_text_tokenizer(self) -> nn.Module:
+        """terramind_v1_tokenizer_coords (the reference's WordPiece vocabulary), built on first use."""
         if self._coords_tokenizer is None:
             kwargs = {"pretrained": self.pretrained or self.ckpt_path is not None, **self._coords_tokenizer_kwargs}
             self._coords_tokenizer = FULL_MODEL_REGISTRY.build("terramind_v1_tokenizer_coords", **kwargs)
-        return self._coords_tokenizer.encode(coords)
+        return self._coords_tokenizer
+
+    def _tokenize_coords(self, coords: Tensor) -> dict[str, Tensor]:
+        """(lon, lat) [B, 2] -> the reference's coords token ids."""
+        return self._coords_text_tokenizer().encode(coords)
 
     def train(self, mode: bool = True) -> TerraMindGeneration:
         return super().train(False)  # nothing here trains; tokenizers and generator stay in eval mode
@@ -255,6 +260,8 @@ class TerraMindGeneration(nn.Module):
     def _size_multiple(self, keys: Sequence[str]) -> int:
         multiple = PATCH_SIZE
         for key in keys:
+            if key not in self.tokenizer:  # coords: no pixels to decode
+                continue
             decoder = getattr(self.tokenizer[key], "decoder", None)
             multiple = math.lcm(multiple, int(getattr(decoder, "size_multiple", PATCH_SIZE)))
         return multiple
@@ -396,7 +403,7 @@ class TerraMindGeneration(nn.Module):
     @torch.no_grad()
     def generate_tokens(self, x: Tensor | Mapping[str, Any] | None = None, *, seed: int | None = None,
                         output_modalities: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Tensor]:
-        """Token ids ``[B, h, w]`` of the outputs (no pixel decoding)."""
+        """Token ids ``[B, h, w]`` of the outputs (no pixel decoding); coords: ids ``[B, 4]`` after ``[S_1]``."""
         tokens, _, _, _ = self._tokens(x, kwargs, self._seed(seed), self._selected_outputs(output_modalities))
         return tokens
 
@@ -407,20 +414,54 @@ class TerraMindGeneration(nn.Module):
         pieces, grid, size = self._prepare_inputs(given, multiple)
         first = next(v for _, v in pieces if isinstance(v, Tensor))
         batch, device = int(first.shape[0]), first.device
-        # Generation order is the configured order (chaining), restricted to the selected outputs.
-        order = [n for n in self.outputs if n in names]
-        targets = [TokenTarget.empty(self.outputs[n][1], grid, batch, device) for n in order]
+        model = self.sampler.model
         generator = make_generator(seed, device)
-        roar_decode(self.sampler.model, pieces, targets, [self.sampling] * len(targets), generator,
-                    conditioning_targets=self.chained)
-        tokens = {n: t.ids.view(batch, *grid) for n, t in zip(order, targets)}
+        visible: list[tuple[str, Any]] = list(pieces)  # fully visible encoder inputs, growing when chained
+        tokens: dict[str, Tensor] = {}
+        # Generation order is the configured order (chaining), restricted to the selected outputs.
+        for name in [n for n in self.outputs if n in names]:
+            modality, key = self.outputs[name]
+            if modality.kind == "sequence":
+                context = model.encode([(k, v, None) for k, v in visible])
+                ids = sequence_decode(model, context, key, self.sampling, generator, start_id=SEQUENCE_START_ID,
+                                      stop_ids=SEQUENCE_STOP_IDS, max_tokens=COORDS_MAX_LENGTH, pad_id=PAD_ID)
+                tokens[name] = ids
+                value: Any = sequence_as_input(ids)
+            else:
+                target = TokenTarget.empty(key, grid, batch, device)
+                roar_decode(model, visible, [target], [self.sampling], generator)
+                tokens[name] = value = target.ids.view(batch, *grid)
+            if self.chained and model.has_encoder_embedding(key):
+                visible.append((key, value))
         return {n: tokens[n] for n in names}, grid, size, multiple
+
+    @torch.no_grad()
+    def location_distribution(self, x: Tensor | Mapping[str, Any] | None = None, *, lat_chunk: int = 256,
+                              **kwargs: Any) -> LocationDistribution:
+        """P(location | inputs) on the coords vocabulary's 0.25 degree grid (needs ``coords`` among the outputs).
+
+        Exact, not sampled: P(lat) x P(lon | lat) from two decoder steps over every latitude
+        (:mod:`terramind_ft.models.terramind.geolocation`); conditioned on the inputs only.
+        """
+        name = next((n for n, (m, _) in self.outputs.items() if m.kind == "sequence"), None)
+        if name is None:
+            raise ModalityError("a location distribution needs coords among the outputs: build the model with "
+                                "output_modalities=[..., 'coords']", key="output_modalities")
+        key = self.outputs[name][1]
+        pieces, _, _ = self._prepare_inputs(self._collect(x, kwargs), PATCH_SIZE)
+        context = self.sampler.model.encode([(k, v, None) for k, v in pieces])
+        text = self._coords_text_tokenizer()
+        decoder = self.sampler.model.decoder_embeddings[key]
+        grid = GridTokens.from_vocab(text.tokenizer.get_vocab(), decoder.vocab_size, source=text.source)
+        return location_distribution(self.sampler.model, context, key, grid, start_id=SEQUENCE_START_ID,
+                                     lat_chunk=lat_chunk)
 
     @torch.no_grad()
     def forward(self, x: Tensor | Mapping[str, Any] | None = None, *, timesteps: int | None = None,
                 seed: int | None = None, output_modalities: Sequence[str] | None = None, progress: bool = False,
                 verbose: bool = False, **kwargs: Any) -> dict[str, Tensor]:
-        """Generate the outputs: ``{name: float32 [B, C, H, W]}`` (LULC: 10 class probabilities).
+        """Generate the outputs: ``{name: float32 [B, C, H, W]}`` (LULC: 10 class probabilities; coords:
+        ``[B, 2]`` (lon, lat) in degrees, decoded by the coords tokenizer).
 
         ``timesteps``: DDIM steps of the diffusion decoders (default: the build value). ``seed``: makes the
         call reproducible (tokens and diffusion noise). ``output_modalities``: a subset of the configured
@@ -436,6 +477,9 @@ class TerraMindGeneration(nn.Module):
         results: dict[str, Tensor] = {}
         for index, name in enumerate(names):
             modality, key = self.outputs[name]
+            if modality.kind == "sequence":  # coords: (lon, lat) [B, 2] in degrees, NaN where not a location
+                results[name] = self._coords_text_tokenizer().decode(tokens[name].cpu()).to(tokens[name].device)
+                continue
             noise = torch.Generator().manual_seed((seed * _SEED_MIX + index + 1) % 2**63)
             decoded = self.tokenizer[key].decode_tokens(tokens[name], timesteps=steps, image_size=padded,
                                                         generator=noise, progress=progress or verbose)

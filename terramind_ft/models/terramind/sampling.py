@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from terramind_ft.errors import ConfigError
+from terramind_ft.models.tokenizers.coords import PAD_ID, SENTINEL_IDS
 
 # |temperature| at or below this means greedy (argmax) decoding, as in the reference.
 GREEDY_TEMPERATURE = 1e-10
@@ -206,3 +207,44 @@ def roar_decode(model, inputs: Sequence[tuple[str, Tensor]], targets: Sequence[T
             target.ids[:, selected] = sample_tokens(logits, setting, generator).to(target.ids.dtype)
             target.decoded[selected] = True
     return list(targets)
+
+
+def sequence_decode(model, context: Tensor, key: str, setting: SamplingSettings,
+                    generator: torch.Generator | None, *, start_id: int, stop_ids: Sequence[int],
+                    max_tokens: int, pad_id: int = 0) -> Tensor:
+    """Autoregressive decoding of a sequence target (coords): int64 ``[B, max_tokens]`` after ``start_id``.
+
+    As the reference's autoregressive step: the decoder starts from the sentinel ``start_id`` and appends one
+    token per pass (``model.decode_sequence_logits``, causal self-attention over the tokens so far), drawn with
+    :func:`sample_tokens`, until every row has produced one of ``stop_ids`` or ``max_tokens`` were drawn. A row
+    that has stopped is filled with ``pad_id`` (the reference keeps drawing for it and discards the tail).
+    """
+    batch = context.shape[0]
+    ids = torch.full((batch, 1), start_id, dtype=torch.long, device=context.device)
+    stop = torch.tensor(list(stop_ids), dtype=torch.long, device=context.device)
+    done = torch.zeros(batch, dtype=torch.bool, device=context.device)
+    for _ in range(max_tokens):
+        logits = model.decode_sequence_logits(context, key, ids)[:, -1]
+        step = sample_tokens(logits, setting, generator).to(torch.long)
+        step = torch.where(done, torch.full_like(step, pad_id), step)
+        ids = torch.cat([ids, step[:, None]], dim=1)
+        done |= torch.isin(step, stop)
+        if bool(done.all()):
+            break
+    out = ids[:, 1:]
+    if out.shape[1] < max_tokens:
+        out = torch.cat([out, out.new_full((batch, max_tokens - out.shape[1]), pad_id)], dim=1)
+    return out
+
+
+def sequence_as_input(ids: Tensor) -> dict[str, Tensor]:
+    """Generated sequence ids ``[B, L]`` as an encoder input ``{"tensor", "input_mask"}``.
+
+    The reference merges the decoded span into the input sequence, which drops the sentinels: a sentinel and
+    what follows it become padding, and columns that are padding in every row are cut.
+    """
+    cut = torch.isin(ids, torch.tensor(SENTINEL_IDS, device=ids.device)).cumsum(dim=1) > 0
+    ids = ids.masked_fill(cut, PAD_ID)
+    used = (ids != PAD_ID).any(dim=0).nonzero()
+    ids = ids[:, : int(used.max()) + 1 if used.numel() else 1]
+    return {"tensor": ids, "input_mask": ids == PAD_ID}

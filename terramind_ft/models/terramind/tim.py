@@ -13,7 +13,9 @@ What it does the way the reference (TerraTorch 1.2.11) does, from the spec (sect
 * sampling: ROAR, ``tim_temps`` 1.0, ``tim_top_p`` 0.8, ``tim_top_k`` 0, ``tim_decoding_steps`` 1 while
   training; TiM modalities generated one after the other, earlier ones conditioning later ones
   (``tim_chained_generations``);
-* generated ids are appended after the inputs, in ``tim_modalities`` order.
+* generated ids are appended after the inputs, in ``tim_modalities`` order; ``coords`` (a location) is decoded
+  autoregressively from the sentinel ``[S_1]`` as "lat lon [EOS]" and, being a sequence, is attended to by the
+  image tokens but left out of the ``mean``/``max`` merge.
 
 What it does differently, and why:
 
@@ -34,10 +36,10 @@ What it does differently, and why:
   keyed by ``cache_keys`` (e.g. file names, passed to ``forward``) or by a hash of the sample's input values,
   together with a fingerprint of the generator and its settings. Meant for runs without random augmentation:
   a cached sample is never generated again (with sampling, every epoch reuses the one draw).
-* **TiM tokens may be given.** An input under a TiM modality's name (ids ``[B, h, w]``) is used as is; only the
-  missing TiM modalities are generated.
+* **TiM tokens may be given.** An input under a TiM modality's name (ids ``[B, h, w]``; coords ids ``[B, L]``)
+  is used as is; only the missing TiM modalities are generated.
 * **Clear build-time errors** for what the generator cannot serve: band subsets, new modalities, a TiM modality
-  that is also an input, sequence (coords) TiM modalities, unknown names.
+  that is also an input, unknown names.
 
 The caller's input dict is never modified.
 """
@@ -58,10 +60,18 @@ from terramind_ft.hub import load_checkpoint, read_state_dict, resolve_checkpoin
 from terramind_ft.io import atomic_path
 from terramind_ft.modalities import MODALITIES, PATCH_SIZE, PRETRAINING_IMG_SIZE, TOKEN_MODALITIES, resolve_input, \
     resolve_output
-from terramind_ft.models.terramind.decoder import TerraMind
+from terramind_ft.models.terramind.decoder import COORDS_MAX_LENGTH, TerraMind
 from terramind_ft.models.terramind.encoder import BackboneOutput, InputSpec, TerraMindEncoder, parse_modalities
-from terramind_ft.models.terramind.sampling import SamplingSettings, TokenTarget, make_generator, roar_decode
+from terramind_ft.models.terramind.sampling import (
+    SamplingSettings,
+    TokenTarget,
+    make_generator,
+    roar_decode,
+    sequence_as_input,
+    sequence_decode,
+)
 from terramind_ft.models.terramind.sizes import get_size, register_size_variants
+from terramind_ft.models.tokenizers.coords import PAD_ID, SEQUENCE_START_ID, SEQUENCE_STOP_IDS
 from terramind_ft.registry import BACKBONE_REGISTRY
 
 GENERATOR_PREFIX = "sampler.model."
@@ -97,7 +107,7 @@ class TerraMindTiM(TerraMindEncoder):
     """TerraMind encoder backbone with TiM token generation (see the module docstring).
 
     Args (beyond those of :class:`~terramind_ft.models.terramind.encoder.TerraMindEncoder`):
-        tim_modalities: token modalities to generate: LULC, NDVI, S2L2A, S1GRD, S1RTC, DEM (default [LULC]).
+        tim_modalities: modalities to generate: LULC, NDVI, S2L2A, S1GRD, S1RTC, DEM, coords (default [LULC]).
         tim_temps, tim_top_p, tim_top_k, tim_decoding_steps: sampling while training (reference defaults).
         tim_chained_generations: later TiM modalities see the tokens generated for earlier ones.
         tim_eval_sampling: keep sampling in eval mode (default False: greedy argmax, deterministic).
@@ -348,6 +358,9 @@ class TerraMindTiM(TerraMindEncoder):
         batch = int(next(v.shape[0] for _, v in pieces if isinstance(v, Tensor)))
         device = next(v.device for _, v in pieces if isinstance(v, Tensor))
         for name, ids in provided.items():
+            if self._is_sequence(name):  # coords ids [B, L] as given
+                provided[name] = ids.long()
+                continue
             ids = ids.reshape(ids.shape[0], *_ids_grid(ids)).long()
             if tuple(ids.shape[1:]) != grid:
                 raise ModalityError(f"{name}: given TiM tokens have grid {tuple(ids.shape[1:])}, the inputs {grid}")
@@ -358,18 +371,38 @@ class TerraMindTiM(TerraMindEncoder):
 
     def _run_generator(self, pieces: list[tuple[str, Any]], grid: tuple[int, int], batch: int,
                        device: torch.device, provided: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        targets = []
-        for name in self._tim_names:
-            target = TokenTarget.empty(self._tim_keys[name], grid, batch, device)
-            if name in provided:
-                target.ids.copy_(provided[name].reshape(batch, -1))
-                target.decoded.fill_(True)
-            targets.append(target)
-        settings = [self._settings()] * len(targets)
+        """Ids of every TiM modality, in order: image tokens by ROAR ([B, h, w]), coords autoregressively ([B, 4]);
+        when chained, each finished one is visible to the generator's encoder for the next."""
+        model = self.sampler.model
+        visible: list[tuple[str, Any]] = list(pieces)
+        generator = self._random_generator(device)
+        tokens: dict[str, Tensor] = {}
         with torch.no_grad():
-            roar_decode(self.sampler.model, pieces, targets, settings, self._random_generator(device),
-                        conditioning_targets=self.tim_chained_generations)
-        return {name: t.ids.view(batch, *grid) for name, t in zip(self._tim_names, targets)}
+            for name in self._tim_names:
+                key = self._tim_keys[name]
+                if self._is_sequence(name):
+                    if name in provided:
+                        ids = provided[name]
+                    else:
+                        context = model.encode([(k, v, None) for k, v in visible])
+                        ids = sequence_decode(model, context, key, self._settings(), generator,
+                                              start_id=SEQUENCE_START_ID, stop_ids=SEQUENCE_STOP_IDS,
+                                              max_tokens=COORDS_MAX_LENGTH, pad_id=PAD_ID)
+                    tokens[name] = ids
+                    value: Any = sequence_as_input(ids)
+                else:
+                    target = TokenTarget.empty(key, grid, batch, device)
+                    if name in provided:
+                        target.ids.copy_(provided[name].reshape(batch, -1))
+                        target.decoded.fill_(True)
+                    roar_decode(model, visible, [target], [self._settings()], generator)
+                    tokens[name] = value = target.ids.view(batch, *grid)
+                if self.tim_chained_generations and model.has_encoder_embedding(key):
+                    visible.append((key, value))
+        return tokens
+
+    def _is_sequence(self, name: str) -> bool:
+        return self.specs[name].kind == "sequence"
 
     # ---- cache ------------------------------------------------------------------------------------------------
 
@@ -454,7 +487,7 @@ class TerraMindTiM(TerraMindEncoder):
                 **kwargs: Any) -> BackboneOutput:
         """Generate the TiM modalities, append them after the inputs and run the encoder (merge over all)."""
         feed, tokens = self._prepare(x, kwargs, cache_keys)
-        feed.update(tokens)
+        feed.update({name: sequence_as_input(ids) if self._is_sequence(name) else ids for name, ids in tokens.items()})
         return super().forward(feed)
 
     def extra_repr(self) -> str:
@@ -512,10 +545,6 @@ def _resolve_tim_modalities(tim_modalities: Sequence[str], input_names: Sequence
     for name in tim_modalities:
         canonical, key = resolve_output(str(name), key="tim_modalities")
         modality = MODALITIES[canonical]
-        if modality.kind == "sequence":
-            raise ModalityError(f"TiM modality {name!r} is a sequence (coords); generating it needs the text "
-                                f"tokenizer, which is not available. Choose image-token modalities: "
-                                f"{', '.join(TOKEN_MODALITIES)}", key="tim_modalities")
         if canonical in input_modalities:
             raise ModalityError(f"{name!r} is a TiM modality and also the input {input_modalities[canonical]!r}: a "
                                 "modality the model already sees needs no generation. Remove it from "

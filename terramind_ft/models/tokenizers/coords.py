@@ -29,6 +29,11 @@ FILENAME = "config.json"
 GRID_DEG = 0.25
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[SOS]", "[EOS]", "[S_0]", "[S_1]", "[S_2]")
 PAD_ID, EOS_ID = 0, 3
+SENTINEL_IDS = (4, 5, 6)  # [S_0], [S_1], [S_2]
+# Generating a location starts from the sentinel [S_1] and ends at [EOS] (or the next sentinel, which is where
+# the reference's empty target sequence ends): "[S_1] lat=.. lon=.. [EOS]".
+SEQUENCE_START_ID = 5
+SEQUENCE_STOP_IDS = (EOS_ID, 6)
 MAX_LENGTH = 4  # the coords sequence length of the reference's embeddings
 _LAT = re.compile(r"lat\s*=\s*(-?\d+(?:\.\d+)?)")
 _LON = re.compile(r"lon\s*=\s*(-?\d+(?:\.\d+)?)")

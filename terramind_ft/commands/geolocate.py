@@ -1,0 +1,247 @@
+"""``terramind-ft geolocate``: where does TerraMind think an image was taken? A map and the top-k locations.
+
+Examples::
+
+    terramind-ft geolocate --inputs S2L2A=chips/ --top-k 5 --output-dir where/
+    terramind-ft geolocate --inputs examples/terramesh --modalities S2L2A S1RTC --output-dir where/
+
+TerraMind's generator decodes a location as coords tokens (``lat=.. lon=..`` on a 0.25 degree grid). For every
+scene this writes ``<stem>_location.tif``: the model's probability of each 0.25 degree cell (float32, EPSG:4326,
+721 x 1440 pixels centred on the grid values, summing to 1; exact, not sampled:
+:mod:`terramind_ft.models.terramind.geolocation`), and ``<stem>_location.png``: the map (log scale) with the
+top-k cells and, when the input is georeferenced, its true centre. ``locations.csv`` lists the top-k cells of
+every scene with their probability, the true centre and the great-circle distance to it; ``metrics.json`` holds
+the top-1 error (median, mean, km) and the share of scenes within 1 / 25 / 200 / 750 / 2500 km (street, city,
+region, country, continent: the usual image-geolocation thresholds).
+
+A scene larger than ``--crop`` pixels is cut into ``--crop`` chips (most-nodata chips skipped); its map is the mean
+of the chips' maps. Weights: ``--pretrained`` (default) downloads ``ibm-esa-geospatial/TerraMind-1.0-<size>`` and
+the coords tokenizer (``ibm-esa-geospatial/TerraMind-1.0-Tokenizer-Coords``); ``--ckpt-path`` and
+``--coords-tokenizer FILE`` use local files. Random weights (``--no-pretrained --allow-random-weights``) give
+meaningless maps, tagged ``TERRAMIND_FT_WEIGHTS=random``; the coords vocabulary has no random form, so it always
+comes from the hub or ``--coords-tokenizer``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+import statistics
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from terramind_ft.errors import ConfigError, DataError
+
+DEFAULT_MODEL = "terramind_v1_base_generate"
+THRESHOLDS_KM = (1, 25, 200, 750, 2500)
+MAX_NODATA_SHARE = 0.5  # chips with more nodata than this are not geolocated
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="terramind-ft geolocate", allow_abbrev=False,
+                                description="TerraMind's distribution over locations for GeoTIFF scenes: a "
+                                            "probability map (EPSG:4326, 0.25 degree) and the top-k locations.",
+                                epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--inputs", nargs="+", required=True, metavar="[MOD=]PATH",
+                   help="MOD=FILE or MOD=FOLDER per input modality, or one FOLDER with modality sub-folders")
+    p.add_argument("--modalities", nargs="+", metavar="MOD",
+                   help="input modalities to take from a FOLDER given without MOD= (default: S2L2A)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"FULL_MODEL_REGISTRY name (default {DEFAULT_MODEL})")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="download the official weights (default); --no-pretrained starts from random weights")
+    p.add_argument("--ckpt-path", help="local TerraMind checkpoint (official layout) instead of the download")
+    p.add_argument("--coords-tokenizer", metavar="FILE",
+                   help="local coords tokenizer (the hub's config.json) instead of the download")
+    p.add_argument("--allow-random-weights", action="store_true",
+                   help="accept random weights (tests, smoke runs); the maps are then meaningless")
+    p.add_argument("--top-k", type=int, default=5, help="locations listed per scene (default 5)")
+    p.add_argument("--crop", type=int, default=224, help="chip size (default 224)")
+    p.add_argument("--output-dir", default="geolocated", help="where outputs go (default ./geolocated)")
+    p.add_argument("--no-preview", action="store_true", help="do not write PNG previews")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
+    return p
+
+
+def build_model(args: argparse.Namespace, input_modalities: Sequence[str]) -> Any:
+    """The generation model with the coords output, through ``terramind-ft generate``'s weight handling."""
+    from terramind_ft.commands import generate
+
+    if not args.pretrained and not args.coords_tokenizer:
+        raise ConfigError("the coords tokenizer is a vocabulary and has no random form: give --coords-tokenizer "
+                          "FILE (the config.json of ibm-esa-geospatial/TerraMind-1.0-Tokenizer-Coords) or drop "
+                          "--no-pretrained to download it", key="--coords-tokenizer")
+    gen_args = argparse.Namespace(
+        model=args.model, outputs=["coords"], pretrained=args.pretrained, ckpt_path=args.ckpt_path,
+        tokenizer_ckpt=[f"coords={args.coords_tokenizer}"] if args.coords_tokenizer else [],
+        allow_random_weights=args.allow_random_weights, timesteps=1, temperature=0.0, top_p=0.0, top_k=0,
+        decoding_steps=1, seed=0)
+    model = generate.build_model(gen_args, input_modalities)
+    args.weights_provenance = gen_args.weights_provenance
+    return model
+
+
+def chip_windows(height: int, width: int, crop: int) -> list[tuple[int, int, int, int]]:
+    """(row, col, height, width) chips covering the scene: one for a small scene, else a crop grid whose last
+    row and column are aligned to the scene's edge."""
+    if height <= crop and width <= crop:
+        return [(0, 0, height, width)]
+
+    def starts(size: int) -> list[int]:
+        if size <= crop:
+            return [0]
+        return sorted({*range(0, size - crop + 1, crop), size - crop})
+
+    return [(r, c, min(crop, height), min(crop, width)) for r in starts(height) for c in starts(width)]
+
+
+def true_centre(reference: Path) -> tuple[float, float] | None:
+    """(lon, lat) of the scene's centre, or None when it has no CRS."""
+    import rasterio
+    from rasterio.warp import transform
+
+    with rasterio.open(reference) as src:
+        if src.crs is None:
+            return None
+        x, y = src.xy(src.height / 2 - 0.5, src.width / 2 - 0.5)
+        lon, lat = transform(src.crs, "EPSG:4326", [x], [y])
+    return float(lon[0]), float(lat[0])
+
+
+def geolocate_scene(model: Any, scene: dict[str, Path], crop: int, device: Any) -> Any:
+    """The scene's LocationDistribution (mean over its chips)."""
+    import torch
+
+    from terramind_ft.commands.generate import read_scene
+    from terramind_ft.models.terramind.geolocation import LocationDistribution
+
+    inputs, nodata, reference = read_scene(scene)
+    height, width = nodata.shape
+    maps, masses = [], []
+    for r, c, h, w in chip_windows(height, width, crop):
+        if nodata[r:r + h, c:c + w].mean() > MAX_NODATA_SHARE:
+            continue
+        chip = {m: v[..., r:r + h, c:c + w].to(device) for m, v in inputs.items()}
+        dist = model.location_distribution(chip)
+        maps.append(dist.probabilities[0].cpu())
+        masses.append(dist.location_mass[0].cpu())
+    if not maps:
+        raise DataError(f"{reference}: every {crop}-px chip is more than {MAX_NODATA_SHARE:.0%} nodata; nothing to "
+                        "geolocate")
+    return LocationDistribution(probabilities=torch.stack(maps).mean(0, keepdim=True),
+                                location_mass=torch.stack(masses).mean(0, keepdim=True))
+
+
+def write_preview(path: Path, dist: Any, top: list[tuple[float, float, float]], truth: tuple[float, float] | None,
+                  title: str, random_weights: bool) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    from terramind_ft.data.plot import save_figure
+
+    probabilities = dist.probabilities[0].numpy()
+    floor = max(float(probabilities.max()) * 1e-6, 1e-12)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    shown = ax.imshow(np.maximum(probabilities, floor), extent=(-180.125, 179.875, -90.125, 90.125),
+                      norm=LogNorm(vmin=floor, vmax=max(float(probabilities.max()), floor * 10)), cmap="magma")
+    fig.colorbar(shown, ax=ax, fraction=0.025, pad=0.02, label="probability per 0.25° cell")
+    for rank, (lon, lat, p) in enumerate(top, start=1):
+        ax.plot(lon, lat, "o", mfc="none", mec="cyan", ms=8)
+        ax.annotate(f"{rank}: {p:.2g}", (lon, lat), xytext=(4, 4), textcoords="offset points", color="cyan",
+                    fontsize=7)
+    if truth is not None:
+        ax.plot(*truth, "*", color="lime", ms=12, label="true centre")
+        ax.legend(loc="lower left", fontsize=7)
+    ax.set_xlabel("longitude")
+    ax.set_ylabel("latitude")
+    ax.set_xticks(range(-180, 181, 60))
+    ax.set_yticks(range(-90, 91, 30))
+    ax.grid(alpha=0.3)
+    if random_weights:
+        title += "   RANDOM WEIGHTS: not a real prediction"
+    ax.set_title(title, fontsize=10, color="crimson" if random_weights else "black")
+    try:
+        return Path(save_figure(fig, path))
+    finally:
+        plt.close(fig)
+
+
+def summarise(errors_km: list[float]) -> dict[str, Any]:
+    if not errors_km:
+        return {"scenes_with_truth": 0}
+    return {"scenes_with_truth": len(errors_km), "top1_median_km": statistics.median(errors_km),
+            "top1_mean_km": statistics.fmean(errors_km),
+            **{f"within_{t}_km": sum(e <= t for e in errors_km) / len(errors_km) for t in THRESHOLDS_KM}}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from terramind_ft.cli.signals import stop_at_once
+    from terramind_ft.commands.generate import _device, discover_scenes
+    from terramind_ft.inference.geotiff import WEIGHTS_TAG
+    from terramind_ft.io import atomic_write_json, atomic_write_text
+    from terramind_ft.models.terramind.geolocation import great_circle_km
+
+    args = build_parser().parse_args(list(argv) if argv is not None else None)
+    with stop_at_once():
+        if args.top_k < 1 or args.crop < 16:
+            raise ConfigError("need --top-k >= 1 and --crop >= 16", key="--top-k" if args.top_k < 1 else "--crop")
+        scenes = discover_scenes(args.inputs, args.modalities)
+        input_modalities = list(next(iter(scenes.values())))
+        out_dir = Path(args.output_dir).expanduser()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        device = _device(args.device)
+        model = build_model(args, input_modalities).to(device)
+        random_weights = args.weights_provenance.startswith("random")
+        print(f"geolocating {len(scenes)} scene(s) from {', '.join(input_modalities)} with {args.model} on {device}",
+              flush=True)
+        rows: list[dict[str, Any]] = []
+        errors: list[float] = []
+        with torch.no_grad():
+            for stem, scene in tqdm(scenes.items(), desc="geolocate", unit="scene", disable=len(scenes) < 2):
+                dist = geolocate_scene(model, scene, args.crop, device)
+                top = dist.top_k(args.top_k)[0]
+                truth = true_centre(next(iter(scene.values())))
+                tags = {"software": "terramind-ft geolocate", "model": args.model, WEIGHTS_TAG: args.weights_provenance,
+                        "inputs": ", ".join(f"{m}={p}" for m, p in scene.items())}
+                dist.write_geotiff(out_dir / f"{stem}_location.tif", tags=tags)
+                for rank, (lon, lat, p) in enumerate(top, start=1):
+                    distance = great_circle_km(lon, lat, *truth) if truth else math.nan
+                    rows.append({"scene": stem, "rank": rank, "lon": lon, "lat": lat, "probability": p,
+                                 "true_lon": truth[0] if truth else "", "true_lat": truth[1] if truth else "",
+                                 "distance_km": round(distance, 1) if truth else ""})
+                    if rank == 1 and truth:
+                        errors.append(distance)
+                if not args.no_preview:
+                    write_preview(out_dir / f"{stem}_location.png", dist, top, truth, stem, random_weights)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(out_dir / "locations.csv", buffer.getvalue())
+        summary = {"weights": args.weights_provenance, "model": args.model, "scenes": len(scenes),
+                   **summarise(errors)}
+        atomic_write_json(out_dir / "metrics.json", summary)
+    closing = f"geolocated {len(scenes)} scene(s)"
+    if errors:
+        closing += (f": top-1 error median {summary['top1_median_km']:.0f} km, "
+                    f"{summary['within_750_km']:.0%} within 750 km")
+    if random_weights:
+        closing += " (RANDOM WEIGHTS: meaningless)"
+    print(f"{closing} -> {out_dir / 'locations.csv'}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

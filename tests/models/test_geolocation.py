@@ -1,0 +1,144 @@
+"""Coordinates as a generation output: autoregressive decoding of "[S_1] lat lon [EOS]" and the model's
+distribution over locations (probability map in EPSG:4326 at 0.25 degree, top-k).
+
+The known answer comes from a constructed tiny model (coords_vocab.point_coords_decoder_at): after position 0
+it says lat=40.00, after 1 lon=-3.50, after 2 [EOS]. Random-weight models check the decoding machinery against plain causal passes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from coords_vocab import point_coords_decoder_at, write_coords_vocab
+from terramind_ft.models.terramind.generation import TerraMindGeneration
+from terramind_ft.models.terramind.geolocation import COLS, ROWS, col_of_lon, great_circle_km, row_of_lat
+from terramind_ft.models.tokenizers.coords import EOS_ID, SEQUENCE_START_ID
+
+pytest.importorskip("tokenizers")
+pytestmark = pytest.mark.filterwarnings("ignore:.*random weights")
+
+
+@pytest.fixture
+def vocab_file(tmp_path):
+    return write_coords_vocab(tmp_path / "config.json")
+
+
+def _model(vocab_file, outputs=("coords",), **kwargs) -> TerraMindGeneration:
+    torch.manual_seed(0)
+    return TerraMindGeneration(["S2L2A"], list(outputs), size="tiny", temps=0.0, timesteps=1,
+                               tokenizer_kwargs={"coords": {"tokenizer_file": str(vocab_file)}}, **kwargs).eval()
+
+
+def test_generation_decodes_the_constructed_location(vocab_file):
+    model = _model(vocab_file)
+    vocab = model._coords_text_tokenizer().tokenizer.get_vocab()
+    point_coords_decoder_at(model.sampler.model, [vocab["lat=40.00"], vocab["lon=-3.50"], EOS_ID])
+    s2 = torch.randn(2, 12, 32, 32)
+    ids = model.generate_tokens({"S2L2A": s2})["coords"]
+    assert ids.tolist() == [[vocab["lat=40.00"], vocab["lon=-3.50"], EOS_ID, 0]] * 2  # stopped at [EOS], padded
+    torch.testing.assert_close(model({"S2L2A": s2})["coords"], torch.tensor([[-3.5, 40.0]] * 2))
+
+
+def test_location_distribution_known_answer_and_geotiff(vocab_file, tmp_path):
+    import rasterio
+
+    model = _model(vocab_file)
+    vocab = model._coords_text_tokenizer().tokenizer.get_vocab()
+    point_coords_decoder_at(model.sampler.model, [vocab["lat=40.00"], vocab["lon=-3.50"], EOS_ID])
+    dist = model.location_distribution({"S2L2A": torch.randn(2, 12, 32, 32)})
+    assert dist.probabilities.shape == (2, ROWS, COLS)
+    torch.testing.assert_close(dist.probabilities.double().sum(dim=(1, 2)), torch.ones(2, dtype=torch.float64))
+    top = dist.top_k(3)
+    assert top[0][0][:2] == (-3.5, 40.0) and top[1][0][:2] == (-3.5, 40.0)
+    assert top[0][0][2] >= top[0][1][2] >= top[0][2][2]
+    assert float(dist.probability_at(-3.5, 40.0)[0]) == pytest.approx(top[0][0][2])
+    assert 0 < float(dist.location_mass[0]) <= 1
+
+    path = dist.write_geotiff(tmp_path / "where.tif", index=0)
+    with rasterio.open(path) as src:
+        assert src.crs.to_epsg() == 4326 and src.res == (0.25, 0.25) and (src.height, src.width) == (ROWS, COLS)
+        row, col = src.index(-3.5, 40.0)
+        data = src.read(1)
+        assert (row, col) == (row_of_lat(40.0), col_of_lon(-3.5))
+        assert divmod(int(data.argmax()), COLS) == (row, col)  # the brightest pixel is the constructed answer
+        # pixel centres sit on the grid values
+        assert src.xy(row, col) == pytest.approx((-3.5, 40.0))
+    assert not list(tmp_path.glob("*.tmp*"))
+
+
+def test_distribution_equals_plain_causal_passes_for_random_weights(vocab_file):
+    """The one-pass map (every latitude at position 1, seeing only the sentinel) equals P(lat) * P(lon | lat)
+    from ordinary causal passes over "[S_1] lat"."""
+    model = _model(vocab_file)
+    vocab = model._coords_text_tokenizer().tokenizer.get_vocab()
+    tm = model.sampler.model
+    with torch.no_grad():  # soften the random logits so that many cells carry probability
+        tm.decoder_embeddings["coords"].token_emb.weight.mul_(0.02)
+    s2 = torch.randn(1, 12, 32, 32)
+    dist = model.location_distribution({"S2L2A": s2}, lat_chunk=100)
+    pieces, _, _ = model._prepare_inputs(model._collect({"S2L2A": s2}, {}), 16)
+    context = tm.encode([(k, v, None) for k, v in pieces])
+    with torch.no_grad():
+        first = tm.decode_sequence_logits(context, "coords", torch.tensor([[SEQUENCE_START_ID]]))[0, 0]
+        lat_ids = [i for t, i in vocab.items() if t.startswith("lat=")]
+        lon_ids = [i for t, i in vocab.items() if t.startswith("lon=")]
+        p_lat = first.double().softmax(-1)
+        expected, cells = {}, [("lat=-33.75", "lon=151.25"), ("lat=0.00", "lon=0.00"), ("lat=89.50", "lon=180.00")]
+        for lat_t, lon_t in cells:
+            second = tm.decode_sequence_logits(context, "coords", torch.tensor([[SEQUENCE_START_ID, vocab[lat_t]]]))
+            p_lon = second[0, 1].double().softmax(-1)
+            pair = p_lat[vocab[lat_t]] * p_lon[vocab[lon_t]]
+            if lon_t == "lon=180.00":  # the same meridian as -180: one cell
+                pair = pair + p_lat[vocab[lat_t]] * p_lon[vocab["lon=-180.00"]]
+            expected[(lat_t, lon_t)] = pair
+        total = sum(p_lat[i] * tm.decode_sequence_logits(
+            context, "coords", torch.tensor([[SEQUENCE_START_ID, i]]))[0, 1].double().softmax(-1)[lon_ids].sum()
+            for i in lat_ids[::60])  # a subset of latitudes: the mass estimate below uses all of them
+    for (lat_t, lon_t), pair in expected.items():
+        lat, lon = float(lat_t[4:]), float(lon_t[4:])
+        got = float(dist.probability_at(lon, lat)[0]) * float(dist.location_mass[0])
+        assert got == pytest.approx(float(pair), rel=1e-3), (lat_t, lon_t)
+    assert float(total) < float(dist.location_mass[0]) <= float(p_lat[lat_ids].sum()) + 1e-9
+
+
+def test_decoding_is_causal_and_greedy_follows_the_argmax(vocab_file):
+    model = _model(vocab_file)
+    tm = model.sampler.model
+    s2 = torch.randn(2, 12, 32, 32)
+    pieces, _, _ = model._prepare_inputs(model._collect({"S2L2A": s2}, {}), 16)
+    context = tm.encode([(k, v, None) for k, v in pieces])
+    a = torch.tensor([[SEQUENCE_START_ID, 100, 200, 300]] * 2)
+    b = a.clone()
+    b[:, 3] = 999
+    with torch.no_grad():
+        la, lb = tm.decode_sequence_logits(context, "coords", a), tm.decode_sequence_logits(context, "coords", b)
+    torch.testing.assert_close(la[:, :3], lb[:, :3])  # a later token never changes earlier logits
+    assert not torch.allclose(la[:, 3], lb[:, 3])
+    ids = model.generate_tokens({"S2L2A": s2})["coords"]
+    with torch.no_grad():
+        teacher = tm.decode_sequence_logits(context, "coords", torch.cat([a[:, :1], ids[:, :-1]], dim=1))
+    stopped = torch.isin(ids, torch.tensor([EOS_ID, 6])).cumsum(1).roll(1, 1).clamp(max=1).bool()
+    stopped[:, 0] = False
+    assert torch.equal(teacher.argmax(-1)[~stopped], ids[~stopped])
+
+
+def test_coords_chain_into_later_outputs_and_errors(vocab_file):
+    model = _model(vocab_file, outputs=("coords", "LULC"))
+    assert "coords" in model.sampler.model.encoder_embeddings  # chained: LULC is conditioned on the coords
+    out = model({"S2L2A": torch.randn(1, 12, 32, 32)}, seed=0)
+    assert out["coords"].shape == (1, 2) and out["LULC"].shape == (1, 10, 32, 32)
+    plain = _model(vocab_file, outputs=("LULC",))
+    from terramind_ft.errors import ModalityError
+
+    with pytest.raises(ModalityError, match="coords among the outputs"):
+        plain.location_distribution({"S2L2A": torch.randn(1, 12, 32, 32)})
+
+
+def test_great_circle():
+    assert great_circle_km(0, 0, 0, 1) == pytest.approx(111.2, abs=0.1)
+    assert great_circle_km(-3.7, 40.4, 2.35, 48.86) == pytest.approx(1053, abs=5)  # Madrid - Paris
+    assert great_circle_km(179.9, 0, -179.9, 0) == pytest.approx(22.2, abs=0.1)
+    assert math.isclose(great_circle_km(10, 20, 10, 20), 0.0, abs_tol=1e-9)
