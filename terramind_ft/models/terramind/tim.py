@@ -544,7 +544,6 @@ def _resolve_tim_modalities(tim_modalities: Sequence[str], input_names: Sequence
     result: list[tuple[str, str]] = []
     for name in tim_modalities:
         canonical, key = resolve_output(str(name), key="tim_modalities")
-        modality = MODALITIES[canonical]
         if canonical in input_modalities:
             raise ModalityError(f"{name!r} is a TiM modality and also the input {input_modalities[canonical]!r}: a "
                                 "modality the model already sees needs no generation. Remove it from "
