@@ -94,3 +94,48 @@ def test_patch_embeddings_as_geotiffs_on_the_token_grid(tmp_path, config):
 def test_a_layer_that_does_not_exist_is_named(tmp_path, config, capsys):
     assert main(["embed", "--config", config, "--layers", "12", "--output", str(tmp_path / "x")]) == 2
     assert "--layers" in capsys.readouterr().err
+
+
+def test_large_scenes_stream_as_tiles_with_their_footprints(tmp_path, monkeypatch):
+    """--tile 64 on 160 px scenes: 3 x 3 tiles per scene (the last ones aligned to the edge), each row the
+    embedding of that window and its footprint; the scene is read one strip of tiles at a time."""
+    import torch
+
+    from terramind_ft.commands.embed import _prepare
+    from terramind_ft.data.synthetic import make_sen1floods11
+    from terramind_ft.inference import tiles as tiles_module
+
+    config = sen1floods11_config(tmp_path)
+    big = make_sen1floods11(tmp_path / "big", size=160, splits={"train": 1, "val": 1, "test": 2})
+    config["data"]["init_args"] = big.datamodule_kwargs()
+    cfg = write(config, tmp_path / "big.yaml")
+    peaks = []
+    original_iter = tiles_module.SceneTiles.__iter__
+
+    def spying_iter(self):
+        yield from original_iter(self)
+        peaks.append((self.peak_strip_bytes, self.height * self.width))
+
+    monkeypatch.setattr(tiles_module.SceneTiles, "__iter__", spying_iter)
+    out = tmp_path / "tiles"
+    assert main(["embed", "--config", cfg, "--split", "test", "--tile", "64", "--output", str(out)]) == 0
+    rows = pq.read_table(out / "embeddings.parquet").to_pylist()
+    assert len(rows) == 2 * 9 and len(peaks) == 2
+    assert all(peak < pixels * 15 * 4 / 2 for peak, pixels in peaks)  # never the whole 15-band scene at once
+    stems = sorted({r["file"] for r in rows})
+    first = [r for r in rows if r["file"] == stems[0]]
+    assert sorted(r["chip_id"].rsplit("_r", 1)[1] for r in first) == sorted(
+        f"{r}_c{c}" for r in (0, 64, 96) for c in (0, 64, 96))
+    with rasterio.open(stems[0]) as src:
+        left, top = src.bounds.left, src.bounds.top
+        res = src.res[0]
+    corner = next(r for r in first if r["chip_id"].endswith("_r96_c64"))
+    assert _polygon(corner["geometry"])[0] == pytest.approx((left + 64 * res, top - 160 * res))  # bottom-left
+    # the row of a tile is the embedding of that window of the scene as the data module reads it
+    _, encoder, dataset, _ = _prepare(["--config", cfg], "test", [-1], None)
+    index = next(i for i, r in enumerate(dataset.records) if str(r.files["S2L1C"]) == stems[0])
+    image = dataset[index]["image"]
+    with torch.no_grad():
+        window = {m: v[None, :, 96:160, 64:128] for m, v in image.items()}
+        expected = encoder(window)[-1].mean(dim=1)[0].numpy()
+    np.testing.assert_allclose(corner["embedding"], expected, rtol=1e-4, atol=1e-4)

@@ -73,8 +73,10 @@ def test_known_answer_scores_and_files(tmp_path, monkeypatch):
 
 
 def test_large_scene_is_the_mean_of_its_chips(tmp_path):
-    assert geolocate.chip_windows(100, 100, 224) == [(0, 0, 100, 100)]
-    assert geolocate.chip_windows(64, 160, 64) == [(0, 0, 64, 64), (0, 64, 64, 64), (0, 96, 64, 64)]
+    from terramind_ft.inference.tiles import tile_windows
+
+    assert tile_windows(100, 100, 224) == [(0, 0, 100, 100)]
+    assert tile_windows(64, 160, 64) == [(0, 0, 64, 64), (0, 64, 64, 64), (0, 96, 64, 64)]
 
     class ByMean(torch.nn.Module):  # a distinct map per chip: its mean value picks the cell
         def location_distribution(self, chip):

@@ -11,6 +11,11 @@ result is deterministic); the chosen layers are pooled over the tokens and conca
 * ``--pooling none`` -> ``<output>/<chip_id>_embedding.tif``: the patch tokens as a GeoTIFF of ``dim x layers``
   bands on the chip's token grid (one pixel per 16 x 16 patch, the chip's CRS and a transform scaled to it).
 
+Large scenes: ``--tile PX`` reads every file as ``PX`` x ``PX`` tiles streamed from disk
+(:class:`~terramind_ft.inference.tiles.SceneTiles`: one strip of ``PX`` rows in memory, standardised as the data
+module does), one row (or GeoTIFF) per tile, ``chip_id`` ``<stem>_r<row>_c<col>`` and the tile's footprint; the
+last row and column of tiles are aligned to the scene's edge.
+
 Resumable: finished chips are written in parts (``<output>/parts/``, each atomically); a rerun skips the chips
 already there, then the parts are joined into ``embeddings.parquet``. Needs ``pip install 'terramind-ft[embed]'``
 (pyarrow, pyproj).
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -135,18 +141,98 @@ def _check_layers(encoder: Any, layers: list[int]) -> None:
                           key="--layers")
 
 
+@dataclass
+class _Chip:
+    """Where one embedded chip (a file, or a tile of a scene) lies: its id, file, bounds, CRS and pixel grid."""
+
+    chip_id: str
+    file: str
+    bounds: tuple[float, float, float, float]
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+
+    @classmethod
+    def of_file(cls, path: str) -> _Chip:
+        import rasterio
+
+        with rasterio.open(path) as src:
+            return cls(Path(path).stem, str(path), tuple(src.bounds), src.crs, src.transform, src.width, src.height)
+
+
+class _Writer:
+    """Embeddings of chips -> GeoParquet parts (pooled vectors) or patch-embedding GeoTIFFs (``none``)."""
+
+    def __init__(self, output: Path, layers: list[int], pooling: str):
+        self.output, self.layers, self.pooling = output, layers, pooling
+        self.parts = output / "parts"
+        self.parts.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+        self.dim: int | None = None
+        self.geo: dict[str, Any] | None = None
+        self.count = 0
+
+    def done(self) -> set[str]:
+        if self.pooling == "none":
+            return {p.name[: -len("_embedding.tif")] for p in self.output.glob("*_embedding.tif")}
+        return _done_chips(self.parts)
+
+    def add(self, features: Any, chips: list[_Chip]) -> None:
+        import torch
+        from rasterio.transform import Affine
+
+        from terramind_ft.inference.writers import _write_geotiff
+
+        self.count += len(chips)
+        if self.pooling == "none":
+            grid = tuple(features.grid)
+            chosen = [features[i] for i in self.layers]
+            for b, chip in enumerate(chips):
+                tokens = torch.cat([c[b] for c in chosen], dim=-1)  # [N, layers*D], N = h*w image tokens
+                cube = tokens[: grid[0] * grid[1]].T.reshape(-1, *grid).float().numpy()
+                profile = dict(driver="GTiff", count=cube.shape[0], dtype="float32", width=grid[1], height=grid[0],
+                               crs=chip.crs, transform=chip.transform @ Affine.scale(chip.width / grid[1],
+                                                                                     chip.height / grid[0]))
+                _write_geotiff(self.output / f"{chip.chip_id}_embedding.tif", profile, cube)
+            return
+        vectors = _vectors(features, self.layers, self.pooling)
+        self.dim = int(vectors.shape[1])
+        for b, chip in enumerate(chips):
+            if self.geo is None:
+                self.geo = _geo_metadata(chip.crs)
+            self.rows.append({"chip_id": chip.chip_id, "file": chip.file, "geometry": _wkb_polygon(*chip.bounds),
+                              "crs": chip.crs.to_string() if chip.crs else None, "embedding": vectors[b].tolist()})
+        if len(self.rows) >= PART_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            _write_part(self.parts, self.rows, self.dim, self.geo)
+            self.rows = []
+
+
+def _scene_sources(datamodule: Any, record: Any) -> dict[str, Any]:
+    """What SceneTiles needs to standardise a record's files as the data module does."""
+    specs = datamodule.specs
+    files = {m: str(p) for m, p in record.files.items()}
+    return {"sources": files, "means": {m: list(specs[m].mean) for m in files},
+            "stds": {m: list(specs[m].std) for m in files},
+            "band_indexes": {m: [i + 1 for i in specs[m].band_indices] for m in files
+                             if specs[m].band_indices is not None} or None,
+            "nodata_fill": float(getattr(datamodule, "no_data_replace", 0.0) or 0.0)}
+
+
 def run_embed(config_args: list[str], split: str, layers: list[int], pooling: str, output: Path | None = None,
-              batch_size: int | None = None) -> Path:
-    import rasterio
+              batch_size: int | None = None, tile: int | None = None) -> Path:
     import torch
-    from rasterio.transform import Affine
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
-    from terramind_ft.inference.writers import _write_geotiff
-
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling {pooling!r}; one of {', '.join(POOLINGS)}", key="--pooling")
+    if tile is not None and tile < 16:
+        raise ConfigError(f"must be at least 16 px (one patch), got {tile}", key="--tile")
     try:
         import pyarrow  # noqa: F401
         import pyproj  # noqa: F401
@@ -157,56 +243,67 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
     cli, encoder, dataset, loader_args = _prepare(config_args, split, layers, batch_size)
     output = Path(output) if output is not None else Path(cli.trainer.default_root_dir) / "embeddings"
     output.mkdir(parents=True, exist_ok=True)
-    parts = output / "parts"
-    parts.mkdir(exist_ok=True)
-    done = _done_chips(parts) if pooling != "none" else {p.name[: -len("_embedding.tif")]
-                                                         for p in output.glob("*_embedding.tif")}
+    writer = _Writer(output, layers, pooling)
+    done = writer.done()
     first = cli.datamodule.modalities[0]
-    todo = [i for i, r in enumerate(dataset.records) if Path(r.files[first]).stem not in done]
-    if len(done):
-        print(f"embed: {len(done)} chip(s) already in {output}, {len(todo)} to go", flush=True)
-    rows: list[dict[str, Any]] = []
-    dim = None
-    geo = None
-    loader = DataLoader(Subset(dataset, todo), **loader_args)  # the chips not written yet
     with torch.no_grad():
-        for batch in tqdm(loader, desc=f"embed {split}", unit="batch", disable=not todo):
-            features = encoder(batch["image"])
-            chosen = [features[i] for i in layers]
-            files = list(batch["filename"][first])
-            if pooling == "none":
-                grid = tuple(features.grid)
-                for b, path in enumerate(files):
-                    tokens = torch.cat([c[b] for c in chosen], dim=-1)  # [N, layers*D], N = h*w image tokens
-                    cube = tokens[: grid[0] * grid[1]].T.reshape(-1, *grid).float().numpy()
-                    with rasterio.open(path) as src:
-                        profile = src.profile.copy()
-                        scale = Affine.scale(src.width / grid[1], src.height / grid[0])
-                    profile.update(count=cube.shape[0], dtype="float32", width=grid[1], height=grid[0],
-                                   transform=profile["transform"] * scale, nodata=None)
-                    _write_geotiff(output / f"{Path(path).stem}_embedding.tif", profile, cube)
-                continue
-            vectors = _vectors(features, layers, pooling)
-            dim = int(vectors.shape[1])
-            for b, path in enumerate(files):
-                with rasterio.open(path) as src:
-                    bounds, crs = src.bounds, src.crs
-                if geo is None:
-                    geo = _geo_metadata(crs)
-                rows.append({"chip_id": Path(path).stem, "file": str(path), "geometry": _wkb_polygon(*bounds),
-                             "crs": crs.to_string() if crs else None, "embedding": vectors[b].tolist()})
-            if len(rows) >= PART_ROWS:
-                _write_part(parts, rows, dim, geo)
-                rows = []
+        if tile is None:
+            todo = [i for i, r in enumerate(dataset.records) if Path(r.files[first]).stem not in done]
+            if done:
+                print(f"embed: {len(done)} chip(s) already in {output}, {len(todo)} to go", flush=True)
+            loader = DataLoader(Subset(dataset, todo), **loader_args)  # the chips not written yet
+            for batch in tqdm(loader, desc=f"embed {split}", unit="batch", disable=not todo):
+                writer.add(encoder(batch["image"]), [_Chip.of_file(f) for f in batch["filename"][first]])
+        else:
+            _embed_tiles(cli.datamodule, dataset.records, encoder, writer, done, tile, loader_args["batch_size"],
+                         first, split)
     if pooling == "none":
-        print(f"embed: {len(dataset.records)} patch-embedding GeoTIFF(s) in {output}", flush=True)
+        print(f"embed: {writer.count} new patch-embedding GeoTIFF(s), {len(writer.done())} in {output}", flush=True)
         return output
-    if rows:
-        _write_part(parts, rows, dim, geo)
-    return _join_parts(parts, output / "embeddings.parquet", len(dataset.records))
+    writer.flush()
+    return _join_parts(writer.parts, output / "embeddings.parquet", None if tile else len(dataset.records))
 
 
-def _join_parts(parts: Path, target: Path, expected: int) -> Path:
+def _embed_tiles(datamodule: Any, records: list[Any], encoder: Any, writer: _Writer, done: set[str], tile: int,
+                 batch_size: int, first: str, split: str) -> None:
+    """Every record as ``tile`` x ``tile`` tiles streamed from disk (SceneTiles); one row per tile."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from terramind_ft.inference.tiles import SceneTiles
+
+    for record in tqdm(records, desc=f"embed {split} (tiles of {tile} px)", unit="scene"):
+        scene = _scene_sources(datamodule, record)
+        tiles = SceneTiles(scene["sources"], tile, means=scene["means"], stds=scene["stds"],
+                           band_indexes=scene["band_indexes"], nodata_fill=scene["nodata_fill"],
+                           reference_modality=first)
+        stem, path = Path(record.files[first]).stem, str(record.files[first])
+        pending: list[Any] = []
+
+        def run(batch: list[Any]) -> None:
+            inputs = {m: torch.stack([t.inputs[m] for t in batch]) for m in batch[0].inputs}
+            chips = [_Chip(f"{stem}_{t.tile_id}", path, t.bounds, t.crs,
+                           tiles.transform @ _translation(t.col, t.row), t.width, t.height) for t in batch]
+            writer.add(encoder(inputs), chips)
+
+        for t in tiles:
+            if f"{stem}_{t.tile_id}" in done:
+                continue
+            pending.append(t)
+            if len(pending) == batch_size:
+                run(pending)
+                pending = []
+        if pending:
+            run(pending)
+
+
+def _translation(col: int, row: int) -> Any:
+    from rasterio.transform import Affine
+
+    return Affine.translation(col, row)
+
+
+def _join_parts(parts: Path, target: Path, expected: int | None) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -219,7 +316,8 @@ def _join_parts(parts: Path, target: Path, expected: int) -> Path:
     with atomic_path(target, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
     dims = table.schema.field("embedding").type.list_size
-    print(f"embed: {table.num_rows} of {expected} chip(s), {dims} values each -> {target}", flush=True)
+    counted = f"{table.num_rows} of {expected} chip(s)" if expected is not None else f"{table.num_rows} tile(s)"
+    print(f"embed: {counted}, {dims} values each -> {target}", flush=True)
     return target
 
 
@@ -251,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", "-o", type=Path, default=None,
                         help="output folder (default: <trainer.default_root_dir>/embeddings)")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the data module's")
+    parser.add_argument("--tile", type=int, default=None, metavar="PX",
+                        help="cut every file into PX x PX tiles streamed from disk, one row per tile (large scenes)")
     args, overrides = parser.parse_known_args(argv)
     layers = parse_layers(args.layers)
     config_args = [a for c in args.config for a in ("--config", c)] + overrides
-    run_embed(config_args, args.split, layers, args.pooling, args.output, args.batch_size)
+    run_embed(config_args, args.split, layers, args.pooling, args.output, args.batch_size, args.tile)
     return 0

@@ -14,8 +14,8 @@ every scene with their probability, the true centre and the great-circle distanc
 the top-1 error (median, mean, km) and the share of scenes within 1 / 25 / 200 / 750 / 2500 km (street, city,
 region, country, continent: the usual image-geolocation thresholds).
 
-A scene larger than ``--crop`` pixels is cut into ``--crop`` chips (most-nodata chips skipped); its map is the mean
-of the chips' maps. Weights: ``--pretrained`` (default) downloads ``ibm-esa-geospatial/TerraMind-1.0-<size>`` and
+A scene larger than ``--crop`` pixels is read tile by tile (``--crop`` tiles streamed from disk, tiles that are
+mostly nodata skipped); its map is the mean of the tiles' maps. Weights: ``--pretrained`` (default) downloads ``ibm-esa-geospatial/TerraMind-1.0-<size>`` and
 the coords tokenizer (``ibm-esa-geospatial/TerraMind-1.0-Tokenizer-Coords``); ``--ckpt-path`` and
 ``--coords-tokenizer FILE`` use local files. Random weights (``--no-pretrained --allow-random-weights``) give
 meaningless maps, tagged ``TERRAMIND_FT_WEIGHTS=random``; the coords vocabulary has no random form, so it always
@@ -87,20 +87,6 @@ def build_model(args: argparse.Namespace, input_modalities: Sequence[str]) -> An
     return model
 
 
-def chip_windows(height: int, width: int, crop: int) -> list[tuple[int, int, int, int]]:
-    """(row, col, height, width) chips covering the scene: one for a small scene, else a crop grid whose last
-    row and column are aligned to the scene's edge."""
-    if height <= crop and width <= crop:
-        return [(0, 0, height, width)]
-
-    def starts(size: int) -> list[int]:
-        if size <= crop:
-            return [0]
-        return sorted({*range(0, size - crop + 1, crop), size - crop})
-
-    return [(r, c, min(crop, height), min(crop, width)) for r in starts(height) for c in starts(width)]
-
-
 def true_centre(reference: Path) -> tuple[float, float] | None:
     """(lon, lat) of the scene's centre, or None when it has no CRS."""
     import rasterio
@@ -115,25 +101,24 @@ def true_centre(reference: Path) -> tuple[float, float] | None:
 
 
 def geolocate_scene(model: Any, scene: dict[str, Path], crop: int, device: Any) -> Any:
-    """The scene's LocationDistribution (mean over its chips)."""
+    """The scene's LocationDistribution: the mean over its ``crop`` tiles, streamed from disk
+    (:class:`~terramind_ft.inference.tiles.SceneTiles`, TerraMind's pretraining standardisation)."""
     import torch
 
-    from terramind_ft.commands.generate import read_scene
+    from terramind_ft.inference.tiles import SceneTiles
     from terramind_ft.models.terramind.geolocation import LocationDistribution
 
-    inputs, nodata, reference = read_scene(scene)
-    height, width = nodata.shape
+    tiles = SceneTiles(scene, crop)
     maps, masses = [], []
-    for r, c, h, w in chip_windows(height, width, crop):
-        if nodata[r:r + h, c:c + w].mean() > MAX_NODATA_SHARE:
+    for tile in tiles:
+        if tile.invalid_share > MAX_NODATA_SHARE:
             continue
-        chip = {m: v[..., r:r + h, c:c + w].to(device) for m, v in inputs.items()}
-        dist = model.location_distribution(chip)
+        dist = model.location_distribution({m: v[None].to(device) for m, v in tile.inputs.items()})
         maps.append(dist.probabilities[0].cpu())
         masses.append(dist.location_mass[0].cpu())
     if not maps:
-        raise DataError(f"{reference}: every {crop}-px chip is more than {MAX_NODATA_SHARE:.0%} nodata; nothing to "
-                        "geolocate")
+        raise DataError(f"{next(iter(scene.values()))}: every {crop}-px tile is more than {MAX_NODATA_SHARE:.0%} "
+                        "nodata; nothing to geolocate")
     return LocationDistribution(probabilities=torch.stack(maps).mean(0, keepdim=True),
                                 location_mass=torch.stack(masses).mean(0, keepdim=True))
 
