@@ -11,8 +11,13 @@ pretrained weights (``--pretrained``, the default: ``ibm-esa-geospatial/TerraMin
 tokenizer). With random weights (``--no-pretrained --allow-random-weights``) the maps mean nothing and are tagged
 ``TERRAMIND_FT_WEIGHTS=random``. Generation is greedy (temperature 0) so that runs repeat exactly. The inputs are
 standardised as the data module does (its means/stds; by default TerraMind's pretraining statistics, which the
-generation model expects). Chips are generated whole; scenes larger than a chip need ``terramind-ft generate``'s
-tiling (not yet here).
+generation model expects). Chips are generated whole.
+
+Large scenes: with ``--tile PX``, a file larger than ``PX`` in either direction is streamed from disk through
+:func:`~terramind_ft.inference.scene.predict_scene` (``PX`` chips at a stride of 3/4 of it, blended; memory set
+by the scene width, not its height), the water map written as it goes, and scored strip by strip against its
+label. Pixels where an input is nodata are left out of the score (the map holds 255 there), in chips as in
+scenes.
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ from typing import Any
 
 from terramind_ft.errors import ConfigError
 from terramind_ft.modalities import LULC_CLASSES
+
+STRIP_ROWS = 512  # rows of a streamed water map scored at once
 
 
 def water_map(lulc_probabilities: Any, water_ids: list[int]) -> Any:
@@ -50,6 +57,76 @@ def _water_ids(names: list[str]) -> list[int]:
     return ids
 
 
+class WaterLogits:
+    """``{modality: [b, C, h, w]}`` chips -> ``[b, 2, h, w]`` log-probabilities of (other, water): the largest
+    non-water and the largest water class probability of the generated LULC, so that the argmax of the two is
+    "the most likely class is a water class" (what :func:`water_map` says of a whole chip) and blending chips
+    averages log-probabilities."""
+
+    def __init__(self, model: Any, water_ids: list[int]):
+        self.model, self.water_ids = model, water_ids
+
+    def __call__(self, chips: dict[str, Any]) -> Any:
+        import torch
+
+        probabilities = self.model(chips)["LULC"]
+        water = torch.zeros(probabilities.shape[1], dtype=torch.bool, device=probabilities.device)
+        water[self.water_ids] = True
+        pair = torch.stack([probabilities[:, ~water].amax(dim=1), probabilities[:, water].amax(dim=1)], dim=1)
+        return pair.clamp_min(1e-12).log()
+
+
+def _stream_scene(model: WaterLogits, dm: Any, dataset: Any, record: Any, output: Path, tile: int,
+                  class_names: list[str], tags: dict[str, str], metrics: Any, device: Any) -> bool:
+    """predict_scene over one large record, then its water map scored strip by strip; True when scored."""
+    import numpy as np
+    import rasterio
+    import torch
+    from rasterio.windows import Window
+
+    from terramind_ft.commands.embed import _scene_sources
+    from terramind_ft.data.raster import read_raster
+    from terramind_ft.inference.geotiff import CLASS_NODATA
+    from terramind_ft.inference.scene import predict_scene
+
+    scene = _scene_sources(dm, record)
+    first = dm.modalities[0]
+    target = output / f"{Path(record.files[first]).stem}_water.tif"
+    predict_scene(model, scene["sources"], target, means=scene["means"], stds=scene["stds"],
+                  band_indexes=scene["band_indexes"], nodata_fill=scene["nodata_fill"], crop=tile,
+                  stride=max(16, tile * 3 // 4), batch_size=dm.batch_size, task="segmentation",
+                  class_names=class_names, layout="gtiff", overviews=False, device=device, verbose=True,
+                  reference_modality=first, tags=tags)
+    label_path = record.label_file
+    if not label_path:
+        return False
+    ignore = dm.ignore_index if dm.ignore_index is not None else -1
+    with rasterio.open(target) as src:
+        for row in range(0, src.height, STRIP_ROWS):
+            window = Window(0, row, src.width, min(STRIP_ROWS, src.height - row))
+            water = src.read(1, window=window)
+            data, invalid = read_raster(label_path, "label", bands=[0], window=window)
+            label = dataset.label_values(data[0], invalid[0], label_path)
+            label = np.where(water == CLASS_NODATA, ignore, label)
+            metrics.update(torch.from_numpy(np.where(water == CLASS_NODATA, 0, water).astype(np.int64))[None],
+                           torch.from_numpy(label)[None])
+    return True
+
+
+def _device_of(model: Any) -> Any:
+    import torch
+
+    param = next(iter(model.parameters()), None)
+    return param.device if param is not None else torch.device("cpu")
+
+
+def _larger_than(record: Any, dm: Any, tile: int) -> bool:
+    import rasterio
+
+    with rasterio.open(record.files[dm.modalities[0]]) as src:
+        return src.height > tile or src.width > tile
+
+
 def _size(model_args: dict[str, Any]) -> str:
     match = re.search(r"terramind_v1_(tiny|small|base|large)", str(model_args.get("backbone", "")))
     return match.group(1) if match else "base"
@@ -57,7 +134,7 @@ def _size(model_args: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     import torch
-    from torch.utils.data import DataLoader
+    from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
     from terramind_ft.cli.app import build_cli
@@ -85,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", "-o", type=Path, default=None,
                         help="folder of the maps and metrics.json (default: <trainer.default_root_dir>/zero_shot)")
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--tile", type=int, default=None, metavar="PX",
+                        help="stream files larger than PX from disk in PX chips (large scenes; default: whole chips)")
     args, overrides = parser.parse_known_args(argv)
+    if args.tile is not None and args.tile < 32:
+        raise ConfigError(f"must be at least 32 px, got {args.tile}", key="--tile")
     water_ids = _water_ids(args.water_classes)
     random_weights = not args.pretrained and not args.ckpt_path
     if random_weights and not args.allow_random_weights:
@@ -108,7 +189,9 @@ def main(argv: list[str] | None = None) -> int:
             pretrained=bool(args.pretrained and not args.ckpt_path), ckpt_path=args.ckpt_path, standardize=False,
             temps=0.0, seed=0, tokenizer_kwargs={"LULC": tokenizer}).eval()
     dataset = dm.make_dataset(args.split, transform=Compose([]))
-    loader = DataLoader(dataset, batch_size=args.batch_size or dm.batch_size, shuffle=False,
+    large = [i for i, r in enumerate(dataset.records) if args.tile is not None and _larger_than(r, dm, args.tile)]
+    chips = [i for i in range(len(dataset.records)) if i not in set(large)]
+    loader = DataLoader(Subset(dataset, chips), batch_size=args.batch_size or dm.batch_size, shuffle=False,
                         num_workers=dm.num_workers)
     output = args.output or Path(cli.trainer.default_root_dir) / "zero_shot"
     output.mkdir(parents=True, exist_ok=True)
@@ -116,17 +199,24 @@ def main(argv: list[str] | None = None) -> int:
     tags = {WEIGHTS_TAG: "random" if random_weights else "pretrained"}
     first, written, scored = dm.modalities[0], 0, False
     with torch.no_grad():
-        for batch in tqdm(loader, desc=f"zero-shot {args.split}", unit="batch"):
+        for batch in tqdm(loader, desc=f"zero-shot {args.split}", unit="batch", disable=not chips):
             water = water_map(model(batch["image"])["LULC"], water_ids)
             nodata = batch.get("nodata")
             if "mask" in batch:
-                metrics.update(water, batch["mask"].long())
+                mask = batch["mask"].long()
+                if nodata is not None:  # no input, no claim: those pixels are nodata in the map too
+                    mask = mask.masked_fill(nodata.bool(), dm.ignore_index if dm.ignore_index is not None else -1)
+                metrics.update(water, mask)
                 scored = True
             for b, path in enumerate(batch["filename"][first]):
                 write_prediction(output / f"{Path(path).stem}_water.tif", water[b].to(torch.uint8), path,
                                  kind="class_map", class_names=class_names,
                                  nodata_mask=None if nodata is None else nodata[b].numpy(), tags=tags)
                 written += 1
+        for i in large:
+            scored |= _stream_scene(WaterLogits(model, water_ids), dm, dataset, dataset.records[i], output,
+                                    args.tile, class_names, tags, metrics, _device_of(model))
+            written += 1
     doc: dict[str, Any] = {"zero_shot": {"split": args.split, "chips": written, "size": size,
                                          "water_classes": [LULC_CLASSES[i] for i in water_ids],
                                          "weights": tags[WEIGHTS_TAG]}}

@@ -125,10 +125,14 @@ class MultiModalDataset(Dataset):
         if shape is not None and label.shape != shape:
             raise RasterMismatchError(f"label {path} is {label.shape[0]}x{label.shape[1]} but the images of sample "
                                       f"{record.prefix!r} are {shape[0]}x{shape[1]}")
+        return torch.from_numpy(self.label_values(label, invalid, path)), path
+
+    def label_values(self, label: np.ndarray, invalid: np.ndarray, path: str) -> np.ndarray:
+        """A read label raster (or a window of one) as the samples hold it: invalid pixels -> the ignore index
+        (``no_label_replace``), ``reduce_zero_label``, class range checked; float32 for regression."""
         if self.task == "regression":
             fill = math.nan if self.no_label_replace is None else float(self.no_label_replace)
-            label = np.where(invalid, fill, label).astype(np.float32)
-            return torch.from_numpy(label), path
+            return np.where(invalid, fill, label).astype(np.float32)
         ignore = -1 if self.no_label_replace is None else int(self.no_label_replace)
         ignored = invalid | (label == ignore)
         if self.reduce_zero_label:
@@ -143,7 +147,7 @@ class MultiModalDataset(Dataset):
                     f"label {path} holds class values {values} outside [0, {self.num_classes - 1}] "
                     f"(num_classes={self.num_classes}, ignore index {ignore}). Fix num_classes, set "
                     "no_label_replace to the label's nodata value, or reduce_zero_label: true for 1-based labels")
-        return torch.from_numpy(label), path
+        return label
 
     def _scalar_label(self, record: SampleRecord) -> torch.Tensor:
         target = record.target
