@@ -139,3 +139,22 @@ def test_large_scenes_stream_as_tiles_with_their_footprints(tmp_path, monkeypatc
         window = {m: v[None, :, 96:160, 64:128] for m, v in image.items()}
         expected = encoder(window)[-1].mean(dim=1)[0].numpy()
     np.testing.assert_allclose(corner["embedding"], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_per_modality_columns_are_each_modalitys_tokens(tmp_path, config):
+    """--per-modality: embedding_S2L1C and embedding_S1GRD, each the mean of that modality's tokens; their mean
+    is the merged (mean-merge) embedding."""
+    out = tmp_path / "per"
+    assert main(["embed", "--config", config, "--split", "test", "--per-modality", "--output", str(out)]) == 0
+    table = pq.read_table(out / "embeddings.parquet")
+    names = [f.name for f in table.schema if f.name.startswith("embedding")]
+    assert names == ["embedding_S2L1C", "embedding_S1GRD"]
+    assert main(["embed", "--config", config, "--split", "test", "--output", str(tmp_path / "merged")]) == 0
+    merged = pq.read_table(tmp_path / "merged" / "embeddings.parquet").to_pylist()
+    for row, plain in zip(table.to_pylist(), merged):
+        assert row["chip_id"] == plain["chip_id"]
+        s2, s1 = np.array(row["embedding_S2L1C"]), np.array(row["embedding_S1GRD"])
+        assert s2.shape == s1.shape == (TINY_DIM,) and not np.allclose(s2, s1)
+        np.testing.assert_allclose((s2 + s1) / 2, plain["embedding"], rtol=1e-4, atol=1e-5)
+    assert main(["embed", "--config", config, "--per-modality", "--pooling", "none",
+                 "--output", str(tmp_path / "x")]) == 2

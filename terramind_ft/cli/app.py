@@ -32,7 +32,7 @@ import torch
 import yaml
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -380,6 +380,9 @@ class TerraMindCLI(LightningCLI):
 
     # -- running ---------------------------------------------------------------------------------------------
     def _preflight(self, subcommand: str) -> None:
+        if getattr(self.model, "predict_only", False) and subcommand != "predict":
+            raise ConfigError(f"{type(self.model).__name__} only predicts (it writes outputs, it has nothing to "
+                              f"train or score); run terramind-ft predict, not {subcommand}", key="model.class_path")
         ckpt = self._section().get("ckpt_path")
         if ckpt and self._ckpt_shapes is not None:
             check_weights_fit(ckpt, self._ckpt_shapes, self.model)
@@ -464,7 +467,8 @@ def random_start_note(task: Any, resumed: bool = False) -> str | None:
 
 def _cli_kwargs() -> dict[str, Any]:
     return dict(
-        model_class=BaseTask, datamodule_class=LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+        model_class=LightningModule, datamodule_class=LightningDataModule, subclass_mode_model=True,
+        subclass_mode_data=True,
         save_config_callback=RunFolderConfig, save_config_kwargs={"overwrite": True},
         # One sanity-check batch (Lightning's default is 2): it runs the validation code once before the first
         # epoch, which is what catches its errors; the second batch only doubled the wait for the first step.

@@ -21,6 +21,7 @@ TERRATORCH_CLASS_MAP: dict[str, str | None] = {
     "terratorch.tasks.SemanticSegmentationTask": "terramind_ft.tasks.SemanticSegmentationTask",
     "terratorch.tasks.ClassificationTask": "terramind_ft.tasks.ClassificationTask",
     "terratorch.tasks.PixelwiseRegressionTask": "terramind_ft.tasks.PixelwiseRegressionTask",
+    "terratorch.tasks.EmbeddingGenerationTask": "terramind_ft.tasks.EmbeddingTask",
     "terratorch.callbacks.StateDictAwareModelCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
     "StateDictAwareModelCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
 }

@@ -104,6 +104,17 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         step = "data"
         dm = cli.datamodule
+        if getattr(cli.model, "predict_only", False):  # EmbeddingTask: the predict split and one predict batch
+            dm.setup("predict")
+            step = "predict batch"
+            batch = next(iter(dm.predict_dataloader()))
+            cli.model.eval()
+            with torch.no_grad():
+                features = cli.model(batch["image"])
+            shapes = ", ".join(f"{m} {list(x.shape)}" for m, x in batch["image"].items())
+            _say(step, f"inputs {shapes} -> {len(features)} layers")
+            _say("check", "passed")
+            return 0
         dm.setup("fit")
         if callable(getattr(dm, "check", None)):
             report = dm.check()

@@ -8,6 +8,8 @@ result is deterministic); the chosen layers are pooled over the tokens and conca
   patch) -> ``<output>/embeddings.parquet``, GeoParquet 1.0: ``chip_id`` (the first modality's file stem),
   ``file``, ``geometry`` (the chip's footprint, WKB polygon in the source CRS, which the ``geo`` metadata holds as
   PROJJSON), ``crs`` and ``embedding`` (fixed-size float32 list, layers x dim);
+* ``--per-modality``: one column ``embedding_<modality>`` per input (its tokens pooled before the backbone's
+  merge) instead of ``embedding``;
 * ``--pooling none`` -> ``<output>/<chip_id>_embedding.tif``: the patch tokens as a GeoTIFF of ``dim x layers``
   bands on the chip's token grid (one pixel per 16 x 16 patch, the chip's CRS and a transform scaled to it).
 
@@ -32,7 +34,7 @@ from typing import Any
 
 from terramind_ft.errors import ConfigError
 
-POOLINGS = ("mean", "max", "cls", "none")
+POOLINGS = ("mean", "max", "min", "cls", "none")
 PART_ROWS = 256
 
 
@@ -56,6 +58,8 @@ def pool(tokens: Any, how: str) -> Any:
         return tokens.mean(dim=1)
     if how == "max":
         return tokens.amax(dim=1)
+    if how == "min":
+        return tokens.amin(dim=1)
     return tokens[:, 0]
 
 
@@ -68,18 +72,19 @@ def _done_chips(parts: Path) -> set[str]:
     return done
 
 
-def _write_part(parts: Path, rows: list[dict[str, Any]], dim: int, geo: dict[str, Any]) -> None:
+def _write_part(parts: Path, rows: list[dict[str, Any]], dims: dict[str, int], geo: dict[str, Any],
+                prefix: str = "") -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from terramind_ft.io import atomic_path
 
     schema = pa.schema([("chip_id", pa.string()), ("file", pa.string()), ("geometry", pa.binary()),
-                        ("crs", pa.string()), ("embedding", pa.list_(pa.float32(), dim))],
+                        ("crs", pa.string()), *((name, pa.list_(pa.float32(), dim)) for name, dim in dims.items())],
                        metadata={b"geo": json.dumps(geo).encode()})
     table = pa.Table.from_pylist(rows, schema=schema)
-    index = len(list(parts.glob("part-*.parquet")))
-    with atomic_path(parts / f"part-{index:05d}.parquet", suffix=".parquet") as tmp:
+    index = len(list(parts.glob(f"part-{prefix}*.parquet")))
+    with atomic_path(parts / f"part-{prefix}{index:05d}.parquet", suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
 
 
@@ -89,21 +94,32 @@ def _geo_metadata(crs: Any) -> dict[str, Any]:
 
 
 def _vectors(features: Any, layers: list[int], pooling: str) -> Any:
-    """One vector per sample: each chosen layer pooled over its tokens, the layers concatenated."""
+    """One vector per sample: each chosen layer pooled over its tokens, the layers concatenated; for per-modality
+    features (``merge_method: dict``) ``{modality: vectors}``."""
     import torch
 
+    if isinstance(features[layers[0]], dict):
+        return {name: torch.cat([pool(features[i][name], pooling) for i in layers], dim=-1).float()
+                for name in features[layers[0]]}
     return torch.cat([pool(features[i], pooling) for i in layers], dim=-1).float()
 
 
-def _prepare(config_args: list[str], split: str, layers: list[int], batch_size: int | None
-             ) -> tuple[Any, Any, Any, Any]:
+def _prepare(config_args: list[str], split: str, layers: list[int], batch_size: int | None,
+             per_modality: bool = False) -> tuple[Any, Any, Any, Any]:
     """The CLI object, the backbone (eval), the split's dataset (no augmentation) and the loader's arguments."""
     from terramind_ft.cli.app import build_cli
     from terramind_ft.data.transforms import Compose
 
     cli = build_cli(list(config_args), run=False)
-    datamodule, encoder = cli.datamodule, cli.model.model.encoder.eval()
+    task = cli.model  # a training task's backbone, or an EmbeddingTask's
+    encoder = (task.backbone if hasattr(task, "backbone") else task.model.encoder).eval()
+    datamodule = cli.datamodule
     _check_layers(encoder, layers)
+    if per_modality:
+        if not hasattr(encoder, "merge_method"):
+            raise ConfigError(f"per-modality embeddings need a TerraMind backbone; {type(encoder).__name__} has "
+                              "no per-modality tokens", key="--per-modality")
+        encoder.merge_method = "dict"  # the tokens of each input modality, before they are merged
     dataset = datamodule.make_dataset(split, transform=Compose([]))
     loader_args = {"batch_size": batch_size or datamodule.batch_size, "shuffle": False,
                    "num_workers": datamodule.num_workers}
@@ -162,14 +178,16 @@ class _Chip:
 
 
 class _Writer:
-    """Embeddings of chips -> GeoParquet parts (pooled vectors) or patch-embedding GeoTIFFs (``none``)."""
+    """Embeddings of chips -> GeoParquet parts (pooled vectors; one ``embedding_<modality>`` column per input with
+    per-modality features) or patch-embedding GeoTIFFs (``none``)."""
 
-    def __init__(self, output: Path, layers: list[int], pooling: str):
+    def __init__(self, output: Path, layers: list[int], pooling: str, part_prefix: str | None = None):
         self.output, self.layers, self.pooling = output, layers, pooling
+        self.part_prefix = part_prefix or ""  # per rank under DDP: two ranks never write the same part
         self.parts = output / "parts"
         self.parts.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
-        self.dim: int | None = None
+        self.dim: dict[str, int] = {}
         self.geo: dict[str, Any] | None = None
         self.count = 0
 
@@ -197,18 +215,21 @@ class _Writer:
                 _write_geotiff(self.output / f"{chip.chip_id}_embedding.tif", profile, cube)
             return
         vectors = _vectors(features, self.layers, self.pooling)
-        self.dim = int(vectors.shape[1])
+        columns = {f"embedding_{k}": v for k, v in vectors.items()} if isinstance(vectors, dict) else \
+            {"embedding": vectors}
+        self.dim = {name: int(v.shape[1]) for name, v in columns.items()}
         for b, chip in enumerate(chips):
             if self.geo is None:
                 self.geo = _geo_metadata(chip.crs)
             self.rows.append({"chip_id": chip.chip_id, "file": chip.file, "geometry": _wkb_polygon(*chip.bounds),
-                              "crs": chip.crs.to_string() if chip.crs else None, "embedding": vectors[b].tolist()})
+                              "crs": chip.crs.to_string() if chip.crs else None,
+                              **{name: v[b].tolist() for name, v in columns.items()}})
         if len(self.rows) >= PART_ROWS:
             self.flush()
 
     def flush(self) -> None:
         if self.rows:
-            _write_part(self.parts, self.rows, self.dim, self.geo)
+            _write_part(self.parts, self.rows, self.dim, self.geo, self.part_prefix)
             self.rows = []
 
 
@@ -224,13 +245,16 @@ def _scene_sources(datamodule: Any, record: Any) -> dict[str, Any]:
 
 
 def run_embed(config_args: list[str], split: str, layers: list[int], pooling: str, output: Path | None = None,
-              batch_size: int | None = None, tile: int | None = None) -> Path:
+              batch_size: int | None = None, tile: int | None = None, per_modality: bool = False) -> Path:
     import torch
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
     if pooling not in POOLINGS:
         raise ConfigError(f"unknown pooling {pooling!r}; one of {', '.join(POOLINGS)}", key="--pooling")
+    if per_modality and pooling == "none":
+        raise ConfigError("per-modality embeddings are pooled vectors; --pooling none writes the merged patch tokens "
+                          "(set the backbone's merge_method in the config for another merge)", key="--per-modality")
     if tile is not None and tile < 16:
         raise ConfigError(f"must be at least 16 px (one patch), got {tile}", key="--tile")
     try:
@@ -240,7 +264,7 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
         if pooling != "none":
             raise ConfigError("GeoParquet output needs pyarrow and pyproj: pip install 'terramind-ft[embed]'",
                               key="--pooling") from None
-    cli, encoder, dataset, loader_args = _prepare(config_args, split, layers, batch_size)
+    cli, encoder, dataset, loader_args = _prepare(config_args, split, layers, batch_size, per_modality)
     output = Path(output) if output is not None else Path(cli.trainer.default_root_dir) / "embeddings"
     output.mkdir(parents=True, exist_ok=True)
     writer = _Writer(output, layers, pooling)
@@ -315,8 +339,8 @@ def _join_parts(parts: Path, target: Path, expected: int | None) -> Path:
         raise ConfigError("no chip to embed in this split", key="--split")
     with atomic_path(target, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
-    dims = table.schema.field("embedding").type.list_size
-    counted = f"{table.num_rows} of {expected} chip(s)" if expected is not None else f"{table.num_rows} tile(s)"
+    dims = " + ".join(str(f.type.list_size) for f in table.schema if f.name.startswith("embedding"))
+    counted = f"{table.num_rows} of {expected} chip(s)" if expected is not None else f"{table.num_rows} chip(s)"
     print(f"embed: {counted}, {dims} values each -> {target}", flush=True)
     return target
 
@@ -336,7 +360,7 @@ def add_embedding_arguments(parser: argparse.ArgumentParser, splits: tuple[str, 
     parser.add_argument("--layers", default="-1",
                         help="comma-separated backbone layers to concatenate, negative from the end (default -1)")
     parser.add_argument("--pooling", default="mean", choices=poolings,
-                        help="mean | max | cls (first token) over the tokens"
+                        help="mean | max | min | cls (first token) over the tokens"
                              + (", or none (patch tokens as a GeoTIFF)" if "none" in poolings else ""))
 
 
@@ -351,8 +375,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None, help="default: the data module's")
     parser.add_argument("--tile", type=int, default=None, metavar="PX",
                         help="cut every file into PX x PX tiles streamed from disk, one row per tile (large scenes)")
+    parser.add_argument("--per-modality", action="store_true",
+                        help="one embedding column per input modality (embedding_<MOD>) instead of the merged one")
     args, overrides = parser.parse_known_args(argv)
     layers = parse_layers(args.layers)
     config_args = [a for c in args.config for a in ("--config", c)] + overrides
-    run_embed(config_args, args.split, layers, args.pooling, args.output, args.batch_size, args.tile)
+    run_embed(config_args, args.split, layers, args.pooling, args.output, args.batch_size, args.tile,
+              args.per_modality)
     return 0
