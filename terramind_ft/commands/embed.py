@@ -149,6 +149,14 @@ def embed_split(config_args: list[str], split: str, layers: list[int], pooling: 
     return np.concatenate(vectors), ids, targets, cli
 
 
+def backbone_weights(encoder: Any) -> str:
+    """``random`` when a TerraMind backbone loaded no checkpoint, else where its weights came from."""
+    if not hasattr(encoder, "load_report"):
+        return "unknown"
+    report = encoder.load_report
+    return "random" if report is None else f"checkpoint {getattr(report, 'source', '') or 'pretrained'}"
+
+
 def _check_layers(encoder: Any, layers: list[int]) -> None:
     depth = len(encoder.out_channels)
     bad = [i for i in layers if not -depth <= i < depth]

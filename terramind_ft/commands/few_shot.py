@@ -73,7 +73,8 @@ def run_episodes(vectors: np.ndarray, labels: Sequence[int], *, ways: int, shots
 
 
 def main(argv: list[str] | None = None) -> int:
-    from terramind_ft.commands.embed import POOLINGS, add_embedding_arguments, embed_split, parse_layers
+    from terramind_ft.commands.embed import POOLINGS, add_embedding_arguments, backbone_weights, embed_split, \
+        parse_layers
     from terramind_ft.io import atomic_write_json
 
     parser = argparse.ArgumentParser(
@@ -104,7 +105,11 @@ def main(argv: list[str] | None = None) -> int:
                         "layers": parse_layers(args.layers), "pooling": args.pooling,
                         "accuracy": result.accuracy, "ci95": result.ci95, "per_class": result.per_class,
                         "chance": 1.0 / args.ways}}
+    task = cli.model
+    weights = backbone_weights(task.backbone if hasattr(task, "backbone") else task.model.encoder)
+    doc["few_shot"]["weights"] = weights
     path = atomic_write_json(Path(output) / "metrics.json", doc, indent=1)
+    marker = "; RANDOM WEIGHTS: not TerraMind's embeddings" if weights == "random" else ""
     print(f"few-shot {args.ways}-way {args.shots}-shot over {args.episodes} episodes: accuracy "
-          f"{result.accuracy:.3f} ± {result.ci95:.3f} (95 %; chance {1 / args.ways:.3f}) -> {path}", flush=True)
+          f"{result.accuracy:.3f} ± {result.ci95:.3f} (95 %; chance {1 / args.ways:.3f}){marker} -> {path}", flush=True)
     return 0

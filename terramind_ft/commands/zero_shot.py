@@ -32,6 +32,7 @@ from terramind_ft.errors import ConfigError
 from terramind_ft.modalities import LULC_CLASSES
 
 STRIP_ROWS = 512  # rows of a streamed water map scored at once
+TASK_WITHOUT_WEIGHTS = ["--model.init_args.model_args.backbone_pretrained=false"]
 
 
 def water_map(lulc_probabilities: Any, water_ids: list[int]) -> Any:
@@ -172,7 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     if random_weights and not args.allow_random_weights:
         raise ConfigError("--no-pretrained starts TerraMind from random weights, which maps nothing; drop it, give "
                           "--ckpt-path, or add --allow-random-weights for a smoke test", key="--pretrained")
-    cli = build_cli([a for c in args.config for a in ("--config", c)] + overrides, run=False)
+    # The config's task is read for its data module and backbone size only: its pretrained weights are never
+    # needed (and may not be downloadable here); the generator loads TerraMind's.
+    cli = build_cli([a for c in args.config for a in ("--config", c)] + overrides + TASK_WITHOUT_WEIGHTS, run=False)
     dm = cli.datamodule
     size = args.size or _size(dict(getattr(cli.model, "hparams", {}).get("model_args") or {}))
     class_names = list(dm.class_names or ["not_water", "water"])
@@ -227,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
         water_name = class_names[1]
         line += (f"; IoU_{water_name} {values[f'test/IoU_{water_name}']:.3f}, mIoU {values['test/mIoU']:.3f} "
                  "(TerraMind v1 base with pretrained weights: water IoU 0.454 on Sen1Floods11, the paper's figure)")
+    if random_weights:
+        line += "; RANDOM WEIGHTS: these maps mean nothing"
     path = atomic_write_json(output / "metrics.json", doc, indent=1)
     print(f"{line} -> {path}", flush=True)
     return 0
