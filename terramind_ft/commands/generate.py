@@ -69,16 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                                             "PNG previews.",
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--inputs", nargs="+", required=True, metavar="[MOD=]PATH",
-                   help="MOD=FILE or MOD=FOLDER per input modality, or one FOLDER with modality sub-folders")
-    p.add_argument("--modalities", nargs="+", metavar="MOD",
-                   help="input modalities to take from a FOLDER given without MOD= (default: S2L2A)")
+    add_scene_arguments(p)
     p.add_argument("--outputs", nargs="+", required=True, metavar="MOD",
                    help=f"modalities to generate: {', '.join(TOKEN_MODALITIES)}")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"FULL_MODEL_REGISTRY name (default {DEFAULT_MODEL})")
-    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
-                   help="download the official weights (default); --no-pretrained starts from random weights")
-    p.add_argument("--ckpt-path", help="local TerraMind checkpoint (official layout) instead of the download")
+    add_weight_arguments(p, DEFAULT_MODEL)
     p.add_argument("--tokenizer-ckpt", nargs="+", default=[], metavar="MOD=FILE",
                    help="local tokenizer checkpoints (TerraMind_Tokenizer_<MOD>.pt)")
     p.add_argument("--allow-random-weights", action="store_true",
@@ -102,6 +96,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-preview", action="store_true", help="do not write PNG previews")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     return p
+
+
+def add_scene_arguments(p: argparse.ArgumentParser) -> None:
+    """--inputs / --modalities: the GeoTIFF scenes (shared by generate and geolocate)."""
+    p.add_argument("--inputs", nargs="+", required=True, metavar="[MOD=]PATH",
+                   help="MOD=FILE or MOD=FOLDER per input modality, or one FOLDER with modality sub-folders")
+    p.add_argument("--modalities", nargs="+", metavar="MOD",
+                   help="input modalities to take from a FOLDER given without MOD= (default: S2L2A)")
+
+
+def add_weight_arguments(p: argparse.ArgumentParser, default_model: str) -> None:
+    """--model / --pretrained / --ckpt-path: which generation model and weights (generate and geolocate)."""
+    p.add_argument("--model", default=default_model, help=f"FULL_MODEL_REGISTRY name (default {default_model})")
+    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="download the official weights (default); --no-pretrained starts from random weights")
+    p.add_argument("--ckpt-path", help="local TerraMind checkpoint (official layout) instead of the download")
 
 
 def _split_pair(entry: str, option: str) -> tuple[str | None, str]:

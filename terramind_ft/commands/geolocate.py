@@ -44,19 +44,15 @@ MAX_NODATA_SHARE = 0.5  # chips with more nodata than this are not geolocated
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from terramind_ft.commands.generate import add_scene_arguments, add_weight_arguments
+
     p = argparse.ArgumentParser(prog="terramind-ft geolocate", allow_abbrev=False,
                                 description="TerraMind's distribution over locations for GeoTIFF scenes: a "
                                             "probability map (EPSG:4326, 0.25 degree) and the top-k locations.",
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--inputs", nargs="+", required=True, metavar="[MOD=]PATH",
-                   help="MOD=FILE or MOD=FOLDER per input modality, or one FOLDER with modality sub-folders")
-    p.add_argument("--modalities", nargs="+", metavar="MOD",
-                   help="input modalities to take from a FOLDER given without MOD= (default: S2L2A)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"FULL_MODEL_REGISTRY name (default {DEFAULT_MODEL})")
-    p.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
-                   help="download the official weights (default); --no-pretrained starts from random weights")
-    p.add_argument("--ckpt-path", help="local TerraMind checkpoint (official layout) instead of the download")
+    add_scene_arguments(p)
+    add_weight_arguments(p, DEFAULT_MODEL)
     p.add_argument("--coords-tokenizer", metavar="FILE",
                    help="local coords tokenizer (the hub's config.json) instead of the download")
     p.add_argument("--allow-random-weights", action="store_true",
