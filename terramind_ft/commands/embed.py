@@ -143,7 +143,7 @@ def embed_split(config_args: list[str], split: str, layers: list[int], pooling: 
     with torch.no_grad():
         for batch in tqdm(DataLoader(dataset, **loader_args), desc=f"embed {split}", unit="batch"):
             vectors.append(_vectors(encoder(batch["image"]), layers, pooling).numpy())
-            ids += [Path(f).stem for f in batch["filename"][first]]
+            ids += [chip_id_of(f) for f in batch["filename"][first]]
             labels = batch.get("label")
             targets += labels.tolist() if labels is not None else [None] * len(batch["filename"][first])
     return np.concatenate(vectors), ids, targets, cli
@@ -167,11 +167,12 @@ def _check_layers(encoder: Any, layers: list[int]) -> None:
 
 @dataclass
 class _Chip:
-    """Where one embedded chip (a file, or a tile of a scene) lies: its id, file, bounds, CRS and pixel grid."""
+    """Where one embedded chip (a file, or a tile of a scene) lies: its id, file, bounds, CRS and pixel grid.
+    A sample without a file (a torchgeo dataset's) has no footprint: bounds, CRS and transform are None."""
 
     chip_id: str
     file: str
-    bounds: tuple[float, float, float, float]
+    bounds: tuple[float, float, float, float] | None
     crs: Any
     transform: Any
     width: int
@@ -181,8 +182,23 @@ class _Chip:
     def of_file(cls, path: str) -> _Chip:
         import rasterio
 
+        if not Path(path).is_file():  # "<dataset>/<split>/<index>" of a torchgeo sample
+            return cls(chip_id_of(path), str(path), None, None, None, 0, 0)
         with rasterio.open(path) as src:
-            return cls(Path(path).stem, str(path), tuple(src.bounds), src.crs, src.transform, src.width, src.height)
+            return cls(chip_id_of(path), str(path), tuple(src.bounds), src.crs, src.transform, src.width, src.height)
+
+
+def chip_id_of(name: str) -> str:
+    """A file's stem; a file-less sample name ``EuroSAT/test/000003`` -> ``EuroSAT_test_000003``."""
+    return Path(name).stem if Path(name).is_file() else name.strip("/").replace("/", "_")
+
+
+def _sample_names(dataset: Any, first: str) -> list[str]:
+    """The ``filename`` of every sample, in order, without reading any: the records' files, or a torchgeo
+    dataset's sample names."""
+    if hasattr(dataset, "records"):
+        return [str(r.files[first]) for r in dataset.records]
+    return [dataset.sample_name(i) for i in range(len(dataset))]
 
 
 class _Writer:
@@ -212,6 +228,10 @@ class _Writer:
 
         self.count += len(chips)
         if self.pooling == "none":
+            if any(chip.transform is None for chip in chips):
+                raise ConfigError("patch embeddings are written as GeoTIFFs on the chip's grid; these samples have no "
+                                  "georeferenced file (a torchgeo dataset): use --pooling mean, max, min or cls",
+                                  key="--pooling")
             grid = tuple(features.grid)
             chosen = [features[i] for i in self.layers]
             for b, chip in enumerate(chips):
@@ -229,7 +249,8 @@ class _Writer:
         for b, chip in enumerate(chips):
             if self.geo is None:
                 self.geo = _geo_metadata(chip.crs)
-            self.rows.append({"chip_id": chip.chip_id, "file": chip.file, "geometry": _wkb_polygon(*chip.bounds),
+            footprint = _wkb_polygon(*chip.bounds) if chip.bounds is not None else None
+            self.rows.append({"chip_id": chip.chip_id, "file": chip.file, "geometry": footprint,
                               "crs": chip.crs.to_string() if chip.crs else None,
                               **{name: v[b].tolist() for name, v in columns.items()}})
         if len(self.rows) >= PART_ROWS:
@@ -280,20 +301,24 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
     first = cli.datamodule.modalities[0]
     with torch.no_grad():
         if tile is None:
-            todo = [i for i, r in enumerate(dataset.records) if Path(r.files[first]).stem not in done]
+            names = _sample_names(dataset, first)
+            todo = [i for i, name in enumerate(names) if chip_id_of(name) not in done]
             if done:
                 print(f"embed: {len(done)} chip(s) already in {output}, {len(todo)} to go", flush=True)
             loader = DataLoader(Subset(dataset, todo), **loader_args)  # the chips not written yet
             for batch in tqdm(loader, desc=f"embed {split}", unit="batch", disable=not todo):
                 writer.add(encoder(batch["image"]), [_Chip.of_file(f) for f in batch["filename"][first]])
         else:
+            if not hasattr(dataset, "records"):
+                raise ConfigError("--tile reads georeferenced files; this data module's samples have none (a torchgeo "
+                                  "dataset): leave --tile out", key="--tile")
             _embed_tiles(cli.datamodule, dataset.records, encoder, writer, done, tile, loader_args["batch_size"],
                          first, split)
     if pooling == "none":
         print(f"embed: {writer.count} new patch-embedding GeoTIFF(s), {len(writer.done())} in {output}", flush=True)
         return output
     writer.flush()
-    return _join_parts(writer.parts, output / "embeddings.parquet", None if tile else len(dataset.records))
+    return _join_parts(writer.parts, output / "embeddings.parquet", None if tile else len(dataset))
 
 
 def _embed_tiles(datamodule: Any, records: list[Any], encoder: Any, writer: _Writer, done: set[str], tile: int,

@@ -66,12 +66,16 @@ class _Samples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
+    def sample_name(self, index: int) -> str:
+        """The sample's ``filename`` entry: ``<dataset>/<split>/<index>`` (torchgeo samples have no file)."""
+        return f"{self.name}/{self.split}/{index:06d}"
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         sample = self.dataset[index]
         x = sample["image"].float()[self.order]
         x = ((x - self.mean[:, None, None]) / self.std[:, None, None]).nan_to_num(0.0)
         out: dict[str, Any] = {"image": {self.modality: x},
-                               "filename": {self.modality: f"{self.name}/{self.split}/{index:06d}"},
+                               "filename": {self.modality: self.sample_name(index)},
                                "nodata": torch.zeros(x.shape[-2:], dtype=torch.bool)}
         if self.task == "classification" and "label" in sample:
             label = torch.as_tensor(sample["label"])

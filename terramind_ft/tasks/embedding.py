@@ -142,18 +142,18 @@ class EmbeddingTask(pl.LightningModule):
 
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        from terramind_ft.commands.embed import _Chip
+        from terramind_ft.commands.embed import _Chip, chip_id_of
 
         files = next(iter(batch["filename"].values()))
         reference = [str(f) for f in files]
-        keep = [i for i, f in enumerate(reference) if Path(f).stem not in self._done]
+        keep = [i for i, f in enumerate(reference) if chip_id_of(f) not in self._done]
         if keep:
             images = {m: v[keep] for m, v in batch["image"].items()}
             self._writer.add(self.backbone(images), [_Chip.of_file(reference[i]) for i in keep])
         out = self._output()
         # the manifest (predictions.json) says where each input went: its GeoTIFF, or its row of the table
-        written = {ref: [str(out / f"{Path(ref).stem}_embedding.tif") if self.pooling == "none"
-                         else f"{out / 'embeddings.parquet'}#{Path(ref).stem}"] for ref in reference}
+        written = {ref: [str(out / f"{chip_id_of(ref)}_embedding.tif") if self.pooling == "none"
+                         else f"{out / 'embeddings.parquet'}#{chip_id_of(ref)}"] for ref in reference}
         return {"written": written, "filename": batch["filename"]}
 
     def on_predict_epoch_end(self) -> None:

@@ -90,3 +90,29 @@ def test_fit_and_few_shot_from_yaml(tmp_path, eurosat):
                  "--episodes", "10"]) == 0
     doc = json.loads((tmp_path / "run" / "few_shot" / "metrics.json").read_text())["few_shot"]
     assert doc["chips"] == 9 and set(doc["per_class"]) <= set(CLASSES)
+
+
+def test_embed_a_torchgeo_split_without_files(tmp_path, eurosat):
+    """GeoParquet rows of a file-less dataset: ids from the dataset, no footprint; --tile and patch GeoTIFFs are
+    refused with the reason."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    pytest.importorskip("pyproj")
+    model_args = {**TINY_MODEL_ARGS, "backbone_modalities": ["S2L1C"],
+                  "necks": [{"name": "AggregateTokens", "pooling": "mean"}], "decoder": "IdentityDecoder",
+                  "num_classes": 3}
+    model_args.pop("decoder_channels")
+    config = {"seed_everything": 0, "trainer": {**FAST_TRAINER, "default_root_dir": str(tmp_path / "run")},
+              "data": _data(eurosat),
+              "model": {"class_path": "ClassificationTask", "init_args": {"model_args": model_args,
+                                                                          "class_names": CLASSES}}}
+    cfg = tmp_path / "eurosat.yaml"
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    out = tmp_path / "emb"
+    assert main(["embed", "--config", str(cfg), "--split", "test", "--output", str(out)]) == 0
+    rows = pq.read_table(out / "embeddings.parquet").to_pylist()
+    assert len(rows) == 9 and rows[0]["chip_id"] == "EuroSAT_test_000000" and rows[0]["geometry"] is None
+    assert len(rows[0]["embedding"]) == 192
+    assert main(["embed", "--config", str(cfg), "--split", "test", "--output", str(out)]) == 0  # resumes: no-op
+    assert pq.read_table(out / "embeddings.parquet").to_pylist() == rows
+    assert main(["embed", "--config", str(cfg), "--split", "test", "--tile", "32", "--output", str(out)]) == 2
+    assert main(["embed", "--config", str(cfg), "--split", "test", "--pooling", "none", "--output", str(out)]) == 2
