@@ -48,6 +48,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--vs-terratorch", metavar="PYTHON", help="the python of a venv with terratorch")
     parser.add_argument("--float32-matmul-precision", default=None, choices=["highest", "high", "medium"],
                         help="for terramind-ft's runs (default: highest, or medium with --vs-terratorch)")
+    parser.add_argument("--activation-checkpointing", action="store_true",
+                        help="also run terramind-ft with activation_checkpointing (a row of its own)")
     parser.add_argument("--tool", default="terramind-ft", help=argparse.SUPPRESS)  # child: whose backbone
     parser.add_argument("--one", nargs=2, metavar=("SIZE", "PX"), help=argparse.SUPPRESS)  # child process mode
     return parser.parse_args(argv)
@@ -76,7 +78,8 @@ def run_one(args: argparse.Namespace, size: str, px: int) -> dict:
     else:
         if args.float32_matmul_precision:
             torch.set_float32_matmul_precision(args.float32_matmul_precision)
-        model = BACKBONE_REGISTRY.build(f"terramind_v1_{size}", modalities=args.modalities).to(device).train()
+        model = BACKBONE_REGISTRY.build(f"terramind_v1_{size}", modalities=args.modalities,
+                                        activation_checkpointing=args.tool == "terramind-ft+ckpt").to(device).train()
     x = {m: torch.randn(args.batch, get_modality(m).num_bands, px, px, device=device) for m in args.modalities}
     cuda = device.type == "cuda"
     base_rss = rss_mib()
@@ -130,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PYTHONPATH": f"{REPO_ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     precision = args.float32_matmul_precision or ("medium" if args.vs_terratorch else None)
     tools = [("terramind-ft", sys.executable, ["--float32-matmul-precision", precision] if precision else [])]
+    if args.activation_checkpointing:
+        tools.append(("terramind-ft+ckpt", sys.executable, tools[0][2]))
     if args.vs_terratorch:
         tools.append(("terratorch", args.vs_terratorch, []))
     for size in args.sizes:
@@ -146,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
                 row = json.loads(line[4:])
                 if tool == "terramind-ft":
                     ours = row
+                elif tool == "terramind-ft+ckpt" and ours is not None:  # > 1: slower than without
+                    row["ratio"] = row["ms_per_step"] / ours["ms_per_step"]
                 elif ours is not None:  # speed ratio: above 1 means terramind-ft is faster
                     row["ratio"] = row["ms_per_step"] / ours["ms_per_step"]
                 rows.append(row)

@@ -72,6 +72,8 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--repeats", type=int, default=1, help="alternate the tools this many times; the best run counts")
     p.add_argument("--vs-terratorch", metavar="PATH/bin/terratorch", help="also run TerraTorch's CLI")
+    p.add_argument("--activation-checkpointing", action="store_true",
+                   help="also run terramind-ft with backbone_activation_checkpointing: true (a row of its own)")
     p.add_argument("--float32-matmul-precision", default=None,
                    help="terramind-ft's float32_matmul_precision for its runs (TerraTorch runs 'medium')")
     args = p.parse_args()
@@ -94,6 +96,9 @@ def main() -> int:
     extra_ours = ([f"--float32_matmul_precision={args.float32_matmul_precision}"]
                   if args.float32_matmul_precision else [])
     tools = [("terramind-ft", ours, extra_ours)]
+    if args.activation_checkpointing:
+        tools.append(("terramind-ft, activation checkpointing", ours,
+                      [*extra_ours, "--model.init_args.model_args.backbone_activation_checkpointing=true"]))
     if args.vs_terratorch:
         tools.append(("TerraTorch", [args.vs_terratorch], []))
     rows = []

@@ -355,3 +355,37 @@ def test_errors_name_the_valid_choices(tmp_path):
     torch.save(small_like, tmp_path / "small.pt")
     with pytest.raises(CheckpointError, match="Use backbone terramind_v1_small"):
         tiny(["S2L2A"], ckpt_path=str(tmp_path / "small.pt"))
+
+
+def test_activation_checkpointing_same_gradients_far_less_saved():
+    """backbone_activation_checkpointing: identical outputs and gradients (stochastic depth included: the recompute
+    replays the RNG), and the forward keeps a fraction of the bytes for backward (counted by autograd's hooks)."""
+    from terramind_ft.registry import BACKBONE_REGISTRY
+
+    def run(checkpointing: bool):
+        torch.manual_seed(0)
+        model = BACKBONE_REGISTRY.build("terramind_v1_tiny", modalities=["S2L2A", "S1GRD"], drop_path_rate=0.2,
+                                        activation_checkpointing=checkpointing).train()
+        x = {"S2L2A": torch.randn(2, 12, 64, 64, generator=torch.Generator().manual_seed(1)),
+             "S1GRD": torch.randn(2, 2, 64, 64, generator=torch.Generator().manual_seed(2))}
+        saved = []
+
+        def pack(t):
+            saved.append(t.numel() * t.element_size())
+            return t
+
+        torch.manual_seed(3)
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = model(x)
+        loss = sum(o.square().mean() for o in out)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out[-1].detach(), grads, sum(saved)
+
+    plain_out, plain_grads, plain_saved = run(False)
+    ckpt_out, ckpt_grads, ckpt_saved = run(True)
+    torch.testing.assert_close(ckpt_out, plain_out)
+    assert plain_grads.keys() == ckpt_grads.keys()
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(ckpt_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    assert ckpt_saved < plain_saved / 4

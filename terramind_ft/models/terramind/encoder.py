@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -206,6 +207,9 @@ class TerraMindEncoder(nn.Module):
         in_chans: with empty ``modalities``, create one new modality ``image`` with this many channels.
         tokenizer_kwargs: ``{modality: {kwargs}}`` for building the tokenizer of a token modality given as a
             raw map (default ``pretrained`` = this model's ``pretrained or ckpt_path``).
+        activation_checkpointing: while training, keep only each block's input and recompute the block in the
+            backward pass (``torch.utils.checkpoint``): far less memory for the encoder's activations, for about
+            one more encoder forward per step. Same gradients.
     """
 
     def __init__(
@@ -224,9 +228,11 @@ class TerraMindEncoder(nn.Module):
         padding: str = "reflect",
         in_chans: int | None = None,
         tokenizer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        activation_checkpointing: bool = False,
     ):
         super().__init__()
         self.size: TerraMindSize = get_size(size)
+        self.activation_checkpointing = bool(activation_checkpointing)
         if isinstance(merge_method, str) and merge_method.lower() == "none":
             merge_method = None
         if merge_method not in MERGE_METHODS:
@@ -635,8 +641,12 @@ class TerraMindEncoder(nn.Module):
 
         hidden = torch.cat(pieces, dim=1) if len(pieces) > 1 else pieces[0]
         layers = []
+        recompute = self.activation_checkpointing and self.training and torch.is_grad_enabled()
         for block in self.encoder:
-            hidden = block(hidden)
+            if recompute and hidden.requires_grad:  # a frozen encoder keeps nothing for backward anyway
+                hidden = torch.utils.checkpoint.checkpoint(block, hidden, use_reentrant=False)
+            else:
+                hidden = block(hidden)
             layers.append(hidden)
         layers[-1] = self.encoder_norm(hidden)
         names = [spec.name for spec, _ in inputs]

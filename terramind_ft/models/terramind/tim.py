@@ -114,6 +114,7 @@ class TerraMindTiM(TerraMindEncoder):
         tim_seed: seed of the sampling generator (None: one seed read from the global RNG at first use).
         tim_cache: None, ``"memory"`` or a directory: cache generated ids per sample (see module docstring).
         share_frozen_weights: share frozen, identical encoder parts with the generator (saves memory).
+        activation_checkpointing: recompute the encoder's blocks in the backward pass (see TerraMindEncoder).
     """
 
     def __init__(
@@ -140,6 +141,7 @@ class TerraMindTiM(TerraMindEncoder):
         drop_path_rate: float = 0.0,
         padding: str = "reflect",
         tokenizer_kwargs: Mapping[str, Mapping[str, Any]] | None = None,
+        activation_checkpointing: bool = False,
     ):
         backbone = get_size(size).registry_name
         if isinstance(tim_modalities, str):
@@ -151,6 +153,7 @@ class TerraMindTiM(TerraMindEncoder):
             [*input_names, *tim_names], size=size, pretrained=False, ckpt_path=None,
             merge_method=merge_method, img_size=img_size, modality_drop_rate=modality_drop_rate,
             drop_path_rate=drop_path_rate, padding=padding, tokenizer_kwargs=tokenizer_kwargs,
+            activation_checkpointing=activation_checkpointing,
         )
         self.pretrained = bool(pretrained)  # also decides whether tokenizers of token inputs are pretrained
         self.ckpt_path = ckpt_path
