@@ -26,82 +26,18 @@ already there, then the parts are joined into ``embeddings.parquet``. Needs ``pi
 from __future__ import annotations
 
 import argparse
-import json
-import struct
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from terramind_ft.errors import ConfigError
-
-POOLINGS = ("mean", "max", "min", "cls", "none")
-PART_ROWS = 256
-
-
-def _wkb_polygon(left: float, bottom: float, right: float, top: float) -> bytes:
-    """A rectangle as little-endian WKB (type 3, one ring of 5 points)."""
-    ring = [(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]
-    return struct.pack("<BIII", 1, 3, 1, len(ring)) + b"".join(struct.pack("<dd", x, y) for x, y in ring)
-
-
-def _projjson(crs: Any) -> dict[str, Any] | None:
-    if crs is None:
-        return None
-    import pyproj
-
-    return pyproj.CRS.from_wkt(crs.to_wkt()).to_json_dict()
-
-
-def pool(tokens: Any, how: str) -> Any:
-    """[B, N, D] -> [B, D]."""
-    if how == "mean":
-        return tokens.mean(dim=1)
-    if how == "max":
-        return tokens.amax(dim=1)
-    if how == "min":
-        return tokens.amin(dim=1)
-    return tokens[:, 0]
-
-
-def _done_chips(parts: Path) -> set[str]:
-    import pyarrow.parquet as pq
-
-    done: set[str] = set()
-    for part in sorted(parts.glob("part-*.parquet")):
-        done.update(pq.read_table(part, columns=["chip_id"]).column("chip_id").to_pylist())
-    return done
-
-
-def _write_part(parts: Path, rows: list[dict[str, Any]], dims: dict[str, int], geo: dict[str, Any],
-                prefix: str = "") -> None:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from terramind_ft.io import atomic_path
-
-    schema = pa.schema([("chip_id", pa.string()), ("file", pa.string()), ("geometry", pa.binary()),
-                        ("crs", pa.string()), *((name, pa.list_(pa.float32(), dim)) for name, dim in dims.items())],
-                       metadata={b"geo": json.dumps(geo).encode()})
-    table = pa.Table.from_pylist(rows, schema=schema)
-    index = len(list(parts.glob(f"part-{prefix}*.parquet")))
-    with atomic_path(parts / f"part-{prefix}{index:05d}.parquet", suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
-
-
-def _geo_metadata(crs: Any) -> dict[str, Any]:
-    return {"version": "1.0.0", "primary_column": "geometry",
-            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": _projjson(crs)}}}
-
-
-def _vectors(features: Any, layers: list[int], pooling: str) -> Any:
-    """One vector per sample: each chosen layer pooled over its tokens, the layers concatenated; for per-modality
-    features (``merge_method: dict``) ``{modality: vectors}``."""
-    import torch
-
-    if isinstance(features[layers[0]], dict):
-        return {name: torch.cat([pool(features[i][name], pooling) for i in layers], dim=-1).float()
-                for name in features[layers[0]]}
-    return torch.cat([pool(features[i], pooling) for i in layers], dim=-1).float()
+from terramind_ft.inference.embeddings import (
+    POOLINGS,
+    EmbeddedChip,
+    EmbeddingWriter,
+    chip_id_of,
+    join_parts,
+    layer_vectors,
+)
 
 
 def _prepare(config_args: list[str], split: str, layers: list[int], batch_size: int | None,
@@ -142,7 +78,7 @@ def embed_split(config_args: list[str], split: str, layers: list[int], pooling: 
     vectors, ids, targets = [], [], []
     with torch.no_grad():
         for batch in tqdm(DataLoader(dataset, **loader_args), desc=f"embed {split}", unit="batch"):
-            vectors.append(_vectors(encoder(batch["image"]), layers, pooling).numpy())
+            vectors.append(layer_vectors(encoder(batch["image"]), layers, pooling).numpy())
             ids += [chip_id_of(f) for f in batch["filename"][first]]
             labels = batch.get("label")
             targets += labels.tolist() if labels is not None else [None] * len(batch["filename"][first])
@@ -165,112 +101,12 @@ def _check_layers(encoder: Any, layers: list[int]) -> None:
                           key="--layers")
 
 
-@dataclass
-class _Chip:
-    """Where one embedded chip (a file, or a tile of a scene) lies: its id, file, bounds, CRS and pixel grid.
-    A sample without a file (a torchgeo dataset's) has no footprint: bounds, CRS and transform are None."""
-
-    chip_id: str
-    file: str
-    bounds: tuple[float, float, float, float] | None
-    crs: Any
-    transform: Any
-    width: int
-    height: int
-
-    @classmethod
-    def of_file(cls, path: str) -> _Chip:
-        import rasterio
-
-        if not Path(path).is_file():  # "<dataset>/<split>/<index>" of a torchgeo sample
-            return cls(chip_id_of(path), str(path), None, None, None, 0, 0)
-        with rasterio.open(path) as src:
-            return cls(chip_id_of(path), str(path), tuple(src.bounds), src.crs, src.transform, src.width, src.height)
-
-
-def chip_id_of(name: str) -> str:
-    """A file's stem; a file-less sample name ``EuroSAT/test/000003`` -> ``EuroSAT_test_000003``."""
-    return Path(name).stem if Path(name).is_file() else name.strip("/").replace("/", "_")
-
-
 def _sample_names(dataset: Any, first: str) -> list[str]:
     """The ``filename`` of every sample, in order, without reading any: the records' files, or a torchgeo
     dataset's sample names."""
     if hasattr(dataset, "records"):
         return [str(r.files[first]) for r in dataset.records]
     return [dataset.sample_name(i) for i in range(len(dataset))]
-
-
-class _Writer:
-    """Embeddings of chips -> GeoParquet parts (pooled vectors; one ``embedding_<modality>`` column per input with
-    per-modality features) or patch-embedding GeoTIFFs (``none``)."""
-
-    def __init__(self, output: Path, layers: list[int], pooling: str, part_prefix: str | None = None):
-        self.output, self.layers, self.pooling = output, layers, pooling
-        self.part_prefix = part_prefix or ""  # per rank under DDP: two ranks never write the same part
-        self.parts = output / "parts"
-        self.parts.mkdir(parents=True, exist_ok=True)
-        self.rows: list[dict[str, Any]] = []
-        self.dim: dict[str, int] = {}
-        self.geo: dict[str, Any] | None = None
-        self.count = 0
-
-    def done(self) -> set[str]:
-        if self.pooling == "none":
-            return {p.name[: -len("_embedding.tif")] for p in self.output.glob("*_embedding.tif")}
-        return _done_chips(self.parts)
-
-    def add(self, features: Any, chips: list[_Chip]) -> None:
-        import torch
-        from rasterio.transform import Affine
-
-        from terramind_ft.inference.writers import _write_geotiff
-
-        self.count += len(chips)
-        if self.pooling == "none":
-            if any(chip.transform is None for chip in chips):
-                raise ConfigError("patch embeddings are written as GeoTIFFs on the chip's grid; these samples have no "
-                                  "georeferenced file (a torchgeo dataset): use --pooling mean, max, min or cls",
-                                  key="--pooling")
-            grid = tuple(features.grid)
-            chosen = [features[i] for i in self.layers]
-            for b, chip in enumerate(chips):
-                tokens = torch.cat([c[b] for c in chosen], dim=-1)  # [N, layers*D], N = h*w image tokens
-                cube = tokens[: grid[0] * grid[1]].T.reshape(-1, *grid).float().numpy()
-                profile = dict(driver="GTiff", count=cube.shape[0], dtype="float32", width=grid[1], height=grid[0],
-                               crs=chip.crs, transform=chip.transform @ Affine.scale(chip.width / grid[1],
-                                                                                     chip.height / grid[0]))
-                _write_geotiff(self.output / f"{chip.chip_id}_embedding.tif", profile, cube)
-            return
-        vectors = _vectors(features, self.layers, self.pooling)
-        columns = {f"embedding_{k}": v for k, v in vectors.items()} if isinstance(vectors, dict) else \
-            {"embedding": vectors}
-        self.dim = {name: int(v.shape[1]) for name, v in columns.items()}
-        for b, chip in enumerate(chips):
-            if self.geo is None:
-                self.geo = _geo_metadata(chip.crs)
-            footprint = _wkb_polygon(*chip.bounds) if chip.bounds is not None else None
-            self.rows.append({"chip_id": chip.chip_id, "file": chip.file, "geometry": footprint,
-                              "crs": chip.crs.to_string() if chip.crs else None,
-                              **{name: v[b].tolist() for name, v in columns.items()}})
-        if len(self.rows) >= PART_ROWS:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.rows:
-            _write_part(self.parts, self.rows, self.dim, self.geo, self.part_prefix)
-            self.rows = []
-
-
-def _scene_sources(datamodule: Any, record: Any) -> dict[str, Any]:
-    """What SceneTiles needs to standardise a record's files as the data module does."""
-    specs = datamodule.specs
-    files = {m: str(p) for m, p in record.files.items()}
-    return {"sources": files, "means": {m: list(specs[m].mean) for m in files},
-            "stds": {m: list(specs[m].std) for m in files},
-            "band_indexes": {m: [i + 1 for i in specs[m].band_indices] for m in files
-                             if specs[m].band_indices is not None} or None,
-            "nodata_fill": float(getattr(datamodule, "no_data_replace", 0.0) or 0.0)}
 
 
 def run_embed(config_args: list[str], split: str, layers: list[int], pooling: str, output: Path | None = None,
@@ -296,7 +132,7 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
     cli, encoder, dataset, loader_args = _prepare(config_args, split, layers, batch_size, per_modality)
     output = Path(output) if output is not None else Path(cli.trainer.default_root_dir) / "embeddings"
     output.mkdir(parents=True, exist_ok=True)
-    writer = _Writer(output, layers, pooling)
+    writer = EmbeddingWriter(output, layers, pooling)
     done = writer.done()
     first = cli.datamodule.modalities[0]
     with torch.no_grad():
@@ -307,7 +143,7 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
                 print(f"embed: {len(done)} chip(s) already in {output}, {len(todo)} to go", flush=True)
             loader = DataLoader(Subset(dataset, todo), **loader_args)  # the chips not written yet
             for batch in tqdm(loader, desc=f"embed {split}", unit="batch", disable=not todo):
-                writer.add(encoder(batch["image"]), [_Chip.of_file(f) for f in batch["filename"][first]])
+                writer.add(encoder(batch["image"]), [EmbeddedChip.of_file(f) for f in batch["filename"][first]])
         else:
             if not hasattr(dataset, "records"):
                 raise ConfigError("--tile reads georeferenced files; this data module's samples have none (a torchgeo "
@@ -318,19 +154,19 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
         print(f"embed: {writer.count} new patch-embedding GeoTIFF(s), {len(writer.done())} in {output}", flush=True)
         return output
     writer.flush()
-    return _join_parts(writer.parts, output / "embeddings.parquet", None if tile else len(dataset))
+    return join_parts(writer.parts, output / "embeddings.parquet", None if tile else len(dataset))
 
 
-def _embed_tiles(datamodule: Any, records: list[Any], encoder: Any, writer: _Writer, done: set[str], tile: int,
+def _embed_tiles(datamodule: Any, records: list[Any], encoder: Any, writer: EmbeddingWriter, done: set[str], tile: int,
                  batch_size: int, first: str, split: str) -> None:
     """Every record as ``tile`` x ``tile`` tiles streamed from disk (SceneTiles); one row per tile."""
     import torch
     from tqdm.auto import tqdm
 
-    from terramind_ft.inference.tiles import SceneTiles
+    from terramind_ft.inference.tiles import SceneTiles, scene_sources
 
     for record in tqdm(records, desc=f"embed {split} (tiles of {tile} px)", unit="scene"):
-        scene = _scene_sources(datamodule, record)
+        scene = scene_sources(datamodule.specs, record, getattr(datamodule, "no_data_replace", 0.0))
         tiles = SceneTiles(scene["sources"], tile, means=scene["means"], stds=scene["stds"],
                            band_indexes=scene["band_indexes"], nodata_fill=scene["nodata_fill"],
                            reference_modality=first)
@@ -339,7 +175,7 @@ def _embed_tiles(datamodule: Any, records: list[Any], encoder: Any, writer: _Wri
 
         def run(batch: list[Any]) -> None:
             inputs = {m: torch.stack([t.inputs[m] for t in batch]) for m in batch[0].inputs}
-            chips = [_Chip(f"{stem}_{t.tile_id}", path, t.bounds, t.crs,
+            chips = [EmbeddedChip(f"{stem}_{t.tile_id}", path, t.bounds, t.crs,
                            tiles.transform @ _translation(t.col, t.row), t.width, t.height) for t in batch]
             writer.add(encoder(inputs), chips)
 
@@ -358,24 +194,6 @@ def _translation(col: int, row: int) -> Any:
     from rasterio.transform import Affine
 
     return Affine.translation(col, row)
-
-
-def _join_parts(parts: Path, target: Path, expected: int | None) -> Path:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from terramind_ft.io import atomic_path
-
-    tables = [pq.read_table(p) for p in sorted(parts.glob("part-*.parquet"))]
-    table = pa.concat_tables(tables).sort_by("chip_id") if tables else None
-    if table is None:
-        raise ConfigError("no chip to embed in this split", key="--split")
-    with atomic_path(target, suffix=".parquet") as tmp:
-        pq.write_table(table, tmp)
-    dims = " + ".join(str(f.type.list_size) for f in table.schema if f.name.startswith("embedding"))
-    counted = f"{table.num_rows} of {expected} chip(s)" if expected is not None else f"{table.num_rows} chip(s)"
-    print(f"embed: {counted}, {dims} values each -> {target}", flush=True)
-    return target
 
 
 def parse_layers(text: str) -> list[int]:

@@ -85,12 +85,12 @@ def _stream_scene(model: WaterLogits, dm: Any, dataset: Any, record: Any, output
     import torch
     from rasterio.windows import Window
 
-    from terramind_ft.commands.embed import _scene_sources
     from terramind_ft.data.raster import read_raster
     from terramind_ft.inference.geotiff import CLASS_NODATA
     from terramind_ft.inference.scene import predict_scene
+    from terramind_ft.inference.tiles import scene_sources
 
-    scene = _scene_sources(dm, record)
+    scene = scene_sources(dm.specs, record, getattr(dm, "no_data_replace", 0.0))
     first = dm.modalities[0]
     target = output / f"{Path(record.files[first]).stem}_water.tif"
     predict_scene(model, scene["sources"], target, means=scene["means"], stds=scene["stds"],

@@ -58,6 +58,7 @@ from terramind_ft.inference.geotiff import (
     class_colormap,
     weights_tags,
 )
+from terramind_ft.inference.tiles import scene_sources
 from terramind_ft.inference.tiling import (
     TilingParameters,
     chip_weight,
@@ -793,17 +794,8 @@ class SceneDataset(torch.utils.data.Dataset):
         return len(self.records)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
-        files = {m: str(p) for m, p in record.files.items()}
-        scene = {
-            "sources": files,
-            "means": {m: list(self.specs[m].mean) for m in files},
-            "stds": {m: list(self.specs[m].std) for m in files},
-            "band_indexes": {m: [i + 1 for i in self.specs[m].band_indices] for m in files
-                             if self.specs[m].band_indices is not None},
-            "nodata_fill": self.nodata_fill,
-        }
-        return {"filename": files, "scene": scene}
+        scene = scene_sources(self.specs, self.records[index], self.nodata_fill)
+        return {"filename": dict(scene["sources"]), "scene": scene}
 
 
 def _collate_scenes(items: list[dict[str, Any]]) -> dict[str, Any]:

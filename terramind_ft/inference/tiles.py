@@ -24,6 +24,17 @@ import numpy as np
 import torch
 
 
+def scene_sources(specs: Mapping[str, Any], record: Any, nodata_fill: float | None) -> dict[str, Any]:
+    """A data module's record as SceneTiles / predict_scene arguments: ``sources``, ``means``, ``stds``,
+    ``band_indexes`` (1-based, None when every band is read) and ``nodata_fill``, so that its files are
+    standardised as the data module does (``specs``: the data module's per-modality specs)."""
+    files = {m: str(p) for m, p in record.files.items()}
+    band_indexes = {m: [i + 1 for i in specs[m].band_indices] for m in files if specs[m].band_indices is not None}
+    return {"sources": files, "means": {m: list(specs[m].mean) for m in files},
+            "stds": {m: list(specs[m].std) for m in files}, "band_indexes": band_indexes or None,
+            "nodata_fill": nodata_fill}
+
+
 def tile_windows(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
     """``(row, col, height, width)`` of the tiles covering a ``height`` x ``width`` scene (module docstring)."""
 
@@ -64,12 +75,12 @@ class SceneTiles:
     def __init__(self, sources: Mapping[str, str | Path], tile: int, *,
                  means: Mapping[str, Sequence[float]] | None = None,
                  stds: Mapping[str, Sequence[float]] | None = None,
-                 band_indexes: Mapping[str, Sequence[int]] | None = None, nodata_fill: float = 0.0,
+                 band_indexes: Mapping[str, Sequence[int]] | None = None, nodata_fill: float | None = 0.0,
                  reference_modality: str | None = None):
         self.sources = {m: str(p) for m, p in sources.items()}
         self.tile = int(tile)
         self.means, self.stds, self.band_indexes = means, stds, band_indexes
-        self.nodata_fill = float(nodata_fill)
+        self.nodata_fill = float("nan") if nodata_fill is None else float(nodata_fill)  # None keeps NaN
         self.reference = reference_modality or next(iter(self.sources))
         self.peak_strip_bytes = 0
         import rasterio

@@ -74,7 +74,7 @@ class EmbeddingTask(pl.LightningModule):
                 EmbeddingGenerationTask names (module docstring).
         """
         super().__init__()
-        from terramind_ft.commands.embed import POOLINGS
+        from terramind_ft.inference.embeddings import POOLINGS
 
         if model is not None and backbone is not None and model != backbone:
             raise ConfigError(f"backbone {backbone!r} and model {model!r} name two backbones; keep one",
@@ -132,24 +132,24 @@ class EmbeddingTask(pl.LightningModule):
         return Path(self.output_dir) if self.output_dir else Path(self.trainer.default_root_dir) / "embeddings"
 
     def on_predict_start(self) -> None:
-        from terramind_ft.commands.embed import _Writer
+        from terramind_ft.inference.embeddings import EmbeddingWriter
 
         self.backbone.eval()
         rank = self.trainer.global_rank if self.trainer.world_size > 1 else None
-        self._writer = _Writer(self._output(), self.layers, self.pooling, part_prefix=None if rank is None else
+        self._writer = EmbeddingWriter(self._output(), self.layers, self.pooling, part_prefix=None if rank is None else
                                f"rank{rank}-")
         self._done = self._writer.done()
 
     @torch.no_grad()
     def predict_step(self, batch: dict[str, Any], batch_idx: int, dataloader_idx: int = 0) -> dict[str, Any]:
-        from terramind_ft.commands.embed import _Chip, chip_id_of
+        from terramind_ft.inference.embeddings import EmbeddedChip, chip_id_of
 
         files = next(iter(batch["filename"].values()))
         reference = [str(f) for f in files]
         keep = [i for i, f in enumerate(reference) if chip_id_of(f) not in self._done]
         if keep:
             images = {m: v[keep] for m, v in batch["image"].items()}
-            self._writer.add(self.backbone(images), [_Chip.of_file(reference[i]) for i in keep])
+            self._writer.add(self.backbone(images), [EmbeddedChip.of_file(reference[i]) for i in keep])
         out = self._output()
         # the manifest (predictions.json) says where each input went: its GeoTIFF, or its row of the table
         written = {ref: [str(out / f"{chip_id_of(ref)}_embedding.tif") if self.pooling == "none"
@@ -157,14 +157,14 @@ class EmbeddingTask(pl.LightningModule):
         return {"written": written, "filename": batch["filename"]}
 
     def on_predict_epoch_end(self) -> None:
-        from terramind_ft.commands.embed import _join_parts
+        from terramind_ft.inference.embeddings import join_parts
 
         if self.pooling == "none":
             return
         self._writer.flush()
         self.trainer.strategy.barrier()
         if self.trainer.is_global_zero:
-            _join_parts(self._writer.parts, self._output() / "embeddings.parquet", None)
+            join_parts(self._writer.parts, self._output() / "embeddings.parquet", None)
 
     def configure_optimizers(self) -> Any:  # nothing trains (the CLI refuses fit/validate/test: predict_only)
         return None

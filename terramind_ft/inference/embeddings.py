@@ -1,0 +1,197 @@
+"""Embeddings on disk: GeoParquet rows (one per chip: id, file, footprint, fixed-size vectors) or patch-embedding
+GeoTIFFs, written in resumable parts. Shared by ``terramind-ft embed`` and the ``EmbeddingTask``.
+
+A chip is a file, a tile of a scene, or a sample without a file (a torchgeo dataset's, no footprint). Pooled
+vectors (``mean``, ``max``, ``min``, ``cls`` = the first token; TerraMind has no class token) go to
+``<output>/parts/part-*.parquet``, each written atomically, then :func:`join_parts` makes ``embeddings.parquet``
+(GeoParquet 1.0: ``chip_id``, ``file``, ``geometry`` WKB in the source CRS, given as PROJJSON in the ``geo``
+metadata, ``crs``, and ``embedding`` or one ``embedding_<modality>`` per input). ``none`` writes
+``<chip_id>_embedding.tif``: the patch tokens on the chip's token grid. :meth:`EmbeddingWriter.done` lists the chips
+already written, so a rerun skips them.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from terramind_ft.errors import ConfigError
+
+POOLINGS = ("mean", "max", "min", "cls", "none")
+PART_ROWS = 256
+
+
+def _wkb_polygon(left: float, bottom: float, right: float, top: float) -> bytes:
+    """A rectangle as little-endian WKB (type 3, one ring of 5 points)."""
+    ring = [(left, bottom), (right, bottom), (right, top), (left, top), (left, bottom)]
+    return struct.pack("<BIII", 1, 3, 1, len(ring)) + b"".join(struct.pack("<dd", x, y) for x, y in ring)
+
+
+def _projjson(crs: Any) -> dict[str, Any] | None:
+    if crs is None:
+        return None
+    import pyproj
+
+    return pyproj.CRS.from_wkt(crs.to_wkt()).to_json_dict()
+
+
+def pool(tokens: Any, how: str) -> Any:
+    """[B, N, D] -> [B, D]."""
+    if how == "mean":
+        return tokens.mean(dim=1)
+    if how == "max":
+        return tokens.amax(dim=1)
+    if how == "min":
+        return tokens.amin(dim=1)
+    return tokens[:, 0]
+
+
+def _done_chips(parts: Path) -> set[str]:
+    import pyarrow.parquet as pq
+
+    done: set[str] = set()
+    for part in sorted(parts.glob("part-*.parquet")):
+        done.update(pq.read_table(part, columns=["chip_id"]).column("chip_id").to_pylist())
+    return done
+
+
+def _write_part(parts: Path, rows: list[dict[str, Any]], dims: dict[str, int], geo: dict[str, Any],
+                prefix: str = "") -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from terramind_ft.io import atomic_path
+
+    schema = pa.schema([("chip_id", pa.string()), ("file", pa.string()), ("geometry", pa.binary()),
+                        ("crs", pa.string()), *((name, pa.list_(pa.float32(), dim)) for name, dim in dims.items())],
+                       metadata={b"geo": json.dumps(geo).encode()})
+    table = pa.Table.from_pylist(rows, schema=schema)
+    index = len(list(parts.glob(f"part-{prefix}*.parquet")))
+    with atomic_path(parts / f"part-{prefix}{index:05d}.parquet", suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+
+
+def _geo_metadata(crs: Any) -> dict[str, Any]:
+    return {"version": "1.0.0", "primary_column": "geometry",
+            "columns": {"geometry": {"encoding": "WKB", "geometry_types": ["Polygon"], "crs": _projjson(crs)}}}
+
+
+def layer_vectors(features: Any, layers: list[int], pooling: str) -> Any:
+    """One vector per sample: each chosen layer pooled over its tokens, the layers concatenated; for per-modality
+    features (``merge_method: dict``) ``{modality: vectors}``."""
+    import torch
+
+    if isinstance(features[layers[0]], dict):
+        return {name: torch.cat([pool(features[i][name], pooling) for i in layers], dim=-1).float()
+                for name in features[layers[0]]}
+    return torch.cat([pool(features[i], pooling) for i in layers], dim=-1).float()
+
+
+@dataclass
+class EmbeddedChip:
+    """Where one embedded chip (a file, or a tile of a scene) lies: its id, file, bounds, CRS and pixel grid.
+    A sample without a file (a torchgeo dataset's) has no footprint: bounds, CRS and transform are None."""
+
+    chip_id: str
+    file: str
+    bounds: tuple[float, float, float, float] | None
+    crs: Any
+    transform: Any
+    width: int
+    height: int
+
+    @classmethod
+    def of_file(cls, path: str) -> EmbeddedChip:
+        import rasterio
+
+        if not Path(path).is_file():  # "<dataset>/<split>/<index>" of a torchgeo sample
+            return cls(chip_id_of(path), str(path), None, None, None, 0, 0)
+        with rasterio.open(path) as src:
+            return cls(chip_id_of(path), str(path), tuple(src.bounds), src.crs, src.transform, src.width, src.height)
+
+
+def chip_id_of(name: str) -> str:
+    """A file's stem; a file-less sample name ``EuroSAT/test/000003`` -> ``EuroSAT_test_000003``."""
+    return Path(name).stem if Path(name).is_file() else name.strip("/").replace("/", "_")
+
+
+class EmbeddingWriter:
+    """Embeddings of chips -> GeoParquet parts (pooled vectors; one ``embedding_<modality>`` column per input with
+    per-modality features) or patch-embedding GeoTIFFs (``none``)."""
+
+    def __init__(self, output: Path, layers: list[int], pooling: str, part_prefix: str | None = None):
+        self.output, self.layers, self.pooling = output, layers, pooling
+        self.part_prefix = part_prefix or ""  # per rank under DDP: two ranks never write the same part
+        self.parts = output / "parts"
+        self.parts.mkdir(parents=True, exist_ok=True)
+        self.rows: list[dict[str, Any]] = []
+        self.dim: dict[str, int] = {}
+        self.geo: dict[str, Any] | None = None
+        self.count = 0
+
+    def done(self) -> set[str]:
+        if self.pooling == "none":
+            return {p.name[: -len("_embedding.tif")] for p in self.output.glob("*_embedding.tif")}
+        return _done_chips(self.parts)
+
+    def add(self, features: Any, chips: list[EmbeddedChip]) -> None:
+        import torch
+        from rasterio.transform import Affine
+
+        from terramind_ft.inference.writers import _write_geotiff
+
+        self.count += len(chips)
+        if self.pooling == "none":
+            if any(chip.transform is None for chip in chips):
+                raise ConfigError("patch embeddings are written as GeoTIFFs on the chip's grid; these samples have no "
+                                  "georeferenced file (a torchgeo dataset): use --pooling mean, max, min or cls",
+                                  key="--pooling")
+            grid = tuple(features.grid)
+            chosen = [features[i] for i in self.layers]
+            for b, chip in enumerate(chips):
+                tokens = torch.cat([c[b] for c in chosen], dim=-1)  # [N, layers*D], N = h*w image tokens
+                cube = tokens[: grid[0] * grid[1]].T.reshape(-1, *grid).float().numpy()
+                profile = dict(driver="GTiff", count=cube.shape[0], dtype="float32", width=grid[1], height=grid[0],
+                               crs=chip.crs, transform=chip.transform @ Affine.scale(chip.width / grid[1],
+                                                                                     chip.height / grid[0]))
+                _write_geotiff(self.output / f"{chip.chip_id}_embedding.tif", profile, cube)
+            return
+        vectors = layer_vectors(features, self.layers, self.pooling)
+        columns = {f"embedding_{k}": v for k, v in vectors.items()} if isinstance(vectors, dict) else \
+            {"embedding": vectors}
+        self.dim = {name: int(v.shape[1]) for name, v in columns.items()}
+        for b, chip in enumerate(chips):
+            if self.geo is None:
+                self.geo = _geo_metadata(chip.crs)
+            footprint = _wkb_polygon(*chip.bounds) if chip.bounds is not None else None
+            self.rows.append({"chip_id": chip.chip_id, "file": chip.file, "geometry": footprint,
+                              "crs": chip.crs.to_string() if chip.crs else None,
+                              **{name: v[b].tolist() for name, v in columns.items()}})
+        if len(self.rows) >= PART_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.rows:
+            _write_part(self.parts, self.rows, self.dim, self.geo, self.part_prefix)
+            self.rows = []
+
+
+def join_parts(parts: Path, target: Path, expected: int | None) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from terramind_ft.io import atomic_path
+
+    tables = [pq.read_table(p) for p in sorted(parts.glob("part-*.parquet"))]
+    table = pa.concat_tables(tables).sort_by("chip_id") if tables else None
+    if table is None:
+        raise ConfigError("no chip to embed in this split", key="--split")
+    with atomic_path(target, suffix=".parquet") as tmp:
+        pq.write_table(table, tmp)
+    dims = " + ".join(str(f.type.list_size) for f in table.schema if f.name.startswith("embedding"))
+    counted = f"{table.num_rows} of {expected} chip(s)" if expected is not None else f"{table.num_rows} chip(s)"
+    print(f"embed: {counted}, {dims} values each -> {target}", flush=True)
+    return target
