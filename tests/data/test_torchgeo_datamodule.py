@@ -73,7 +73,8 @@ def test_a_band_the_modality_lacks_is_named(eurosat):
         dm.make_dataset("train")
 
 
-def test_fit_and_few_shot_from_yaml(tmp_path, eurosat):
+def _classification_config(tmp_path, eurosat):
+    """A tiny scene-classification config over the EuroSAT layout, written to tmp_path/eurosat.yaml."""
     model_args = {**TINY_MODEL_ARGS, "backbone_modalities": ["S2L1C"],
                   "necks": [{"name": "AggregateTokens", "pooling": "mean"}], "decoder": "IdentityDecoder",
                   "num_classes": 3}
@@ -84,6 +85,11 @@ def test_fit_and_few_shot_from_yaml(tmp_path, eurosat):
                                                                           "class_names": CLASSES}}}
     cfg = tmp_path / "eurosat.yaml"
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    return cfg
+
+
+def test_fit_and_few_shot_from_yaml(tmp_path, eurosat):
+    cfg = _classification_config(tmp_path, eurosat)
     assert main(["fit", "--config", str(cfg)]) == 0
     assert (tmp_path / "run" / "checkpoints" / "best.ckpt").is_file()
     assert main(["few-shot", "--config", str(cfg), "--ways", "3", "--shots", "1", "--queries", "1",
@@ -97,16 +103,7 @@ def test_embed_a_torchgeo_split_without_files(tmp_path, eurosat):
     refused with the reason."""
     pq = pytest.importorskip("pyarrow.parquet")
     pytest.importorskip("pyproj")
-    model_args = {**TINY_MODEL_ARGS, "backbone_modalities": ["S2L1C"],
-                  "necks": [{"name": "AggregateTokens", "pooling": "mean"}], "decoder": "IdentityDecoder",
-                  "num_classes": 3}
-    model_args.pop("decoder_channels")
-    config = {"seed_everything": 0, "trainer": {**FAST_TRAINER, "default_root_dir": str(tmp_path / "run")},
-              "data": _data(eurosat),
-              "model": {"class_path": "ClassificationTask", "init_args": {"model_args": model_args,
-                                                                          "class_names": CLASSES}}}
-    cfg = tmp_path / "eurosat.yaml"
-    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    cfg = _classification_config(tmp_path, eurosat)
     out = tmp_path / "emb"
     assert main(["embed", "--config", str(cfg), "--split", "test", "--output", str(out)]) == 0
     rows = pq.read_table(out / "embeddings.parquet").to_pylist()
