@@ -111,3 +111,33 @@ def test_random_weights_end_to_end_and_errors(tmp_path, capsys):
     with rasterio.open(out / f"{ANSWER_CHIP}_location.tif") as src:
         assert src.tags()[WEIGHTS_TAG].startswith("random") and src.read(1).sum() == pytest.approx(1.0, abs=1e-4)
     assert not list(out.glob("*.png")) and not list(out.glob(".*"))
+
+
+def test_images_from_locations_are_placed_around_them(tmp_path, capsys):
+    """generate --coords: one scene per location, --size px at --resolution m in the location's UTM zone and
+    centred on it; western longitudes parse; swapped or missing arguments are refused with the key."""
+    pytest.importorskip("tokenizers")
+    from rasterio.warp import transform
+
+    vocab = write_coords_vocab(tmp_path / "config.json")
+    out = tmp_path / "gen"
+    base = ["generate", "--model", "terramind_v1_tiny_generate", "--no-pretrained", "--allow-random-weights",
+            "--outputs", "S2L2A", "LULC", "--size", "32", "--timesteps", "1", "--output-dir", str(out)]
+    assert main([*base, "--coords", "-3.70,40.42", "151.21,-33.87", "--coords-tokenizer", str(vocab),
+                 "--no-preview"]) == 0
+    for stem, (lon, lat), epsg in (("lat+40.4200_lon-3.7000", (-3.70, 40.42), 32630),
+                                   ("lat-33.8700_lon+151.2100", (151.21, -33.87), 32756)):
+        with rasterio.open(out / f"{stem}_S2L2A.tif") as src:
+            assert src.crs.to_epsg() == epsg and src.res == (10.0, 10.0) and src.shape == (32, 32)
+            x, y = src.xy(15.5, 15.5)  # the centre of the grid
+            (clon,), (clat,) = transform(src.crs, "EPSG:4326", [x], [y])
+            assert (clon, clat) == pytest.approx((lon, lat), abs=1e-6)
+            assert src.count == 12 and src.tags()[WEIGHTS_TAG].startswith("random")
+        with rasterio.open(out / f"{stem}_LULC.tif") as src:
+            assert src.dtypes[0] == "uint8" and src.crs.to_epsg() == epsg
+    assert main([*base, "--coords", "45.0,100.0", "--coords-tokenizer", str(vocab)]) == 2  # lat 100
+    assert "looks like LAT,LON" in capsys.readouterr().err
+    assert main([*base, "--coords", "-3.70,40.42"]) == 2  # no vocabulary without the hub
+    assert "--coords-tokenizer" in capsys.readouterr().err
+    assert main([*base, "--coords", "-3.70,40.42", "--inputs", f"S2L2A={EXAMPLES}/S2L2A"]) == 2
+    assert "either --inputs" in capsys.readouterr().err

@@ -5,6 +5,7 @@ Examples::
     terramind-ft generate --inputs S2L2A=scene.tif --outputs S1GRD DEM LULC --timesteps 10 --output-dir out/
     terramind-ft generate --inputs S2L2A=s2/ S1GRD=s1/ --outputs LULC     # folders: files matched by name
     terramind-ft generate --inputs terramesh/ --modalities S2L2A --outputs NDVI   # modality sub-folders
+    terramind-ft generate --coords -3.70,40.42 8.54,47.37 --outputs S2L2A LULC   # images from locations
 
 For every input scene (one file per input modality, same pixel grid) it writes ``<stem>_<OUTPUT>.tif`` per
 output -- float32 in physical units with band names (S2L2A reflectance x 10000, S1 dB, DEM metres, NDVI), or for
@@ -12,6 +13,10 @@ LULC a uint8 class map with a colour table (``--lulc-probabilities`` adds the 10
 the CRS and transform of the input, NaN / 255 where any input is nodata, written to a temporary file and
 renamed when complete; and ``<stem>_preview.png``: the input in RGB beside every generated modality (colour
 maps for LULC, DEM and NDVI).
+
+From locations (``--coords LON,LAT ...``) it generates a ``--size`` px scene per location, written around it in its
+UTM zone at ``--resolution`` m (default 224 px at 10 m, the pretraining chips): ``lat<lat>_lon<lon>_<OUTPUT>.tif``,
+tagged as generated, not observed. The coords tokenizer comes from the hub or ``--coords-tokenizer FILE``.
 
 Inputs are standardised with the v1 pretraining statistics of :mod:`terramind_ft.modalities`. A scene that
 fits one ``--crop`` chip is generated in one pass; larger scenes are tiled (overlapping chips, cosine-blended,
@@ -33,6 +38,7 @@ import argparse
 import logging
 import math
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -69,7 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
                                             "PNG previews.",
                                 epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_scene_arguments(p)
+    add_scene_arguments(p, required=False)
+    p.add_argument("--coords", nargs="+", action="extend", metavar="LON,LAT",
+                   help="generate from locations instead of --inputs: a --size px scene centred on each, in its UTM "
+                        "zone at --resolution m")
+    p.add_argument("--size", type=int, default=224, help="with --coords: output size in pixels (default 224)")
+    p.add_argument("--resolution", type=float, default=10.0, help="with --coords: metres per pixel (default 10)")
+    p.add_argument("--coords-tokenizer", metavar="FILE",
+                   help="with --coords: a local coords tokenizer (the hub's config.json) instead of the download")
     p.add_argument("--outputs", nargs="+", required=True, metavar="MOD",
                    help=f"modalities to generate: {', '.join(TOKEN_MODALITIES)}")
     add_weight_arguments(p, DEFAULT_MODEL)
@@ -98,9 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def add_scene_arguments(p: argparse.ArgumentParser) -> None:
+def add_scene_arguments(p: argparse.ArgumentParser, required: bool = True) -> None:
     """--inputs / --modalities: the GeoTIFF scenes (shared by generate and geolocate)."""
-    p.add_argument("--inputs", nargs="+", required=True, metavar="[MOD=]PATH",
+    p.add_argument("--inputs", nargs="+", required=required, metavar="[MOD=]PATH",
                    help="MOD=FILE or MOD=FOLDER per input modality, or one FOLDER with modality sub-folders")
     p.add_argument("--modalities", nargs="+", metavar="MOD",
                    help="input modalities to take from a FOLDER given without MOD= (default: S2L2A)")
@@ -299,17 +312,38 @@ def read_scene(scene: dict[str, Path]) -> tuple[dict[str, torch.Tensor], np.ndar
 # ------------------------------------------------------------------------------------------------- writing
 
 
+def grid_of(reference: Path) -> tuple[Any, Any, int, int]:
+    """(crs, transform, height, width) of a raster."""
+    import rasterio
+
+    with rasterio.open(reference) as src:
+        return src.crs, src.transform, src.height, src.width
+
+
+def grid_at(lon: float, lat: float, size: int, resolution: float) -> tuple[Any, Any, int, int]:
+    """A ``size`` x ``size`` grid of ``resolution`` metres centred on (lon, lat), in its UTM zone (WGS 84)."""
+    from rasterio.crs import CRS
+    from rasterio.transform import Affine
+    from rasterio.warp import transform
+
+    zone = min(60, int((lon + 180) // 6) + 1)
+    crs = CRS.from_epsg((32600 if lat >= 0 else 32700) + zone)
+    xs, ys = transform("EPSG:4326", crs, [lon], [lat])
+    half = size * resolution / 2
+    return crs, Affine(resolution, 0.0, xs[0] - half, 0.0, -resolution, ys[0] + half), size, size
+
+
 class OutputFiles:
     """One GeoTIFF per output on the reference grid, filled strip by strip. Each is written to a temp file
     (:func:`terramind_ft.io.atomic_path` entered on ``stack``) that closing ``stack`` without an error renames
     onto its final name, and closing it with an error deletes."""
 
-    def __init__(self, stack: ExitStack, reference: Path, out_dir: Path, stem: str,
+    def __init__(self, stack: ExitStack, grid: tuple[Any, Any, int, int], out_dir: Path, stem: str,
                  bands: list[tuple[str, Modality, slice]], lulc_probabilities: bool, tags: dict[str, str]):
+        """``grid``: (crs, transform, height, width) of the outputs (:func:`grid_of` a reference raster)."""
+        crs, transform, self.height, self.width = grid
         import rasterio
 
-        with rasterio.open(reference) as src:
-            crs, transform, self.height, self.width = src.crs, src.transform, src.height, src.width
         common: dict[str, Any] = dict(driver="GTiff", width=self.width, height=self.height, crs=crs,
                                       transform=transform, compress="deflate", BIGTIFF="IF_SAFER")
         if min(self.height, self.width) >= 512:
@@ -388,8 +422,10 @@ def write_preview(path: Path, scene: dict[str, Path], written: dict[str, Path], 
             data = src.read(out_shape=shape, masked=True).astype(np.float32)
             return data.filled(np.nan)
 
-    input_name = next((m for m in scene if m in ("S2L2A", "S2L1C", "RGB")), next(iter(scene)))
-    panels = [(f"input {input_name}", _rgb_panel(read_small(scene[input_name]), MODALITIES[input_name]), {})]
+    panels = []
+    if scene:  # generated from images: the input first (from a location there is none)
+        input_name = next((m for m in scene if m in ("S2L2A", "S2L1C", "RGB")), next(iter(scene)))
+        panels.append((f"input {input_name}", _rgb_panel(read_small(scene[input_name]), MODALITIES[input_name]), {}))
     legend = None
     for name, modality, _ in bands:
         data = read_small(written[name])
@@ -447,7 +483,7 @@ def generate_scene(model: Any, args: argparse.Namespace, stem: str, scene: dict[
     with rasterio.open(reference) as src:
         pixels = src.height * src.width
     with ExitStack() as stack:
-        files = OutputFiles(stack, reference, out_dir, stem, bands, args.lulc_probabilities, tags)
+        files = OutputFiles(stack, grid_of(reference), out_dir, stem, bands, args.lulc_probabilities, tags)
         if args.stream or pixels > args.stream_above:
             _generate_streaming(forward, args, scene, files, out_dir, stem, device)
         else:
@@ -496,15 +532,78 @@ def _generate_streaming(forward: _Forward, args: argparse.Namespace, scene: dict
             stacked_path.unlink()
 
 
+_LOCATION = re.compile(r"^[-+]?\d+(\.\d*)?,[-+]?\d+(\.\d*)?$")
+
+
+def _attach_locations(argv: list[str]) -> list[str]:
+    """``--coords -3.7,40.4 8.5,47.4`` -> ``--coords=-3.7,40.4 --coords=8.5,47.4``: argparse would read a
+    western longitude as an option."""
+    out, i = [], 0
+    while i < len(argv):
+        if argv[i] == "--coords":
+            i += 1
+            while i < len(argv) and _LOCATION.match(argv[i]):
+                out.append(f"--coords={argv[i]}")
+                i += 1
+            continue
+        out.append(argv[i])
+        i += 1
+    return out
+
+
+def parse_locations(entries: Sequence[str]) -> list[tuple[float, float]]:
+    """``["-3.70,40.42", ...]`` -> [(lon, lat), ...], checked."""
+    locations = []
+    for entry in entries:
+        try:
+            lon, lat = (float(v) for v in entry.split(","))
+        except ValueError:
+            raise ConfigError(f"expected LON,LAT in degrees, got {entry!r}", key="--coords") from None
+        if abs(lat) > 90 or abs(lon) > 180:
+            swapped = abs(lon) <= 90 < abs(lat) <= 180
+            raise ConfigError(f"{entry!r} is outside lon [-180, 180] / lat [-90, 90]"
+                              + ("; it looks like LAT,LON: give LON,LAT" if swapped else ""), key="--coords")
+        locations.append((lon, lat))
+    return locations
+
+
+def generate_location(model: Any, args: argparse.Namespace, lon: float, lat: float, out_dir: Path,
+                      device: torch.device) -> list[Path]:
+    """Generate a --size px scene for one location, georeferenced around it (UTM, --resolution m)."""
+    stem = f"lat{lat:+.4f}_lon{lon:+.4f}"
+    bands = output_bands(args.outputs)
+    tags = {"software": "terramind-ft generate", "model": args.model, "seed": str(args.seed),
+            "timesteps": str(args.timesteps), "inputs": f"coords lon={lon} lat={lat}",
+            "note": "generated for this location; not an observation of it",
+            WEIGHTS_TAG: getattr(args, "weights_provenance", "unknown")}
+    with ExitStack() as stack:
+        files = OutputFiles(stack, grid_at(lon, lat, args.size, args.resolution), out_dir, stem, bands,
+                            args.lulc_probabilities, tags)
+        result = model({"coords": torch.tensor([[lon, lat]], device=device)}, timesteps=args.timesteps,
+                       seed=args.seed, image_size=(args.size, args.size))
+        stacked = torch.cat([model.to_physical(name, result[name]).float() for name in args.outputs], dim=1)
+        files.write_rows(0, stacked[0].cpu().numpy(), np.zeros((args.size, args.size), bool))
+    written = list(files.paths)
+    if not args.no_preview:
+        by_output = {name: out_dir / f"{stem}_{name}.tif" for name, _, _ in bands}
+        written.append(write_preview(out_dir / f"{stem}_preview.png", {}, by_output, bands,
+                                     weights=getattr(args, "weights_provenance", None)))
+    return written
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Errors propagate as typed errors: ``terramind-ft generate`` reports them (terramind_ft.cli.report)."""
     from terramind_ft.cli.signals import stop_at_once
 
     parser = build_parser()
-    args = parser.parse_args(list(argv) if argv is not None else None)
+    args = parser.parse_args(_attach_locations(list(argv) if argv is not None else sys.argv[1:]))
     with stop_at_once():
         if args.timesteps < 1 or args.crop < 16 or not 0 < args.stride <= args.crop or args.batch_size < 1:
             raise ConfigError("need --timesteps >= 1, --crop >= 16, 0 < --stride <= --crop, --batch-size >= 1")
+        if bool(args.inputs) == bool(args.coords):
+            raise ConfigError("give either --inputs (GeoTIFF scenes) or --coords (locations)", key="--inputs")
+        if args.coords:
+            return _main_locations(args)
         scenes = discover_scenes(args.inputs, args.modalities)
         input_modalities = list(next(iter(scenes.values())))
         out_dir = Path(args.output_dir).expanduser()
@@ -518,6 +617,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         for stem, scene in tqdm(scenes.items(), desc="scenes", unit="scene", disable=len(scenes) < 2):
             for path in generate_scene(model, args, stem, scene, out_dir, device):
                 print(f"wrote {path}", flush=True)
+    return 0
+
+
+def _main_locations(args: argparse.Namespace) -> int:
+    locations = parse_locations(args.coords)
+    if args.size < 16 or args.resolution <= 0:
+        raise ConfigError("need --size >= 16 and --resolution > 0", key="--size")
+    if not args.pretrained and not args.coords_tokenizer:
+        raise ConfigError("the coords tokenizer is a vocabulary and has no random form: give --coords-tokenizer "
+                          "FILE (the config.json of ibm-esa-geospatial/TerraMind-1.0-Tokenizer-Coords) or drop "
+                          "--no-pretrained to download it", key="--coords-tokenizer")
+    if args.coords_tokenizer:
+        args.tokenizer_ckpt = [*args.tokenizer_ckpt, f"coords={args.coords_tokenizer}"]
+    out_dir = Path(args.output_dir).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = _device(args.device)
+    model = build_model(args, ["Coordinates"]).to(device)
+    print(f"generating {', '.join(args.outputs)} for {len(locations)} location(s) with {args.model} on {device}",
+          flush=True)
+    for lon, lat in locations:
+        for path in generate_location(model, args, lon, lat, out_dir, device):
+            print(f"wrote {path}", flush=True)
     return 0
 
 

@@ -142,3 +142,18 @@ def test_great_circle():
     assert great_circle_km(-3.7, 40.4, 2.35, 48.86) == pytest.approx(1053, abs=5)  # Madrid - Paris
     assert great_circle_km(179.9, 0, -179.9, 0) == pytest.approx(22.2, abs=0.1)
     assert math.isclose(great_circle_km(10, 20, 10, 20), 0.0, abs_tol=1e-9)
+
+
+def test_images_from_a_location_alone(vocab_file):
+    """coords as the only input: the outputs take image_size (default 224); given image inputs, image_size is
+    refused (their size is the size)."""
+    from terramind_ft.errors import ConfigError
+
+    model = TerraMindGeneration(["coords"], ["LULC"], size="tiny", timesteps=1,
+                                tokenizer_kwargs={"coords": {"tokenizer_file": str(vocab_file)}}).eval()
+    where = torch.tensor([[-3.7, 40.4], [8.5, 47.4]])
+    assert model({"coords": where}, seed=0, image_size=(32, 48))["LULC"].shape == (2, 10, 32, 48)
+    assert model.generate_tokens({"coords": where}, seed=0)["LULC"].shape == (2, 14, 14)
+    with_image = TerraMindGeneration(["S2L2A"], ["LULC"], size="tiny", timesteps=1).eval()
+    with pytest.raises(ConfigError, match="image_size"):
+        with_image({"S2L2A": torch.randn(1, 12, 32, 32)}, image_size=64)

@@ -308,9 +308,14 @@ class TerraMindGeneration(nn.Module):
             raise ModalityError(f"no input given; inputs of this model: {list(self.inputs)}", key="modalities")
         return result
 
-    def _prepare_inputs(self, given: list[tuple[_Input, Any, str]], multiple: int
+    def _prepare_inputs(self, given: list[tuple[_Input, Any, str]], multiple: int,
+                        image_size: int | Sequence[int] | None = None
                         ) -> tuple[list[tuple[str, Any]], tuple[int, int], tuple[int, int]]:
-        """Encoder pieces (standardised, padded, tokenised), the token grid and the unpadded pixel size."""
+        """Encoder pieces (standardised, padded, tokenised), the token grid and the unpadded pixel size.
+
+        ``image_size`` (H, W) sets the size of the outputs when no input is an image (generation from coords
+        alone); with image inputs their size is the size.
+        """
         pixel_sizes = {(int(v.shape[-2]), int(v.shape[-1])) for s, v, _ in given if s.kind == "pixel"}
         if len(pixel_sizes) > 1:
             raise ModalityError(f"all pixel inputs must have the same height and width, got {sorted(pixel_sizes)}")
@@ -369,6 +374,18 @@ class TerraMindGeneration(nn.Module):
             pieces.append((spec.key, ids.long()))
         grids = {(int(v.shape[-2]) // PATCH_SIZE, int(v.shape[-1]) // PATCH_SIZE) if v.ndim == 4 else
                  (int(v.shape[-2]), int(v.shape[-1])) for _, v in pieces if isinstance(v, Tensor) and v.ndim >= 3}
+        if grids and image_size is not None:
+            raise ConfigError("image_size sets the output size of generation without image inputs (from coords "
+                              "alone); with image inputs the outputs have their size", key="image_size")
+        if not grids:  # only sequences (coords): the outputs get image_size
+            height, width = (image_size, image_size) if isinstance(image_size, int) else (
+                tuple(image_size) if image_size is not None else (PRETRAINING_IMG_SIZE, PRETRAINING_IMG_SIZE))
+            if min(height, width) < PATCH_SIZE:
+                raise ConfigError(f"image_size must be at least {PATCH_SIZE} px, got {(height, width)}",
+                                  key="image_size")
+            grid = (math.ceil(height / multiple) * multiple // PATCH_SIZE,
+                    math.ceil(width / multiple) * multiple // PATCH_SIZE)
+            return pieces, grid, (int(height), int(width))
         if len(grids) != 1:
             raise ModalityError(f"inputs disagree on the token grid: {sorted(grids)}; give every image input the "
                                 "same size (token ids at 1/16 of it)", key="modalities")
@@ -402,17 +419,20 @@ class TerraMindGeneration(nn.Module):
 
     @torch.no_grad()
     def generate_tokens(self, x: Tensor | Mapping[str, Any] | None = None, *, seed: int | None = None,
-                        output_modalities: Sequence[str] | None = None, **kwargs: Any) -> dict[str, Tensor]:
+                        output_modalities: Sequence[str] | None = None, image_size: int | Sequence[int] | None = None,
+                        **kwargs: Any) -> dict[str, Tensor]:
         """Token ids ``[B, h, w]`` of the outputs (no pixel decoding); coords: ids ``[B, 4]`` after ``[S_1]``."""
-        tokens, _, _, _ = self._tokens(x, kwargs, self._seed(seed), self._selected_outputs(output_modalities))
+        tokens, _, _, _ = self._tokens(x, kwargs, self._seed(seed), self._selected_outputs(output_modalities),
+                                       image_size)
         return tokens
 
-    def _tokens(self, x: Any, kwargs: Mapping[str, Any], seed: int, names: list[str]
+    def _tokens(self, x: Any, kwargs: Mapping[str, Any], seed: int, names: list[str],
+                image_size: int | Sequence[int] | None = None
                 ) -> tuple[dict[str, Tensor], tuple[int, int], tuple[int, int], int]:
         given = self._collect(x, kwargs)
         multiple = self._size_multiple([self.outputs[n][1] for n in names])
-        pieces, grid, size = self._prepare_inputs(given, multiple)
-        first = next(v for _, v in pieces if isinstance(v, Tensor))
+        pieces, grid, size = self._prepare_inputs(given, multiple, image_size)
+        first = next(v if isinstance(v, Tensor) else v["tensor"] for _, v in pieces)
         batch, device = int(first.shape[0]), first.device
         model = self.sampler.model
         generator = make_generator(seed, device)
@@ -459,20 +479,23 @@ class TerraMindGeneration(nn.Module):
     @torch.no_grad()
     def forward(self, x: Tensor | Mapping[str, Any] | None = None, *, timesteps: int | None = None,
                 seed: int | None = None, output_modalities: Sequence[str] | None = None, progress: bool = False,
-                verbose: bool = False, **kwargs: Any) -> dict[str, Tensor]:
+                verbose: bool = False, image_size: int | Sequence[int] | None = None,
+                **kwargs: Any) -> dict[str, Tensor]:
         """Generate the outputs: ``{name: float32 [B, C, H, W]}`` (LULC: 10 class probabilities; coords:
         ``[B, 2]`` (lon, lat) in degrees, decoded by the coords tokenizer).
 
         ``timesteps``: DDIM steps of the diffusion decoders (default: the build value). ``seed``: makes the
         call reproducible (tokens and diffusion noise). ``output_modalities``: a subset of the configured
-        outputs. ``verbose`` (the reference's name) or ``progress`` show the diffusion steps' progress. Values are physical units with ``standardize=True``, standardised units otherwise.
+        outputs. ``verbose`` (the reference's name) or ``progress`` show the diffusion steps' progress.
+        ``image_size``: (H, W) of the outputs when no input is an image (images from a location alone; default
+        224). Values are physical units with ``standardize=True``, standardised units otherwise.
         """
         steps = self.timesteps if timesteps is None else int(timesteps)
         if steps < 1:
             raise ConfigError(f"must be >= 1, got {steps}", key="timesteps")
         seed = self._seed(seed)
         names = self._selected_outputs(output_modalities)
-        tokens, grid, size, multiple = self._tokens(x, kwargs, seed, names)
+        tokens, grid, size, multiple = self._tokens(x, kwargs, seed, names, image_size)
         padded = (grid[0] * PATCH_SIZE, grid[1] * PATCH_SIZE)
         results: dict[str, Tensor] = {}
         for index, name in enumerate(names):
