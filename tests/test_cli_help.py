@@ -86,6 +86,22 @@ def test_fit_help_lists_every_key_ours_first_without_importing_torch():
     assert "[bf16-mixed where native" in text and "--help-lightning" in text
 
 
+def test_predict_help_lists_the_embedding_task(capsys):
+    import inspect
+
+    from terramind_ft.cli import main
+    from terramind_ft.tasks import EmbeddingTask
+
+    main(["predict", "--help"])
+    text = capsys.readouterr().out
+    assert "--model.class_path EmbeddingTask" in text
+    for name in inspect.signature(EmbeddingTask.__init__).parameters:
+        if name != "self":
+            assert f"--model.init_args.{name}" in text, name
+    main(["fit", "--help"])
+    assert "EmbeddingTask" not in capsys.readouterr().out  # it only predicts
+
+
 def test_help_lightning_is_lightningclis_own():
     result = subprocess.run([sys.executable, "-m", "terramind_ft.cli", "fit", "--help-lightning"],
                             capture_output=True, text=True, timeout=180)

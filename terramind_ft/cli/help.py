@@ -155,6 +155,10 @@ def subcommand_help(subcommand: str) -> str:
                   for line in block.splitlines() if line.strip() and not line.startswith("      ")]
     lines += _section("  model_args keys (TerraTorch's EncoderDecoderFactory; backbone_<x> / decoder_<x> / head_<x> "
                       "go to that part as <x>):", [(k, v) for k, v in model_args if k.strip()])
+    if subcommand == "predict":
+        lines += _section("Embeddings instead of maps: --model.class_path EmbeddingTask; --model.init_args.<key> "
+                          "(configs/embeddings.yaml):",
+                          _arguments("--model.init_args.", tasks / "embedding.py", "EmbeddingTask"))
     lines += _section("Data: --data.class_path GenericMultiModalDataModule; --data.init_args.<key>:",
                       _arguments("--data.init_args.", PACKAGE / "data" / "datamodule.py",
                                  "GenericMultiModalDataModule"))
