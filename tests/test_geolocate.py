@@ -141,3 +141,30 @@ def test_images_from_locations_are_placed_around_them(tmp_path, capsys):
     assert "--coords-tokenizer" in capsys.readouterr().err
     assert main([*base, "--coords", "-3.70,40.42", "--inputs", f"S2L2A={EXAMPLES}/S2L2A"]) == 2
     assert "either --inputs" in capsys.readouterr().err
+
+
+def test_a_scene_without_georeference_is_geolocated_without_a_truth(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    from rasterio.errors import NotGeoreferencedWarning
+
+    path = tmp_path / "plain.tif"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=12, dtype="uint16") as dst:
+            dst.write(np.full((12, 64, 64), 1500, np.uint16))
+    stand_in = AlwaysThere(10.0, 50.0)
+
+    def fake_build(args, modalities):
+        args.weights_provenance = "pretrained"
+        return stand_in
+
+    monkeypatch.setattr(geolocate, "build_model", fake_build)
+    out = tmp_path / "where"
+    assert main(["geolocate", "--inputs", f"S2L2A={path}", "--top-k", "1", "--output-dir", str(out)]) == 0
+    row = next(csv.DictReader((out / "locations.csv").open()))
+    assert (float(row["lon"]), float(row["lat"])) == (10.0, 50.0) and row["distance_km"] == ""
+    assert json.loads((out / "metrics.json").read_text())["scenes_with_truth"] == 0
+    printed = capsys.readouterr().out
+    assert "has no georeference: no true location" in printed
+    assert printed.strip().splitlines()[-1].startswith("geolocated 1 scene(s) ->")

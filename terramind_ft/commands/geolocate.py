@@ -104,7 +104,7 @@ def geolocate_scene(model: Any, scene: dict[str, Path], crop: int, device: Any) 
     from terramind_ft.inference.tiles import SceneTiles
     from terramind_ft.models.terramind.geolocation import LocationDistribution
 
-    tiles = SceneTiles(scene, crop)
+    tiles = SceneTiles(scene, crop, require_georeference=False)  # a location needs no georeference; truth does
     maps, masses = [], []
     for tile in tiles:
         if tile.invalid_share > MAX_NODATA_SHARE:
@@ -165,7 +165,10 @@ def summarise(errors_km: list[float]) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
     import torch
+    from rasterio.errors import NotGeoreferencedWarning
     from tqdm.auto import tqdm
 
     from terramind_ft.cli.signals import stop_at_once
@@ -191,9 +194,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         errors: list[float] = []
         with torch.no_grad():
             for stem, scene in tqdm(scenes.items(), desc="geolocate", unit="scene", disable=len(scenes) < 2):
-                dist = geolocate_scene(model, scene, args.crop, device)
+                with warnings.catch_warnings():  # a file without georeference is fine here: it has no truth
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    dist = geolocate_scene(model, scene, args.crop, device)
+                    truth = true_centre(next(iter(scene.values())))
+                if truth is None:
+                    print(f"note: {next(iter(scene.values()))} has no georeference: no true location to score "
+                          "against", flush=True)
                 top = dist.top_k(args.top_k)[0]
-                truth = true_centre(next(iter(scene.values())))
                 tags = {"software": "terramind-ft geolocate", "model": args.model, WEIGHTS_TAG: args.weights_provenance,
                         "inputs": ", ".join(f"{m}={p}" for m, p in scene.items())}
                 dist.write_geotiff(out_dir / f"{stem}_location.tif", tags=tags)

@@ -174,7 +174,8 @@ def _same_grid(a: Any, b: Any) -> bool:
 def _open_sources(sources: Mapping[str, str | Path], reference: str, stack: ExitStack,
                   means: Mapping[str, Sequence[float]] | None, stds: Mapping[str, Sequence[float]] | None,
                   band_indexes: Mapping[str, Sequence[int]] | None, nodata: Mapping[str, float | None] | None,
-                  resampling: Mapping[str, str] | None, align: bool) -> tuple[list[_Source], Any]:
+                  resampling: Mapping[str, str] | None, align: bool, require_georeference: bool = True
+                  ) -> tuple[list[_Source], Any]:
     means, stds = dict(means or {}), dict(stds or {})
     band_indexes, nodata, resampling = dict(band_indexes or {}), dict(nodata or {}), dict(resampling or {})
     for what, mapping in (("means", means), ("stds", stds), ("band_indexes", band_indexes), ("nodata", nodata),
@@ -192,7 +193,7 @@ def _open_sources(sources: Mapping[str, str | Path], reference: str, stack: Exit
         except RasterioError as exc:
             raise DataError(f"cannot open scene raster {path} (modality {modality!r}): {exc}") from exc
     ref = datasets[reference]
-    if ref.crs is None or ref.transform.is_identity:
+    if require_georeference and (ref.crs is None or ref.transform.is_identity):
         raise DataError(f"reference raster {ref.name} (modality {reference!r}) has no georeference (CRS and "
                         "transform); the output could not be placed on the map. Choose a georeferenced "
                         "reference_modality or add the georeference (gdal_edit.py -a_srs -a_ullr).")

@@ -69,19 +69,21 @@ class SceneTiles:
     """Iterate over the tiles of a scene (see the module docstring).
 
     ``sources``, ``means``, ``stds``, ``band_indexes`` (1-based) and ``reference_modality`` as for
-    :func:`~terramind_ft.inference.scene.predict_scene`.
+    :func:`~terramind_ft.inference.scene.predict_scene`. ``require_georeference=False`` accepts a reference
+    raster without CRS (its modalities must then share its pixel grid; bounds are in pixel units).
     """
 
     def __init__(self, sources: Mapping[str, str | Path], tile: int, *,
                  means: Mapping[str, Sequence[float]] | None = None,
                  stds: Mapping[str, Sequence[float]] | None = None,
                  band_indexes: Mapping[str, Sequence[int]] | None = None, nodata_fill: float | None = 0.0,
-                 reference_modality: str | None = None):
+                 reference_modality: str | None = None, require_georeference: bool = True):
         self.sources = {m: str(p) for m, p in sources.items()}
         self.tile = int(tile)
         self.means, self.stds, self.band_indexes = means, stds, band_indexes
         self.nodata_fill = float("nan") if nodata_fill is None else float(nodata_fill)  # None keeps NaN
         self.reference = reference_modality or next(iter(self.sources))
+        self.require_georeference = require_georeference  # False: plain pixel grids (bounds in pixel units)
         self.peak_strip_bytes = 0
         import rasterio
 
@@ -103,7 +105,7 @@ class SceneTiles:
         with ExitStack() as stack:
             stack.enter_context(rasterio.Env())
             opened, _ = _open_sources(self.sources, self.reference, stack, self.means, self.stds,
-                                      self.band_indexes, None, None, True)
+                                      self.band_indexes, None, None, True, self.require_georeference)
             for row, windows in by_row.items():
                 rows = np.arange(row, row + windows[0][2])
                 strips = [(src, *src.read_rows(rows)) for src in opened]
