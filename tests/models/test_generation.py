@@ -78,14 +78,14 @@ def test_multi_step_roar_decodes_every_position_once_and_sees_earlier_steps():
     model = TerraMind("tiny", encoder_keys=["untok_sen1grd@224", "tok_dem@224"], decoder_keys=["tok_dem@224"],
                       img_size=64).eval()
     seen_visible = []
-    original = model.encode
+    original = model.encode_masked
 
     def spy(pieces):
         assert pieces[0][0] == "untok_sen1grd@224" and pieces[0][2] is None  # the input, fully visible
         seen_visible.append([(key, int(vis.numel())) for key, _, vis in pieces[1:]])
         return original(pieces)
 
-    model.encode = spy
+    model.encode_masked = spy
     target = TokenTarget.empty("tok_dem@224", (4, 4), 2, torch.device("cpu"))
     with torch.no_grad():
         roar_decode(model, [("untok_sen1grd@224", torch.randn(2, 2, 64, 64))], [target],
@@ -158,8 +158,9 @@ def test_generate_dem_and_lulc_probabilities_and_seeded_determinism(dem_lulc_mod
 def test_standardization_chaining_and_token_inputs(dem_lulc_model, monkeypatch):
     model = dem_lulc_model
     calls = []
-    original = model.sampler.model.encode
-    monkeypatch.setattr(model.sampler.model, "encode", lambda pieces: calls.append(pieces) or original(pieces))
+    original = model.sampler.model.encode_masked
+    monkeypatch.setattr(model.sampler.model, "encode_masked",
+                        lambda pieces: calls.append(pieces) or original(pieces))
     x = s2_input()
     stats_before = (MODALITIES["S2L2A"].mean, MODALITIES["S2L2A"].std)
     tokens = model.generate_tokens({"S2L2A": x}, seed=0)

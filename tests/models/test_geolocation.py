@@ -157,3 +157,28 @@ def test_images_from_a_location_alone(vocab_file):
     with_image = TerraMindGeneration(["S2L2A"], ["LULC"], size="tiny", timesteps=1).eval()
     with pytest.raises(ConfigError, match="image_size"):
         with_image({"S2L2A": torch.randn(1, 12, 32, 32)}, image_size=64)
+
+
+def test_a_rows_result_does_not_depend_on_the_padding_of_its_batch():
+    """Coords of different lengths in one batch: the padded tokens are masked out of the generator's encoder and
+    of the decoder's cross-attention (as the reference's generation encoder), so a short row decodes the same
+    alone as beside a long one; unmasked, the padding would change it."""
+    from terramind_ft.models.terramind.decoder import TerraMind
+
+    torch.manual_seed(0)
+    tm = TerraMind("tiny", encoder_keys=["untok_sen2l2a@224", "coords"], decoder_keys=["tok_lulc@224"]).eval()
+    x = torch.randn(2, 12, 32, 32)
+    ids = torch.tensor([[100, 200, 3, 0], [300, 3, 0, 0]])
+    with torch.no_grad():
+        context, mask = tm.encode_masked([("untok_sen2l2a@224", x, None),
+                                          ("coords", {"tensor": ids, "input_mask": ids == 0}, None)])
+        batched = tm.decode_logits(context, "tok_lulc@224", None, (2, 2), mask)
+        alone_context, alone_mask = tm.encode_masked([("untok_sen2l2a@224", x[1:], None),
+                                                      ("coords", {"tensor": ids[1:, :2],
+                                                                  "input_mask": ids[1:, :2] == 0}, None)])
+        alone = tm.decode_logits(alone_context, "tok_lulc@224", None, (2, 2), alone_mask)
+        unmasked = tm.decode_logits(tm.encode([("untok_sen2l2a@224", x, None), ("coords", ids, None)]),
+                                    "tok_lulc@224", None, (2, 2))
+    assert alone_mask is None and mask is not None and mask.shape == (2, 1, 4 + 4)
+    torch.testing.assert_close(batched[1], alone[0], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(unmasked[1], alone[0], atol=1e-4)

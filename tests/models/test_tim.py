@@ -220,13 +220,13 @@ def test_loading_a_state_dict_never_writes_through_shared_weights(tmp_path):
 def test_token_cache_in_memory_and_on_disk(tmp_path, monkeypatch):
     calls = []
     model = small_tim(tim_cache=str(tmp_path / "cache")).eval()
-    original = model.sampler.model.encode
+    original = model.sampler.model.encode_masked
 
     def counting_encode(pieces):
         calls.append(pieces[0][1].shape[0])
         return original(pieces)
 
-    monkeypatch.setattr(model.sampler.model, "encode", counting_encode)
+    monkeypatch.setattr(model.sampler.model, "encode_masked", counting_encode)
     inputs = small_inputs(batch=3)
     with torch.no_grad():
         first = model.generate_tokens(inputs)["LULC"]
@@ -242,7 +242,7 @@ def test_token_cache_in_memory_and_on_disk(tmp_path, monkeypatch):
 
     # A fresh model reads the files; keys can be file names instead of content hashes.
     fresh = small_tim(tim_cache=str(tmp_path / "cache")).eval()
-    monkeypatch.setattr(fresh.sampler.model, "encode", counting_encode)
+    monkeypatch.setattr(fresh.sampler.model, "encode_masked", counting_encode)
     with torch.no_grad():
         assert torch.equal(fresh.generate_tokens(inputs)["LULC"], first)
         torch.testing.assert_close(fresh(inputs)[-1], out_cached[-1], atol=0, rtol=0)

@@ -211,21 +211,42 @@ class TerraMind(nn.Module):
 
     def encode(self, pieces: Sequence[tuple[str, Any, Tensor | None]]) -> Tensor:
         """Decoder context [B, N, D] of the visible tokens of ``(key, value, visible positions | None)`` pieces."""
+        return self.encode_masked(pieces)[0]
+
+    def encode_masked(self, pieces: Sequence[tuple[str, Any, Tensor | None]]) -> tuple[Tensor, Tensor | None]:
+        """The decoder context [B, N, D] and its padding mask [B, 1, N] (True = padding; None when no row has any).
+
+        A sequence given as ``{"tensor", "input_mask"}`` (coords of different lengths in one batch) has padding
+        in some rows: as in the reference's generation encoder, those tokens are zeroed and neither the encoder
+        nor the decoder's cross-attention attends to them, so a row's result does not depend on its batch.
+        """
         if not pieces:
             raise ModalityError("the TerraMind encoder needs at least one visible input")
         embedded = [self.embed(key, value, visible) for key, value, visible in pieces]
         batch = max(x.shape[0] for x, _ in embedded)
         x = torch.cat([x.expand(batch, -1, -1) for x, _ in embedded], dim=1)
         emb = torch.cat([e.expand(batch, -1, -1) for _, e in embedded], dim=1)
+        padding = [_padding_of(value, visible, x_.shape[1], batch, x.device)
+                   for (_, value, visible), (x_, _) in zip(pieces, embedded)]
+        mask = None
+        if any(p is not None for p in padding):
+            mask = torch.cat([p if p is not None else torch.zeros(batch, x_.shape[1], dtype=torch.bool,
+                                                                   device=x.device)
+                              for p, (x_, _) in zip(padding, embedded)], dim=1)
+            x = x.masked_fill(mask[..., None], 0.0)
+            emb = emb.masked_fill(mask[..., None], 0.0)
+            mask = mask[:, None, :]
         for block in self.encoder:
-            x = block(x)
+            x = block(x, mask)
         x = self.encoder_norm(x)
-        return self.decoder_proj_context(x) + emb
+        return self.decoder_proj_context(x) + emb, mask
 
     # ---- decoder ----------------------------------------------------------------------------------------------
 
-    def decode_logits(self, context: Tensor, key: str, positions: Tensor | None, grid: tuple[int, int]) -> Tensor:
-        """Logits [B, n, V] for ``positions`` (row-major, all if None) of image-token target ``key`` on ``grid``."""
+    def decode_logits(self, context: Tensor, key: str, positions: Tensor | None, grid: tuple[int, int],
+                      context_mask: Tensor | None = None) -> Tensor:
+        """Logits [B, n, V] for ``positions`` (row-major, all if None) of image-token target ``key`` on ``grid``
+        (``context_mask``: the padding mask of :meth:`encode_masked`)."""
         if key not in self.decoder_embeddings:
             raise ModalityError(f"this TerraMind has no decoder embedding {key!r}; it decodes "
                                 f"{', '.join(self.decoder_embeddings)}")
@@ -235,11 +256,11 @@ class TerraMind(nn.Module):
         queries = self.mask_token + target.query_embedding(grid, positions)
         y = queries.expand(context.shape[0], -1, -1)
         for block in self.decoder:
-            y = block(y, context)
+            y = block(y, context, None, context_mask)
         return target(self.decoder_norm(y))
 
     def decode_sequence_logits(self, context: Tensor, key: str, ids: Tensor, positions: Tensor | None = None,
-                               self_mask: Tensor | None = None) -> Tensor:
+                               self_mask: Tensor | None = None, context_mask: Tensor | None = None) -> Tensor:
         """Next-token logits [B, L, V] of sequence target ``key`` (coords) after the decoder inputs ``ids`` [B, L].
 
         As the reference's autoregressive step: queries are ``token_emb(ids) + pos_emb[positions] + mod_emb``
@@ -258,20 +279,34 @@ class TerraMind(nn.Module):
         y = target.token_emb(ids) + target.pos_emb[:, positions] + target.mod_emb
         mask = self_mask.expand(batch, -1, -1)
         context = context.expand(batch, -1, -1) if context.shape[0] == 1 else context
+        if context_mask is not None and context_mask.shape[0] == 1:
+            context_mask = context_mask.expand(batch, -1, -1)
         for block in self.decoder:
-            y = block(y, context, mask)
+            y = block(y, context, mask, context_mask)
         return target(self.decoder_norm(y))
 
     def forward(self, inputs: dict[str, Any], target: str, grid: tuple[int, int] | None = None) -> Tensor:
         """Logits [B, h*w, V] of every position of ``target`` given fully visible ``inputs`` {key: value}."""
         if grid is None:
             grid = _grid_of(inputs)
-        context = self.encode([(key, value, None) for key, value in inputs.items()])
-        return self.decode_logits(context, target, None, grid)
+        context, mask = self.encode_masked([(key, value, None) for key, value in inputs.items()])
+        return self.decode_logits(context, target, None, grid, mask)
 
     def extra_repr(self) -> str:
         return (f"size={self.size.name}, encoder_keys={list(self.encoder_embeddings)}, "
                 f"decoder_keys={list(self.decoder_embeddings)}")
+
+
+def _padding_of(value: Any, visible: Tensor | None, length: int, batch: int, device: torch.device) -> Tensor | None:
+    """[B, length] padding of a piece: a sequence dict's ``input_mask`` (at its visible positions); None if none."""
+    if not isinstance(value, dict) or value.get("input_mask") is None:
+        return None
+    mask = value["input_mask"].bool().to(device)
+    if visible is not None:
+        mask = mask[:, visible]
+    if mask.shape[1] != length or not bool(mask.any()):
+        return None
+    return mask.expand(batch, -1)
 
 
 def _grid_of(inputs: dict[str, Any]) -> tuple[int, int]:

@@ -442,9 +442,10 @@ class TerraMindGeneration(nn.Module):
         for name in [n for n in self.outputs if n in names]:
             modality, key = self.outputs[name]
             if modality.kind == "sequence":
-                context = model.encode([(k, v, None) for k, v in visible])
+                context, context_mask = model.encode_masked([(k, v, None) for k, v in visible])
                 ids = sequence_decode(model, context, key, self.sampling, generator, start_id=SEQUENCE_START_ID,
-                                      stop_ids=SEQUENCE_STOP_IDS, max_tokens=COORDS_MAX_LENGTH, pad_id=PAD_ID)
+                                      stop_ids=SEQUENCE_STOP_IDS, max_tokens=COORDS_MAX_LENGTH, pad_id=PAD_ID,
+                                      context_mask=context_mask)
                 tokens[name] = ids
                 value: Any = sequence_as_input(ids)
             else:
@@ -469,12 +470,12 @@ class TerraMindGeneration(nn.Module):
                                 "output_modalities=[..., 'coords']", key="output_modalities")
         key = self.outputs[name][1]
         pieces, _, _ = self._prepare_inputs(self._collect(x, kwargs), PATCH_SIZE)
-        context = self.sampler.model.encode([(k, v, None) for k, v in pieces])
+        context, context_mask = self.sampler.model.encode_masked([(k, v, None) for k, v in pieces])
         text = self._coords_text_tokenizer()
         decoder = self.sampler.model.decoder_embeddings[key]
         grid = GridTokens.from_vocab(text.tokenizer.get_vocab(), decoder.vocab_size, source=text.source)
         return location_distribution(self.sampler.model, context, key, grid, start_id=SEQUENCE_START_ID,
-                                     lat_chunk=lat_chunk)
+                                     lat_chunk=lat_chunk, context_mask=context_mask)
 
     @torch.no_grad()
     def forward(self, x: Tensor | Mapping[str, Any] | None = None, *, timesteps: int | None = None,

@@ -139,7 +139,7 @@ class LocationDistribution:
 
 @torch.no_grad()
 def location_distribution(model, context: Tensor, key: str, grid: GridTokens, *, start_id: int,
-                          lat_chunk: int = 256) -> LocationDistribution:
+                          lat_chunk: int = 256, context_mask: Tensor | None = None) -> LocationDistribution:
     """The exact two-step distribution (module docstring) of decoder ``key`` of ``model`` given ``context``.
 
     ``model`` is a :class:`~terramind_ft.models.terramind.decoder.TerraMind`; ``context`` ``[B, N, D]`` its
@@ -156,7 +156,8 @@ def location_distribution(model, context: Tensor, key: str, grid: GridTokens, *,
         positions[0] = 0
         sees = torch.eye(k + 1, dtype=torch.bool, device=device)
         sees[:, 0] = True  # every latitude sees the sentinel and itself
-        logits = model.decode_sequence_logits(context, key, ids, positions=positions, self_mask=~sees)
+        logits = model.decode_sequence_logits(context, key, ids, positions=positions, self_mask=~sees,
+                                              context_mask=context_mask)
         log_p = logits.double().log_softmax(dim=-1)
         log_pairs.append(log_p[:, 0, chunk][..., None] + log_p[:, 1:][..., lon_ids])
     log_pair = torch.cat(log_pairs, dim=1)  # [B, n_lat, n_lon]

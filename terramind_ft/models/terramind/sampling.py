@@ -177,7 +177,7 @@ def roar_decode(model, inputs: Sequence[tuple[str, Tensor]], targets: Sequence[T
                 conditioning_targets: bool = True) -> list[TokenTarget]:
     """Decode ``targets`` one after the other with ROAR steps; returns the filled targets.
 
-    ``model`` is a :class:`~terramind_ft.models.terramind.decoder.TerraMind` (anything with ``encode`` and
+    ``model`` is a :class:`~terramind_ft.models.terramind.decoder.TerraMind` (anything with ``encode_masked`` and
     ``decode_logits``). ``inputs`` are ``(encoder key, tensor)`` pairs, all fully visible. With
     ``conditioning_targets`` (chained generation), finished targets that have an encoder embedding are
     visible to the encoder when later targets are decoded; a target's own already-decoded positions are
@@ -202,8 +202,8 @@ def roar_decode(model, inputs: Sequence[tuple[str, Tensor]], targets: Sequence[T
                 if model.has_encoder_embedding(known.key) and bool(known.decoded.any()):
                     grid_ids = known.ids.view(known.ids.shape[0], *known.grid)
                     pieces.append((known.key, grid_ids, known.visible_positions()))
-            context = model.encode(pieces)
-            logits = model.decode_logits(context, target.key, selected, target.grid)
+            context, context_mask = model.encode_masked(pieces)
+            logits = model.decode_logits(context, target.key, selected, target.grid, context_mask)
             target.ids[:, selected] = sample_tokens(logits, setting, generator).to(target.ids.dtype)
             target.decoded[selected] = True
     return list(targets)
@@ -211,7 +211,7 @@ def roar_decode(model, inputs: Sequence[tuple[str, Tensor]], targets: Sequence[T
 
 def sequence_decode(model, context: Tensor, key: str, setting: SamplingSettings,
                     generator: torch.Generator | None, *, start_id: int, stop_ids: Sequence[int],
-                    max_tokens: int, pad_id: int = 0) -> Tensor:
+                    max_tokens: int, pad_id: int = 0, context_mask: Tensor | None = None) -> Tensor:
     """Autoregressive decoding of a sequence target (coords): int64 ``[B, max_tokens]`` after ``start_id``.
 
     As the reference's autoregressive step: the decoder starts from the sentinel ``start_id`` and appends one
@@ -224,7 +224,7 @@ def sequence_decode(model, context: Tensor, key: str, setting: SamplingSettings,
     stop = torch.tensor(list(stop_ids), dtype=torch.long, device=context.device)
     done = torch.zeros(batch, dtype=torch.bool, device=context.device)
     for _ in range(max_tokens):
-        logits = model.decode_sequence_logits(context, key, ids)[:, -1]
+        logits = model.decode_sequence_logits(context, key, ids, context_mask=context_mask)[:, -1]
         step = sample_tokens(logits, setting, generator).to(torch.long)
         step = torch.where(done, torch.full_like(step, pad_id), step)
         ids = torch.cat([ids, step[:, None]], dim=1)
@@ -241,7 +241,8 @@ def sequence_as_input(ids: Tensor) -> dict[str, Tensor]:
     """Generated sequence ids ``[B, L]`` as an encoder input ``{"tensor", "input_mask"}``.
 
     The reference merges the decoded span into the input sequence, which drops the sentinels: a sentinel and
-    what follows it become padding, and columns that are padding in every row are cut.
+    what follows it become padding, and columns that are padding in every row are cut. The padding left in some
+    rows is masked out by ``TerraMind.encode_masked``.
     """
     cut = torch.isin(ids, torch.tensor(SENTINEL_IDS, device=ids.device)).cumsum(dim=1) > 0
     ids = ids.masked_fill(cut, PAD_ID)

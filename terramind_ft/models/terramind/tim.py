@@ -387,10 +387,11 @@ class TerraMindTiM(TerraMindEncoder):
                     if name in provided:
                         ids = provided[name]
                     else:
-                        context = model.encode([(k, v, None) for k, v in visible])
+                        context, context_mask = model.encode_masked([(k, v, None) for k, v in visible])
                         ids = sequence_decode(model, context, key, self._settings(), generator,
                                               start_id=SEQUENCE_START_ID, stop_ids=SEQUENCE_STOP_IDS,
-                                              max_tokens=COORDS_MAX_LENGTH, pad_id=PAD_ID)
+                                              max_tokens=COORDS_MAX_LENGTH, pad_id=PAD_ID,
+                                              context_mask=context_mask)
                     tokens[name] = ids
                     value: Any = sequence_as_input(ids)
                 else:
