@@ -143,6 +143,27 @@ class _Source:
             invalid = equal if invalid is None else invalid | equal
         return invalid
 
+    def standardise(self, chip: np.ndarray, masked: np.ndarray, fill: float, out: np.ndarray | None = None,
+                    invalid: np.ndarray | None = None) -> np.ndarray:
+        """``(chip - mean) / std`` of raw values ``[C, h, w]`` (into ``out`` if given, float32), with ``fill``
+        where a band is invalid or ``masked`` ``[h, w]`` says so, as the data module's ``no_data_replace``. Each
+        band's invalid pixels are also OR-ed into ``invalid`` ``[h, w]`` when it is given."""
+        if out is None:
+            out = np.empty(chip.shape, np.float32)
+        np.subtract(chip, self.mean[:, None, None], out=out, casting="unsafe")
+        out /= self.std[:, None, None]
+        for c in range(chip.shape[0]):
+            band = self.invalid_band(chip, c)
+            if band is not None:
+                np.putmask(out[c], band, fill)
+                if invalid is not None:
+                    invalid |= band
+        if masked.any():
+            out[:, masked] = fill
+            if invalid is not None:
+                invalid |= masked
+        return out
+
     def invalid_pixels(self, raw: np.ndarray) -> np.ndarray:
         """``[...]`` bool: True where any band of ``raw`` ``[C, ...]`` is invalid (one band at a time, so that
         no ``[C, ...]`` mask is ever held)."""
@@ -690,16 +711,7 @@ class _Stream:
                 for src, raw, masked in strips:
                     values = self.batch_inputs[src.modality][slot]
                     chip = raw[:, :, cols]
-                    np.subtract(chip, src.mean[:, None, None], out=values, casting="unsafe")
-                    values /= src.std[:, None, None]
-                    # invalid -> nodata_fill after standardisation, as the data module's no_data_replace
-                    for c in range(chip.shape[0]):
-                        band = src.invalid_band(chip, c)
-                        if band is not None:
-                            np.putmask(values[c], band, self.nodata_fill)
-                    chip_masked = masked[:, cols]
-                    if chip_masked.any():
-                        values[:, chip_masked] = self.nodata_fill
+                    src.standardise(chip, masked[:, cols], self.nodata_fill, out=values)
                     if row_valid is not None or col_valid is not None:  # constant padding: zeros outside
                         rv = row_valid if row_valid is not None else np.ones(len(row_idx), bool)
                         cv = col_valid if col_valid is not None else np.ones(len(col_idx), bool)

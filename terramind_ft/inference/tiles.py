@@ -114,15 +114,8 @@ class SceneTiles:
                 for r, c, h, w in windows:
                     inputs, invalid = {}, np.zeros((h, w), bool)
                     for src, raw, masked in strips:
-                        chip = raw[:, :, c:c + w]
-                        bad = src.invalid_pixels(chip) | masked[:, c:c + w]
-                        values = (chip.astype(np.float32) - src.mean[:, None, None]) / src.std[:, None, None]
-                        for band in range(chip.shape[0]):
-                            invalid_band = src.invalid_band(chip, band)
-                            if invalid_band is not None:
-                                values[band][invalid_band] = self.nodata_fill
-                        values[:, masked[:, c:c + w]] = self.nodata_fill
-                        invalid |= bad
+                        values = src.standardise(raw[:, :, c:c + w], masked[:, c:c + w], self.nodata_fill,
+                                                 invalid=invalid)
                         inputs[src.modality] = torch.from_numpy(values)
                     yield SceneTile(row=r, col=c, height=h, width=w, inputs=inputs, invalid_share=float(invalid.mean()),
                                     bounds=self._bounds(r, c, h, w), crs=self.crs)
