@@ -38,6 +38,15 @@ class AlwaysThere(torch.nn.Module):
         return LocationDistribution(probabilities=probabilities, location_mass=torch.ones(1))
 
 
+def _use_stand_in(monkeypatch, model) -> None:
+    """geolocate builds ``model`` (with pretrained weights, as far as its outputs say)."""
+    def fake_build(args, modalities):
+        args.weights_provenance = "pretrained"
+        return model
+
+    monkeypatch.setattr(geolocate, "build_model", fake_build)
+
+
 def test_known_answer_scores_and_files(tmp_path, monkeypatch):
     truth = geolocate.true_centre(next((tmp_path.cwd() / EXAMPLES / "S2L2A").glob(f"{ANSWER_CHIP}.tif")))
     with rasterio.open(f"{EXAMPLES}/S2L2A/{ANSWER_CHIP}.tif") as src:  # the centre, computed independently
@@ -45,13 +54,7 @@ def test_known_answer_scores_and_files(tmp_path, monkeypatch):
 
         west, south, east, north = transform_bounds(src.crs, "EPSG:4326", *src.bounds)
     assert truth == pytest.approx(((west + east) / 2, (south + north) / 2), abs=1e-3)
-    stand_in = AlwaysThere(*truth)
-
-    def fake_build(args, modalities):
-        args.weights_provenance = "pretrained"
-        return stand_in
-
-    monkeypatch.setattr(geolocate, "build_model", fake_build)
+    _use_stand_in(monkeypatch, AlwaysThere(*truth))
     out = tmp_path / "where"
     assert main(["geolocate", "--inputs", f"S2L2A={EXAMPLES}/S2L2A", "--top-k", "2", "--output-dir", str(out)]) == 0
     rows = list(csv.DictReader((out / "locations.csv").open()))
@@ -153,13 +156,7 @@ def test_a_scene_without_georeference_is_geolocated_without_a_truth(tmp_path, mo
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path, "w", driver="GTiff", width=64, height=64, count=12, dtype="uint16") as dst:
             dst.write(np.full((12, 64, 64), 1500, np.uint16))
-    stand_in = AlwaysThere(10.0, 50.0)
-
-    def fake_build(args, modalities):
-        args.weights_provenance = "pretrained"
-        return stand_in
-
-    monkeypatch.setattr(geolocate, "build_model", fake_build)
+    _use_stand_in(monkeypatch, AlwaysThere(10.0, 50.0))
     out = tmp_path / "where"
     assert main(["geolocate", "--inputs", f"S2L2A={path}", "--top-k", "1", "--output-dir", str(out)]) == 0
     row = next(csv.DictReader((out / "locations.csv").open()))

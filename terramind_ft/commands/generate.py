@@ -553,16 +553,17 @@ def _attach_locations(argv: list[str]) -> list[str]:
 
 def parse_locations(entries: Sequence[str]) -> list[tuple[float, float]]:
     """``["-3.70,40.42", ...]`` -> [(lon, lat), ...], checked."""
+    from terramind_ft.models.tokenizers.coords import location_problem
+
     locations = []
     for entry in entries:
         try:
             lon, lat = (float(v) for v in entry.split(","))
         except ValueError:
             raise ConfigError(f"expected LON,LAT in degrees, got {entry!r}", key="--coords") from None
-        if abs(lat) > 90 or abs(lon) > 180:
-            swapped = abs(lon) <= 90 < abs(lat) <= 180
-            raise ConfigError(f"{entry!r} is outside lon [-180, 180] / lat [-90, 90]"
-                              + ("; it looks like LAT,LON: give LON,LAT" if swapped else ""), key="--coords")
+        problem = location_problem(lon, lat, order=("LAT,LON", "LON,LAT"))
+        if problem:
+            raise ConfigError(f"{entry!r} is {problem}", key="--coords")
         locations.append((lon, lat))
     return locations
 
@@ -620,16 +621,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _main_locations(args: argparse.Namespace) -> int:
-    locations = parse_locations(args.coords)
-    if args.size < 16 or args.resolution <= 0:
-        raise ConfigError("need --size >= 16 and --resolution > 0", key="--size")
+def coords_tokenizer_ckpt(args: argparse.Namespace) -> list[str]:
+    """The ``--tokenizer-ckpt`` entry of ``--coords-tokenizer`` (none: the hub's, with ``--pretrained``); the
+    vocabulary has no random form, so ``--no-pretrained`` without a file is refused (generate and geolocate)."""
     if not args.pretrained and not args.coords_tokenizer:
         raise ConfigError("the coords tokenizer is a vocabulary and has no random form: give --coords-tokenizer "
                           "FILE (the config.json of ibm-esa-geospatial/TerraMind-1.0-Tokenizer-Coords) or drop "
                           "--no-pretrained to download it", key="--coords-tokenizer")
-    if args.coords_tokenizer:
-        args.tokenizer_ckpt = [*args.tokenizer_ckpt, f"coords={args.coords_tokenizer}"]
+    return [f"coords={args.coords_tokenizer}"] if args.coords_tokenizer else []
+
+
+def _main_locations(args: argparse.Namespace) -> int:
+    locations = parse_locations(args.coords)
+    if args.size < 16 or args.resolution <= 0:
+        raise ConfigError("need --size >= 16 and --resolution > 0", key="--size")
+    args.tokenizer_ckpt = [*args.tokenizer_ckpt, *coords_tokenizer_ckpt(args)]
     out_dir = Path(args.output_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
     device = _device(args.device)

@@ -69,13 +69,9 @@ def build_model(args: argparse.Namespace, input_modalities: Sequence[str]) -> An
     """The generation model with the coords output, through ``terramind-ft generate``'s weight handling."""
     from terramind_ft.commands import generate
 
-    if not args.pretrained and not args.coords_tokenizer:
-        raise ConfigError("the coords tokenizer is a vocabulary and has no random form: give --coords-tokenizer "
-                          "FILE (the config.json of ibm-esa-geospatial/TerraMind-1.0-Tokenizer-Coords) or drop "
-                          "--no-pretrained to download it", key="--coords-tokenizer")
     gen_args = argparse.Namespace(
         model=args.model, outputs=["coords"], pretrained=args.pretrained, ckpt_path=args.ckpt_path,
-        tokenizer_ckpt=[f"coords={args.coords_tokenizer}"] if args.coords_tokenizer else [],
+        tokenizer_ckpt=generate.coords_tokenizer_ckpt(args),
         allow_random_weights=args.allow_random_weights, timesteps=1, temperature=0.0, top_p=0.0, top_k=0,
         decoding_steps=1, seed=0)
     model = generate.build_model(gen_args, input_modalities)

@@ -44,6 +44,16 @@ def snap(value: float) -> float:
     return round(value / GRID_DEG) * GRID_DEG
 
 
+def location_problem(lon: float, lat: float, order: tuple[str, str] = ("(lat, lon)", "(lon, lat)")) -> str | None:
+    """Why (lon, lat) is not a location in degrees, or None when it is one. A pair that would be one swapped is
+    named, in the caller's spelling ``order`` (swapped, expected)."""
+    if not (math.isfinite(lon) and math.isfinite(lat)) or abs(lat) > 90 or abs(lon) > 180:
+        swapped = abs(lon) <= 90 < abs(lat) <= 180
+        return "outside lon [-180, 180] / lat [-90, 90]" + (f"; it looks like {order[0]}: give {order[1]}"
+                                                             if swapped else "")
+    return None
+
+
 def location_text(lon: float, lat: float) -> str:
     return f"lat={snap(lat):.2f} lon={snap(lon):.2f} [EOS]"
 
@@ -68,14 +78,10 @@ class CoordsTokenizer(nn.Module):
         if coords.ndim != 2 or coords.shape[1] != 2:
             raise ModalityError(f"coords are [B, 2] (lon, lat) in degrees, got shape {list(coords.shape)}",
                                 key="coords")
-        lon, lat = coords[:, 0], coords[:, 1]
-        bad = (lat.abs() > 90) | (lon.abs() > 180) | ~torch.isfinite(coords).all(dim=1)
-        if bad.any():
-            i = int(bad.nonzero()[0, 0])
-            x, y = float(lon[i]), float(lat[i])
-            swapped = abs(x) <= 90 < abs(y) <= 180
-            raise ModalityError(f"coords row {i} is (lon {x}, lat {y}): outside lon [-180, 180] / lat [-90, 90]"
-                                + ("; it looks like (lat, lon): give (lon, lat)" if swapped else ""), key="coords")
+        for i, (x, y) in enumerate(coords.tolist()):
+            problem = location_problem(x, y)
+            if problem:
+                raise ModalityError(f"coords row {i} is (lon {x}, lat {y}): {problem}", key="coords")
 
     def encode(self, coords: Tensor) -> dict[str, Tensor]:
         self.check(coords)
