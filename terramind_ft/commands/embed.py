@@ -34,9 +34,11 @@ from terramind_ft.inference.embeddings import (
     POOLINGS,
     EmbeddedChip,
     EmbeddingWriter,
+    check_options,
     chip_id_of,
     join_parts,
     layer_vectors,
+    prepare_encoder,
 )
 
 
@@ -50,12 +52,7 @@ def _prepare(config_args: list[str], split: str, layers: list[int], batch_size: 
     task = cli.model  # a training task's backbone, or an EmbeddingTask's
     encoder = (task.backbone if hasattr(task, "backbone") else task.model.encoder).eval()
     datamodule = cli.datamodule
-    _check_layers(encoder, layers)
-    if per_modality:
-        if not hasattr(encoder, "merge_method"):
-            raise ConfigError(f"per-modality embeddings need a TerraMind backbone; {type(encoder).__name__} has "
-                              "no per-modality tokens", key="--per-modality")
-        encoder.merge_method = "dict"  # the tokens of each input modality, before they are merged
+    prepare_encoder(encoder, layers, per_modality, layers_key="--layers", per_modality_key="--per-modality")
     dataset = datamodule.make_dataset(split, transform=Compose([]))
     loader_args = {"batch_size": batch_size or datamodule.batch_size, "shuffle": False,
                    "num_workers": datamodule.num_workers}
@@ -93,14 +90,6 @@ def backbone_weights(encoder: Any) -> str:
     return "random" if report is None else f"checkpoint {getattr(report, 'source', '') or 'pretrained'}"
 
 
-def _check_layers(encoder: Any, layers: list[int]) -> None:
-    depth = len(encoder.out_channels)
-    bad = [i for i in layers if not -depth <= i < depth]
-    if bad:
-        raise ConfigError(f"layers {bad} do not exist: the backbone has {depth} (0..{depth - 1}, or -1 for the last)",
-                          key="--layers")
-
-
 def _sample_names(dataset: Any, first: str) -> list[str]:
     """The ``filename`` of every sample, in order, without reading any: the records' files, or a torchgeo
     dataset's sample names."""
@@ -115,11 +104,7 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
 
-    if pooling not in POOLINGS:
-        raise ConfigError(f"unknown pooling {pooling!r}; one of {', '.join(POOLINGS)}", key="--pooling")
-    if per_modality and pooling == "none":
-        raise ConfigError("per-modality embeddings are pooled vectors; --pooling none writes the merged patch tokens "
-                          "(set the backbone's merge_method in the config for another merge)", key="--per-modality")
+    check_options(pooling, per_modality, pooling_key="--pooling", per_modality_key="--per-modality")
     if tile is not None and tile < 16:
         raise ConfigError(f"must be at least 16 px (one patch), got {tile}", key="--tile")
     try:

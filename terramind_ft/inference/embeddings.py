@@ -38,6 +38,32 @@ def _projjson(crs: Any) -> dict[str, Any] | None:
     return pyproj.CRS.from_wkt(crs.to_wkt()).to_json_dict()
 
 
+def check_options(pooling: str, per_modality: bool, *, pooling_key: str, per_modality_key: str) -> None:
+    """A known pooling, and per-modality only for pooled vectors (``embed`` and the EmbeddingTask, each naming
+    its own option keys)."""
+    if pooling not in POOLINGS:
+        raise ConfigError(f"unknown pooling {pooling!r}; one of {', '.join(POOLINGS)}", key=pooling_key)
+    if per_modality and pooling == "none":
+        raise ConfigError(f"per-modality embeddings are pooled vectors; {pooling_key} none writes the merged patch "
+                          "tokens (set the backbone's merge_method for another merge)", key=per_modality_key)
+
+
+def prepare_encoder(encoder: Any, layers: list[int], per_modality: bool, *, layers_key: str,
+                    per_modality_key: str) -> None:
+    """Check that ``layers`` exist and, for per-modality embeddings, make the backbone return each input
+    modality's tokens before they are merged (``merge_method: dict``)."""
+    depth = len(getattr(encoder, "out_channels", []) or [])  # 0: the backbone does not list its layers
+    bad = [i for i in layers if depth and not -depth <= i < depth]
+    if bad:
+        raise ConfigError(f"layers {bad} do not exist: the backbone has {depth} (0..{depth - 1}, or -1 for the last)",
+                          key=layers_key)
+    if per_modality:
+        if not hasattr(encoder, "merge_method"):
+            raise ConfigError(f"per-modality embeddings need a TerraMind backbone; {type(encoder).__name__} has "
+                              "no per-modality tokens", key=per_modality_key)
+        encoder.merge_method = "dict"
+
+
 def pool(tokens: Any, how: str) -> Any:
     """[B, N, D] -> [B, D]."""
     if how == "mean":

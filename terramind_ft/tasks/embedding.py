@@ -74,7 +74,7 @@ class EmbeddingTask(pl.LightningModule):
                 EmbeddingGenerationTask names (module docstring).
         """
         super().__init__()
-        from terramind_ft.inference.embeddings import POOLINGS
+        from terramind_ft.inference.embeddings import check_options, prepare_encoder
 
         if model is not None and backbone is not None and model != backbone:
             raise ConfigError(f"backbone {backbone!r} and model {model!r} name two backbones; keep one",
@@ -102,24 +102,15 @@ class EmbeddingTask(pl.LightningModule):
         if embed_file_key not in ("filename", "file_id"):
             raise ConfigError(f"chip ids come from the data module's file names; embed_file_key {embed_file_key!r} "
                               "has no meaning here (filename or file_id)", key=f"{KEY}.embed_file_key")
-        if pooling not in POOLINGS:
-            raise ConfigError(f"unknown pooling {pooling!r}; one of {', '.join(POOLINGS)}", key=f"{KEY}.pooling")
         if kwargs.get("merge_method") == "dict":
             per_modality = True
-        if per_modality and pooling == "none":
-            raise ConfigError("per-modality embeddings are pooled vectors; pooling none writes the merged patch "
-                              "tokens", key=f"{KEY}.per_modality")
+        keys = {"per_modality_key": f"{KEY}.per_modality"}
+        check_options(pooling, per_modality, pooling_key=f"{KEY}.pooling", **keys)
         self.save_hyperparameters()
         self.backbone = BACKBONE_REGISTRY.build(name, _key=f"{KEY}.backbone", **kwargs)
         self.backbone.requires_grad_(False)
-        if per_modality:
-            self.backbone.merge_method = "dict"
         self.layers = list(layers) if layers is not None else [-1]
-        depth = len(getattr(self.backbone, "out_channels", []) or [])
-        bad = [i for i in self.layers if depth and not -depth <= i < depth]
-        if bad:
-            raise ConfigError(f"layers {bad} do not exist: the backbone has {depth} (0..{depth - 1}, or -1)",
-                              key=f"{KEY}.layers")
+        prepare_encoder(self.backbone, self.layers, per_modality, layers_key=f"{KEY}.layers", **keys)
         self.pooling = pooling
         self.output_dir = output_dir
         self._writer: Any = None
