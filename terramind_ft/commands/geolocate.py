@@ -15,8 +15,8 @@ the top-1 error (median, mean, km) and the share of scenes within 1 / 25 / 200 /
 region, country, continent: the usual image-geolocation thresholds).
 
 A scene larger than ``--crop`` pixels is read tile by tile (``--crop`` tiles streamed from disk, tiles that are
-mostly nodata skipped); its map is the mean of the tiles' maps. Weights: ``--pretrained`` (default) downloads ``ibm-esa-geospatial/TerraMind-1.0-<size>`` and
-the coords tokenizer (``ibm-esa-geospatial/TerraMind-1.0-Tokenizer-Coords``); ``--ckpt-path`` and
+mostly nodata skipped); its map is the mean of the tiles' maps. Weights: ``--pretrained`` (default) downloads
+``ibm-esa-geospatial/TerraMind-1.0-<size>`` and the coords tokenizer (``ibm-esa-geospatial/TerraMind-1.0-Tokenizer-Coords``); ``--ckpt-path`` and
 ``--coords-tokenizer FILE`` use local files. Random weights (``--no-pretrained --allow-random-weights``) give
 meaningless maps, tagged ``TERRAMIND_FT_WEIGHTS=random``; the coords vocabulary has no random form, so it always
 comes from the hub or ``--coords-tokenizer``.

@@ -92,7 +92,8 @@ class EmbeddingTask(pl.LightningModule):
             pooling = TERRATORCH_POOLING[embedding_pooling]
         if output_format is not None:
             if output_format not in ("parquet", "tiff"):
-                raise ConfigError(f"output_format is parquet or tiff, got {output_format!r}", key=f"{KEY}.output_format")
+                raise ConfigError(f"output_format is parquet or tiff, got {output_format!r}",
+                                  key=f"{KEY}.output_format")
             if (output_format == "tiff") != (pooling == "none"):
                 raise ConfigError("GeoTIFF output holds patch tokens (pooling none / embedding_pooling null); pooled "
                                   "vectors go to GeoParquet (output_format parquet)", key=f"{KEY}.output_format")

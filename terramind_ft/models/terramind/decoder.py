@@ -39,10 +39,10 @@ from terramind_ft.models.terramind.embeddings import (
 )
 from terramind_ft.models.terramind.layers import Block, DecoderBlock, LayerNorm, sincos_pos_emb_1d
 from terramind_ft.models.terramind.sizes import SIZES, TerraMindSize, get_size
+from terramind_ft.models.tokenizers.coords import MAX_LENGTH as COORDS_MAX_LENGTH  # "lat=.. lon=.. [EOS]"
 from terramind_ft.registry import FULL_MODEL_REGISTRY
 
 COORDS_KEY = MODALITIES["Coordinates"].token_key  # "coords"
-COORDS_MAX_LENGTH = 4  # tokens of a coords text ("lat=.. lon=.. [EOS]" after WordPiece)
 
 # Embedding keys of the official checkpoints, in their state-dict order.
 PRETRAINING_PIXEL_MODALITIES = ("S2L2A", "S2L1C", "RGB", "S1GRD", "S1RTC", "DEM")

@@ -48,22 +48,15 @@ from terramind_ft.modalities import (
     resolve_input,
     resolve_output,
 )
-from terramind_ft.models.terramind.decoder import COORDS_MAX_LENGTH, TerraMind, load_terramind_checkpoint
+from terramind_ft.models.terramind.decoder import TerraMind, load_terramind_checkpoint
 from terramind_ft.models.terramind.geolocation import GridTokens, LocationDistribution, location_distribution
-from terramind_ft.models.terramind.sampling import (
-    SamplingSettings,
-    TokenTarget,
-    make_generator,
-    roar_decode,
-    sequence_as_input,
-    sequence_decode,
-)
+from terramind_ft.models.terramind.sampling import SamplingSettings, decode_chained, make_generator
 from terramind_ft.models.terramind.sizes import (
     TerraMindSize,
     get_size,
     register_size_variants,
 )
-from terramind_ft.models.tokenizers.coords import PAD_ID, SEQUENCE_START_ID, SEQUENCE_STOP_IDS
+from terramind_ft.models.tokenizers.coords import SEQUENCE_START_ID
 from terramind_ft.ops import class_ids
 from terramind_ft.registry import FULL_MODEL_REGISTRY
 
@@ -434,26 +427,10 @@ class TerraMindGeneration(nn.Module):
         pieces, grid, size = self._prepare_inputs(given, multiple, image_size)
         first = next(v if isinstance(v, Tensor) else v["tensor"] for _, v in pieces)
         batch, device = int(first.shape[0]), first.device
-        model = self.sampler.model
-        generator = make_generator(seed, device)
-        visible: list[tuple[str, Any]] = list(pieces)  # fully visible encoder inputs, growing when chained
-        tokens: dict[str, Tensor] = {}
         # Generation order is the configured order (chaining), restricted to the selected outputs.
-        for name in [n for n in self.outputs if n in names]:
-            modality, key = self.outputs[name]
-            if modality.kind == "sequence":
-                context, context_mask = model.encode_masked([(k, v, None) for k, v in visible])
-                ids = sequence_decode(model, context, key, self.sampling, generator, start_id=SEQUENCE_START_ID,
-                                      stop_ids=SEQUENCE_STOP_IDS, max_tokens=COORDS_MAX_LENGTH, pad_id=PAD_ID,
-                                      context_mask=context_mask)
-                tokens[name] = ids
-                value: Any = sequence_as_input(ids)
-            else:
-                target = TokenTarget.empty(key, grid, batch, device)
-                roar_decode(model, visible, [target], [self.sampling], generator)
-                tokens[name] = value = target.ids.view(batch, *grid)
-            if self.chained and model.has_encoder_embedding(key):
-                visible.append((key, value))
+        targets = [(n, self.outputs[n][1], self.outputs[n][0].kind == "sequence") for n in self.outputs if n in names]
+        tokens = decode_chained(self.sampler.model, pieces, targets, self.sampling, make_generator(seed, device),
+                                grid=grid, batch=batch, device=device, chained=self.chained)
         return {n: tokens[n] for n in names}, grid, size, multiple
 
     @torch.no_grad()

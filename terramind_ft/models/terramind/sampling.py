@@ -24,14 +24,21 @@ Deliberate differences from the reference:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from terramind_ft.errors import ConfigError
-from terramind_ft.models.tokenizers.coords import PAD_ID, SENTINEL_IDS
+from terramind_ft.models.tokenizers.coords import (
+    MAX_LENGTH,
+    PAD_ID,
+    SENTINEL_IDS,
+    SEQUENCE_START_ID,
+    SEQUENCE_STOP_IDS,
+)
 
 # |temperature| at or below this means greedy (argmax) decoding, as in the reference.
 GREEDY_TEMPERATURE = 1e-10
@@ -249,3 +256,37 @@ def sequence_as_input(ids: Tensor) -> dict[str, Tensor]:
     used = (ids != PAD_ID).any(dim=0).nonzero()
     ids = ids[:, : int(used.max()) + 1 if used.numel() else 1]
     return {"tensor": ids, "input_mask": ids == PAD_ID}
+
+
+def decode_chained(model, inputs: Sequence[tuple[str, Any]], targets: Sequence[tuple[str, str, bool]],
+                   setting: SamplingSettings, generator: torch.Generator | None, *, grid: tuple[int, int],
+                   batch: int, device: torch.device, chained: bool = True,
+                   provided: Mapping[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Ids of ``targets`` ``(name, decoder key, is_sequence)``, decoded one after the other: image tokens by ROAR
+    (``[B, h, w]`` on ``grid``), sequences (coords) autoregressively (``[B, 4]``). ``inputs`` are fully visible
+    ``(encoder key, value)`` pieces; with ``chained``, every finished target the model has an encoder embedding
+    for becomes visible to the next (generation and TiM). ``provided`` ids are used instead of decoding."""
+    visible = list(inputs)
+    provided = provided or {}
+    tokens: dict[str, Tensor] = {}
+    for name, key, is_sequence in targets:
+        if is_sequence:
+            if name in provided:
+                ids = provided[name]
+            else:
+                context, context_mask = model.encode_masked([(k, v, None) for k, v in visible])
+                ids = sequence_decode(model, context, key, setting, generator, start_id=SEQUENCE_START_ID,
+                                      stop_ids=SEQUENCE_STOP_IDS, max_tokens=MAX_LENGTH, pad_id=PAD_ID,
+                                      context_mask=context_mask)
+            value: Any = sequence_as_input(ids)
+        else:
+            target = TokenTarget.empty(key, grid, batch, device)
+            if name in provided:
+                target.ids.copy_(provided[name].reshape(batch, -1))
+                target.decoded.fill_(True)
+            roar_decode(model, visible, [target], [setting], generator)
+            ids = value = target.ids.view(batch, *grid)
+        tokens[name] = ids
+        if chained and model.has_encoder_embedding(key):
+            visible.append((key, value))
+    return tokens

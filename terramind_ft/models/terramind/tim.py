@@ -60,18 +60,10 @@ from terramind_ft.hub import load_checkpoint, read_state_dict, resolve_checkpoin
 from terramind_ft.io import atomic_path
 from terramind_ft.modalities import MODALITIES, PATCH_SIZE, PRETRAINING_IMG_SIZE, TOKEN_MODALITIES, resolve_input, \
     resolve_output
-from terramind_ft.models.terramind.decoder import COORDS_MAX_LENGTH, TerraMind
+from terramind_ft.models.terramind.decoder import TerraMind
 from terramind_ft.models.terramind.encoder import BackboneOutput, InputSpec, TerraMindEncoder, parse_modalities
-from terramind_ft.models.terramind.sampling import (
-    SamplingSettings,
-    TokenTarget,
-    make_generator,
-    roar_decode,
-    sequence_as_input,
-    sequence_decode,
-)
+from terramind_ft.models.terramind.sampling import SamplingSettings, decode_chained, make_generator, sequence_as_input
 from terramind_ft.models.terramind.sizes import get_size, register_size_variants
-from terramind_ft.models.tokenizers.coords import PAD_ID, SEQUENCE_START_ID, SEQUENCE_STOP_IDS
 from terramind_ft.registry import BACKBONE_REGISTRY
 
 GENERATOR_PREFIX = "sampler.model."
@@ -376,34 +368,11 @@ class TerraMindTiM(TerraMindEncoder):
                        device: torch.device, provided: Mapping[str, Tensor]) -> dict[str, Tensor]:
         """Ids of every TiM modality, in order: image tokens by ROAR ([B, h, w]), coords autoregressively ([B, 4]);
         when chained, each finished one is visible to the generator's encoder for the next."""
-        model = self.sampler.model
-        visible: list[tuple[str, Any]] = list(pieces)
-        generator = self._random_generator(device)
-        tokens: dict[str, Tensor] = {}
+        targets = [(name, self._tim_keys[name], self._is_sequence(name)) for name in self._tim_names]
         with torch.no_grad():
-            for name in self._tim_names:
-                key = self._tim_keys[name]
-                if self._is_sequence(name):
-                    if name in provided:
-                        ids = provided[name]
-                    else:
-                        context, context_mask = model.encode_masked([(k, v, None) for k, v in visible])
-                        ids = sequence_decode(model, context, key, self._settings(), generator,
-                                              start_id=SEQUENCE_START_ID, stop_ids=SEQUENCE_STOP_IDS,
-                                              max_tokens=COORDS_MAX_LENGTH, pad_id=PAD_ID,
-                                              context_mask=context_mask)
-                    tokens[name] = ids
-                    value: Any = sequence_as_input(ids)
-                else:
-                    target = TokenTarget.empty(key, grid, batch, device)
-                    if name in provided:
-                        target.ids.copy_(provided[name].reshape(batch, -1))
-                        target.decoded.fill_(True)
-                    roar_decode(model, visible, [target], [self._settings()], generator)
-                    tokens[name] = value = target.ids.view(batch, *grid)
-                if self.tim_chained_generations and model.has_encoder_embedding(key):
-                    visible.append((key, value))
-        return tokens
+            return decode_chained(self.sampler.model, pieces, targets, self._settings(),
+                                  self._random_generator(device), grid=grid, batch=batch, device=device,
+                                  chained=self.tim_chained_generations, provided=provided)
 
     def _is_sequence(self, name: str) -> bool:
         return self.specs[name].kind == "sequence"
