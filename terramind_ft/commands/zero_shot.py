@@ -78,7 +78,7 @@ class WaterLogits:
 
 
 def _stream_scene(model: WaterLogits, dm: Any, dataset: Any, record: Any, output: Path, tile: int,
-                  class_names: list[str], tags: dict[str, str], metrics: Any, device: Any) -> bool:
+                  class_names: list[str], tags: dict[str, str], metrics: Any, ignore: int, device: Any) -> bool:
     """predict_scene over one large record, then its water map scored strip by strip; True when scored."""
     import numpy as np
     import rasterio
@@ -101,7 +101,6 @@ def _stream_scene(model: WaterLogits, dm: Any, dataset: Any, record: Any, output
     label_path = record.label_file
     if not label_path:
         return False
-    ignore = dm.ignore_index if dm.ignore_index is not None else -1
     with rasterio.open(target) as src:
         for row in range(0, src.height, STRIP_ROWS):
             window = Window(0, row, src.width, min(STRIP_ROWS, src.height - row))
@@ -198,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
                         num_workers=dm.num_workers)
     output = args.output or Path(cli.trainer.default_root_dir) / "zero_shot"
     output.mkdir(parents=True, exist_ok=True)
-    metrics = SegmentationMetrics(2, dm.ignore_index, class_names)
+    # the label value scores skip: the data module's, or the -1 its dataset gives invalid labels without one
+    ignore = dm.ignore_index if dm.ignore_index is not None else -1
+    metrics = SegmentationMetrics(2, ignore, class_names)
     tags = {WEIGHTS_TAG: "random" if random_weights else "pretrained"}
     first, written, scored = dm.modalities[0], 0, False
     with torch.no_grad():
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             if "mask" in batch:
                 mask = batch["mask"].long()
                 if nodata is not None:  # no input, no claim: those pixels are nodata in the map too
-                    mask = mask.masked_fill(nodata.bool(), dm.ignore_index if dm.ignore_index is not None else -1)
+                    mask = mask.masked_fill(nodata.bool(), ignore)
                 metrics.update(water, mask)
                 scored = True
             for b, path in enumerate(batch["filename"][first]):
@@ -218,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                 written += 1
         for i in large:
             scored |= _stream_scene(WaterLogits(model, water_ids), dm, dataset, dataset.records[i], output,
-                                    args.tile, class_names, tags, metrics, _device_of(model))
+                                    args.tile, class_names, tags, metrics, ignore, _device_of(model))
             written += 1
     doc: dict[str, Any] = {"zero_shot": {"split": args.split, "chips": written, "size": size,
                                          "water_classes": [LULC_CLASSES[i] for i in water_ids],
