@@ -88,8 +88,8 @@ def test_multi_step_roar_decodes_every_position_once_and_sees_earlier_steps():
     model.encode_masked = spy
     target = TokenTarget.empty("tok_dem@224", (4, 4), 2, torch.device("cpu"))
     with torch.no_grad():
-        roar_decode(model, [("untok_sen1grd@224", torch.randn(2, 2, 64, 64))], [target],
-                    [SamplingSettings(decoding_steps=3)], torch.Generator().manual_seed(0))
+        roar_decode(model, [("untok_sen1grd@224", torch.randn(2, 2, 64, 64))], target,
+                    SamplingSettings(decoding_steps=3), torch.Generator().manual_seed(0))
     assert target.complete and int(target.ids.max()) < 15360
     # 3 steps of 6, 5, 5 tokens; from the second step on the encoder also sees the 6, then 11 decoded tokens.
     assert seen_visible == [[], [("tok_dem@224", 6)], [("tok_dem@224", 11)]]

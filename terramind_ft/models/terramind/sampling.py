@@ -179,41 +179,35 @@ class TokenTarget:
         return self.decoded.nonzero().flatten()
 
 
-def roar_decode(model, inputs: Sequence[tuple[str, Tensor]], targets: Sequence[TokenTarget],
-                settings: Sequence[SamplingSettings], generator: torch.Generator | None,
-                conditioning_targets: bool = True) -> list[TokenTarget]:
-    """Decode ``targets`` one after the other with ROAR steps; returns the filled targets.
+def roar_decode(model, inputs: Sequence[tuple[str, Any]], target: TokenTarget, setting: SamplingSettings,
+                generator: torch.Generator | None) -> TokenTarget:
+    """Decode the unknown positions of ``target`` with ROAR steps; returns it, filled.
 
     ``model`` is a :class:`~terramind_ft.models.terramind.decoder.TerraMind` (anything with ``encode_masked`` and
-    ``decode_logits``). ``inputs`` are ``(encoder key, tensor)`` pairs, all fully visible. With
-    ``conditioning_targets`` (chained generation), finished targets that have an encoder embedding are
-    visible to the encoder when later targets are decoded; a target's own already-decoded positions are
+    ``decode_logits``). ``inputs`` are ``(encoder key, value)`` pairs, all fully visible (earlier targets of a
+    chained generation among them: :func:`decode_chained`); the target's own already-decoded positions are
     visible in its later steps whenever the model has an encoder embedding for it.
     """
-    for index, (target, setting) in enumerate(zip(targets, settings)):
-        earlier = list(targets[:index]) if conditioning_targets else []
+    remaining = (~target.decoded).nonzero().flatten()
+    for count in linear_token_schedule(int(remaining.numel()), setting.decoding_steps):
         remaining = (~target.decoded).nonzero().flatten()
-        schedule = linear_token_schedule(int(remaining.numel()), setting.decoding_steps)
-        for count in schedule:
-            remaining = (~target.decoded).nonzero().flatten()
-            if count < remaining.numel():
-                # Random decoding order; a single full step needs none (the decoder is permutation
-                # equivariant), which keeps greedy single-step decoding free of any randomness.
-                order = torch.randperm(remaining.numel(), generator=generator,
-                                       device=generator.device if generator is not None else remaining.device)
-                selected = remaining[order.to(remaining.device)[:count]]
-            else:
-                selected = remaining
-            pieces: list[tuple[str, Tensor, Tensor | None]] = [(key, value, None) for key, value in inputs]
-            for known in [*earlier, target]:
-                if model.has_encoder_embedding(known.key) and bool(known.decoded.any()):
-                    grid_ids = known.ids.view(known.ids.shape[0], *known.grid)
-                    pieces.append((known.key, grid_ids, known.visible_positions()))
-            context, context_mask = model.encode_masked(pieces)
-            logits = model.decode_logits(context, target.key, selected, target.grid, context_mask)
-            target.ids[:, selected] = sample_tokens(logits, setting, generator).to(target.ids.dtype)
-            target.decoded[selected] = True
-    return list(targets)
+        if count < remaining.numel():
+            # Random decoding order; a single full step needs none (the decoder is permutation
+            # equivariant), which keeps greedy single-step decoding free of any randomness.
+            order = torch.randperm(remaining.numel(), generator=generator,
+                                   device=generator.device if generator is not None else remaining.device)
+            selected = remaining[order.to(remaining.device)[:count]]
+        else:
+            selected = remaining
+        pieces: list[tuple[str, Any, Tensor | None]] = [(key, value, None) for key, value in inputs]
+        if model.has_encoder_embedding(target.key) and bool(target.decoded.any()):
+            grid_ids = target.ids.view(target.ids.shape[0], *target.grid)
+            pieces.append((target.key, grid_ids, target.visible_positions()))
+        context, context_mask = model.encode_masked(pieces)
+        logits = model.decode_logits(context, target.key, selected, target.grid, context_mask)
+        target.ids[:, selected] = sample_tokens(logits, setting, generator).to(target.ids.dtype)
+        target.decoded[selected] = True
+    return target
 
 
 def sequence_decode(model, context: Tensor, key: str, setting: SamplingSettings,
@@ -284,7 +278,7 @@ def decode_chained(model, inputs: Sequence[tuple[str, Any]], targets: Sequence[t
             if name in provided:
                 target.ids.copy_(provided[name].reshape(batch, -1))
                 target.decoded.fill_(True)
-            roar_decode(model, visible, [target], [setting], generator)
+            roar_decode(model, visible, target, setting, generator)
             ids = value = target.ids.view(batch, *grid)
         tokens[name] = ids
         if chained and model.has_encoder_embedding(key):
