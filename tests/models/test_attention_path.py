@@ -32,11 +32,66 @@ def test_bf16_without_gradients_is_at_least_as_close_to_float64_as_the_bf16_kern
     assert torch.get_float32_matmul_precision() == "highest"
 
 
-def test_bf16_with_gradients_keeps_the_bf16_kernel_and_its_backward():
+def _saved_bytes(fn, *tensors) -> tuple[torch.Tensor, int]:
+    saved = []
+
+    def pack(t):
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn(*tensors)
+    return out, sum(saved)
+
+
+def test_bf16_with_gradients_runs_the_float32_kernel_saves_bf16_and_is_as_close_to_float64():
+    for seed in range(3):
+        torch.manual_seed(seed)
+        base = [torch.randn(2, 3, 64, 16) for _ in range(3)]
+        grad_out = torch.randn(2, 3, 64, 16)
+
+        def run(fn, dtype):
+            leaves = [b.to(dtype).requires_grad_() for b in base]
+            out, saved = _saved_bytes(fn, *leaves)
+            out.backward(grad_out.to(dtype))
+            return out, [t.grad for t in leaves], saved
+
+        exact, exact_grads, _ = run(F.scaled_dot_product_attention, torch.float64)
+        kernel, kernel_grads, kernel_saved = run(F.scaled_dot_product_attention, torch.bfloat16)
+        fast, fast_grads, fast_saved = run(attention, torch.bfloat16)
+        assert "Float32Kernel" in type(fast.grad_fn).__name__  # the float32 kernel's path was taken
+        assert fast.dtype == torch.bfloat16 and all(g.dtype == torch.bfloat16 for g in fast_grads)
+        assert fast_saved <= kernel_saved  # activation memory of the bf16 kernel, not of float32 copies
+
+        def error(a, b):
+            return max((x.double() - y).abs().max().item() for x, y in zip(a, b, strict=True))
+
+        assert error([fast], [exact]) <= error([kernel], [exact]) * 1.25
+        assert error(fast_grads, exact_grads) <= error(kernel_grads, exact_grads) * 1.25
+        assert torch.get_float32_matmul_precision() == "highest"
+
+
+def test_bf16_masked_attention_with_gradients_keeps_the_bf16_kernel():
     q, k, v = _qkv(torch.bfloat16, requires_grad=True)
-    out = attention(q, k, v)
+    mask = torch.rand(2, 1, 64, 64) > 0.2
+    out = attention(q, k, v, attn_mask=mask)
     out.float().sum().backward()
-    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v)) and q.grad is not None
+    assert torch.equal(out, F.scaled_dot_product_attention(q, k, v, attn_mask=mask)) and q.grad is not None
+
+
+def test_a_bf16_block_trains_through_the_fast_path_like_float32():
+    from terramind_ft.models.terramind.layers import Block
+
+    torch.manual_seed(0)
+    block = Block(64, 4, mlp_ratio=4.0)
+    x = torch.randn(2, 50, 64)
+    block(x).square().mean().backward()
+    reference = [p.grad.clone() for p in block.parameters()]
+    block.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        block(x).float().square().mean().backward()
+    for p, g in zip(block.parameters(), reference, strict=True):
+        assert torch.allclose(p.grad, g, rtol=0.05, atol=0.05 * g.abs().max().item())
 
 
 def test_class_ids_equal_argmax_with_ties():
