@@ -158,3 +158,24 @@ def test_per_modality_columns_are_each_modalitys_tokens(tmp_path, config):
         np.testing.assert_allclose((s2 + s1) / 2, plain["embedding"], rtol=1e-4, atol=1e-5)
     assert main(["embed", "--config", config, "--per-modality", "--pooling", "none",
                  "--output", str(tmp_path / "x")]) == 2
+
+
+def test_a_rerun_with_other_settings_is_refused_not_mixed_in(tmp_path, config, capsys):
+    """A rerun skips finished chips; with other pooling, layers or split it would have kept the old vectors."""
+    out = tmp_path / "emb"
+    assert main(["embed", "--config", config, "--split", "test", "--output", str(out)]) == 0
+    first = pq.read_table(out / "embeddings.parquet").to_pylist()
+    capsys.readouterr()
+    for change, said in ((["--pooling", "max"], "pooling: 'mean' there, 'max' now"),
+                         (["--layers", "5"], "layers: [-1] there, [5] now"),
+                         (["--split", "predict"], "split: 'test' there, 'predict' now")):
+        args = ["embed", "--config", config, "--split", "test", "--output", str(out), *change]
+        assert main(args) != 0
+        err = capsys.readouterr().err
+        assert said in err and "give another output folder" in err and "--output" in err
+    assert pq.read_table(out / "embeddings.parquet").to_pylist() == first  # untouched
+    # the same settings continue; a folder of parts without a record is refused, not joined
+    assert main(["embed", "--config", config, "--split", "test", "--output", str(out)]) == 0
+    (out / "embedding_settings.json").unlink()
+    assert main(["embed", "--config", config, "--split", "test", "--output", str(out)]) != 0
+    assert "without a record of how they were made" in capsys.readouterr().err

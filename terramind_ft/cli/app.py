@@ -215,6 +215,12 @@ class TerraMindCLI(LightningCLI):
 
     _ckpt_shapes: dict[str, tuple[int, ...]] | None = None
 
+    def __init__(self, *args: Any, backbone_weights: bool = True, **kwargs: Any):
+        # backbone_weights=False: the caller brings every backbone weight itself (embed --ckpt_path), so the
+        # config's pretrained download or backbone file is neither fetched nor read
+        self._backbone_weights = backbone_weights
+        super().__init__(*args, **kwargs)
+
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--predict_output_dir", type=str | None, default=None,
                             help="where predict writes its GeoTIFFs (default: <default_root_dir>/predictions)")
@@ -255,20 +261,27 @@ class TerraMindCLI(LightningCLI):
         ckpt = section.get("ckpt_path")
         if not ckpt:
             return None
+        if self.config.get("subcommand") == "fit" and ckpt == LAST \
+                and not (self.run_dir() / CHECKPOINT_DIR / f"{LAST}.ckpt").is_file():
+            notice(f"ckpt_path last: no {self.run_dir() / CHECKPOINT_DIR / 'last.ckpt'} yet, training from scratch")
+            section.ckpt_path = None
+            return None
+        path = self.checkpoint_file(ckpt)
+        if path != ckpt:
+            log.info("ckpt_path %s -> %s", ckpt, path)
+            section.ckpt_path = path
+        return path
+
+    def checkpoint_file(self, ckpt: str, key: str = "ckpt_path") -> str:
+        """``best`` / ``last`` -> this run's file (``<default_root_dir>/checkpoints/``); a path must exist."""
         if ckpt in (BEST, LAST):
             path = self.run_dir() / CHECKPOINT_DIR / f"{ckpt}.ckpt"
             if path.is_file():
-                log.info("ckpt_path %s -> %s", ckpt, path)
-                section.ckpt_path = str(path)
                 return str(path)
-            if self.config.get("subcommand") == "fit" and ckpt == LAST:
-                notice(f"ckpt_path last: no {path} yet, training from scratch")
-                section.ckpt_path = None
-                return None
             raise ConfigError(f"no {ckpt!r} checkpoint at {path} (trainer.default_root_dir="
-                              f"{section.trainer.default_root_dir}); run fit first or give a file", key="ckpt_path")
+                              f"{self._section().trainer.default_root_dir}); run fit first or give a file", key=key)
         if not Path(ckpt).is_file():
-            raise CheckpointError(f"--ckpt_path {ckpt}: no such file" + (" (it is a folder)" if Path(ckpt).is_dir()
+            raise CheckpointError(f"--{key} {ckpt}: no such file" + (" (it is a folder)" if Path(ckpt).is_dir()
                                   else "") + "; give a .ckpt file, or best / last for this run's checkpoints")
         return str(ckpt)
 
@@ -276,6 +289,8 @@ class TerraMindCLI(LightningCLI):
         """Unlike Lightning's, which lays every saved hyper-parameter over the config and the command line: the
         checkpoint gives the model's structure, the user's settings win (see :func:`restore_plan`)."""
         if not self.config.get("subcommand"):
+            if not self._backbone_weights:
+                self._drop_weight_sources()
             return
         path = self._resolve_alias()
         if path is None:
@@ -288,6 +303,8 @@ class TerraMindCLI(LightningCLI):
         class_path = saved.pop("_class_path", None)
         saved.pop("_instantiator", None)
         section = self._section()
+        if self._embeds_fitted_checkpoint(path, class_path):
+            return
         if saved and section.get("model") is not None:
             model_cfg = section.model
             class_path = class_path or model_cfg.class_path
@@ -307,11 +324,41 @@ class TerraMindCLI(LightningCLI):
                 raise CheckpointError(f"the hyper-parameters saved in {path} do not build a {class_path}: "
                                       f"{str(err).strip().splitlines()[0] if str(err).strip() else err}") from None
         # The checkpoint holds every weight: never download or read pretrained backbone weights again.
-        model_cfg = self._section().model
+        self._drop_weight_sources()
+
+    def _drop_weight_sources(self) -> None:
+        """No pretrained download and no backbone file for the model of this config: a task's
+        ``model_args.backbone_{pretrained,ckpt_path}`` (and its ``backbone_kwargs``), an embedding task's
+        ``backbone_kwargs`` / ``model_args`` ``{pretrained, ckpt_path}``."""
+        model_cfg = self._section().get("model")
+        if model_cfg is None:
+            return
+        embeds = getattr(_resolve_class(model_cfg.class_path), "embeds_fitted_checkpoints", False)
         for part in ("init_args", "dict_kwargs"):
-            model_args = (model_cfg.get(part) or {}).get("model_args") if model_cfg else None
-            if isinstance(model_args, dict):
-                model_args.update(without_weight_sources(model_args))
+            args = model_cfg.get(part) or {}
+            for key in ("backbone_kwargs", "model_args") if embeds else ("model_args",):
+                value = args.get(key)
+                if isinstance(value, dict):
+                    value.update(without_weight_sources({"backbone_kwargs": value})["backbone_kwargs"] if embeds
+                                 else without_weight_sources(value))
+
+    def _embeds_fitted_checkpoint(self, path: str, class_path: str | None) -> bool:
+        """An embedding config (``EmbeddingTask``) with a fitted task's checkpoint: the user wants embeddings of
+        the fine-tuned backbone, not that task's maps. Its backbone comes from the checkpoint (``backbone_from``);
+        Lightning restores nothing (the checkpoint's decoder and head have no place in an EmbeddingTask)."""
+        model_cfg = self._section().get("model")
+        config_class = _resolve_class(model_cfg.class_path) if model_cfg is not None else None
+        if not getattr(config_class, "embeds_fitted_checkpoints", False) or not class_path:
+            return False
+        if _resolve_class(class_path) is config_class:
+            return False
+        notice(f"ckpt_path {path} holds a fitted {class_path.rsplit('.', 1)[-1]}: embedding with its fine-tuned "
+               f"backbone ({model_cfg.class_path.rsplit('.', 1)[-1]}.backbone_from; its decoder and head are not used)")
+        update = {self.config.subcommand: {"ckpt_path": None, "model": {
+            "class_path": model_cfg.class_path, "init_args": {"backbone_from": str(path)}}}}
+        self.config = self.parser.parse_object(update, self.config)
+        self._ckpt_shapes = None
+        return True
 
     def before_instantiate_classes(self) -> None:
         matmul = self._section().get("float32_matmul_precision")
@@ -486,9 +533,11 @@ def _version() -> str:
         return "terramind-ft (not installed)"
 
 
-def build_cli(args: list[str], run: bool = False) -> TerraMindCLI:
+def build_cli(args: list[str], run: bool = False, backbone_weights: bool = True) -> TerraMindCLI:
     """Parse ``args`` and instantiate model, datamodule and trainer (``run=True``: also run the subcommand
-    that ``args`` starts with). With ``run=False`` a leading subcommand is accepted and ignored."""
+    that ``args`` starts with). With ``run=False`` a leading subcommand is accepted and ignored.
+    ``backbone_weights=False``: build the backbone without the config's pretrained download or backbone file
+    (the caller loads every weight itself)."""
     args = list(args)
     subcommand = args[0] if args and args[0] in SUBCOMMANDS else None
     if not run and subcommand:
@@ -500,7 +549,7 @@ def build_cli(args: list[str], run: bool = False) -> TerraMindCLI:
     # sys.argv stays the user's command: Lightning's DDP launcher starts the other ranks by running it again
     # (LightningCLI reads only ``args``).
     try:
-        return TerraMindCLI(args=args, run=run, **_cli_kwargs())
+        return TerraMindCLI(args=args, run=run, backbone_weights=backbone_weights, **_cli_kwargs())
     except Exception as err:  # jsonargparse wraps our typed errors in "Does not validate ..." unions
         cause = find_in_chain(err, TerraMindFTError)
         if cause is not None and cause is not err:

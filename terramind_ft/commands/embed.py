@@ -1,8 +1,12 @@
 """``terramind-ft embed --config X.yaml``: TerraMind embeddings of every chip of a split, one row per chip.
 
 The config is a training config (its data module and its task's backbone; ``backbone_pretrained`` and
-``backbone_ckpt_path`` say which weights). For each chip the backbone runs once (eval, no augmentation, so the
-result is deterministic); the chosen layers are pooled over the tokens and concatenated:
+``backbone_ckpt_path`` say which weights) or an embedding config (``EmbeddingTask``). ``--ckpt_path best``
+(``last``, or a fitted task's ``.ckpt``) embeds with the fine-tuned backbone of that checkpoint instead: rebuilt
+from the checkpoint's own backbone arguments, LoRA adapters merged, nothing downloaded. The file's metadata
+(``terramind_ft:weights``) and the closing line say which weights made the vectors. For each chip the backbone
+runs once (eval, no augmentation, so the result is deterministic); the chosen layers are pooled over the tokens
+and concatenated:
 
 * ``--pooling mean | max | cls`` (``cls``: the first token; TerraMind has no class token, so it is the first
   patch) -> ``<output>/embeddings.parquet``, GeoParquet 1.0: ``chip_id`` (the first modality's file stem),
@@ -34,8 +38,10 @@ from terramind_ft.inference.embeddings import (
     POOLINGS,
     EmbeddedChip,
     EmbeddingWriter,
+    backbone_weights,
     check_options,
     chip_id_of,
+    embedding_settings,
     join_parts,
     layer_vectors,
     prepare_encoder,
@@ -43,13 +49,23 @@ from terramind_ft.inference.embeddings import (
 
 
 def _prepare(config_args: list[str], split: str, layers: list[int], batch_size: int | None,
-             per_modality: bool = False) -> tuple[Any, Any, Any, Any]:
-    """The CLI object, the backbone (eval), the split's dataset (no augmentation) and the loader's arguments."""
+             per_modality: bool = False, ckpt: str | None = None) -> tuple[Any, Any, Any, Any]:
+    """The CLI object, the backbone (eval), the split's dataset (no augmentation) and the loader's arguments.
+    ``ckpt``: a fitted task checkpoint (or ``best`` / ``last`` of the config's run) whose fine-tuned backbone
+    replaces the config's."""
     from terramind_ft.cli.app import build_cli
     from terramind_ft.data.transforms import Compose
 
-    cli = build_cli(list(config_args), run=False)
+    cli = build_cli(list(config_args), run=False, backbone_weights=ckpt is None)
     task = cli.model  # a training task's backbone, or an EmbeddingTask's
+    if ckpt is not None:
+        from terramind_ft.tasks.fitted import fitted_backbone
+
+        fitted, _ = fitted_backbone(cli.checkpoint_file(ckpt))
+        if hasattr(task, "backbone"):
+            task.backbone = fitted
+        else:
+            task.model.encoder = fitted
     encoder = (task.backbone if hasattr(task, "backbone") else task.model.encoder).eval()
     datamodule = cli.datamodule
     prepare_encoder(encoder, layers, per_modality, layers_key="--layers", per_modality_key="--per-modality")
@@ -60,7 +76,7 @@ def _prepare(config_args: list[str], split: str, layers: list[int], batch_size: 
 
 
 def embed_split(config_args: list[str], split: str, layers: list[int], pooling: str = "mean",
-                batch_size: int | None = None) -> tuple[Any, list[str], list[Any], Any]:
+                batch_size: int | None = None, ckpt: str | None = None) -> tuple[Any, list[str], list[Any], Any]:
     """(vectors [N, D] float32 numpy, chip ids, targets (``label`` of classification samples, else None), the
     CLI object) of every chip of ``split``, in dataset order: the in-memory form of :func:`run_embed`."""
     import numpy as np
@@ -70,7 +86,7 @@ def embed_split(config_args: list[str], split: str, layers: list[int], pooling: 
 
     if pooling == "none":
         raise ConfigError("one vector per chip needs pooling mean, max or cls", key="--pooling")
-    cli, encoder, dataset, loader_args = _prepare(config_args, split, layers, batch_size)
+    cli, encoder, dataset, loader_args = _prepare(config_args, split, layers, batch_size, ckpt=ckpt)
     first = cli.datamodule.modalities[0]
     vectors, ids, targets = [], [], []
     with torch.no_grad():
@@ -82,14 +98,6 @@ def embed_split(config_args: list[str], split: str, layers: list[int], pooling: 
     return np.concatenate(vectors), ids, targets, cli
 
 
-def backbone_weights(encoder: Any) -> str:
-    """``random`` when a TerraMind backbone loaded no checkpoint, else where its weights came from."""
-    if not hasattr(encoder, "load_report"):
-        return "unknown"
-    report = encoder.load_report
-    return "random" if report is None else f"checkpoint {getattr(report, 'source', '') or 'pretrained'}"
-
-
 def _sample_names(dataset: Any, first: str) -> list[str]:
     """The ``filename`` of every sample, in order, without reading any: the records' files, or a torchgeo
     dataset's sample names."""
@@ -99,7 +107,8 @@ def _sample_names(dataset: Any, first: str) -> list[str]:
 
 
 def run_embed(config_args: list[str], split: str, layers: list[int], pooling: str, output: Path | None = None,
-              batch_size: int | None = None, tile: int | None = None, per_modality: bool = False) -> Path:
+              batch_size: int | None = None, tile: int | None = None, per_modality: bool = False,
+              ckpt: str | None = None) -> Path:
     import torch
     from torch.utils.data import DataLoader, Subset
     from tqdm.auto import tqdm
@@ -114,10 +123,10 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
         if pooling != "none":
             raise ConfigError("GeoParquet output needs pyarrow and pyproj: pip install 'terramind-ft[embed]'",
                               key="--pooling") from None
-    cli, encoder, dataset, loader_args = _prepare(config_args, split, layers, batch_size, per_modality)
+    cli, encoder, dataset, loader_args = _prepare(config_args, split, layers, batch_size, per_modality, ckpt)
     output = Path(output) if output is not None else Path(cli.trainer.default_root_dir) / "embeddings"
-    output.mkdir(parents=True, exist_ok=True)
-    writer = EmbeddingWriter(output, layers, pooling)
+    writer = EmbeddingWriter(output, layers, pooling, settings=embedding_settings(
+        encoder, cli.datamodule, split, per_modality, tile))
     done = writer.done()
     first = cli.datamodule.modalities[0]
     with torch.no_grad():
@@ -139,7 +148,8 @@ def run_embed(config_args: list[str], split: str, layers: list[int], pooling: st
         print(f"embed: {writer.count} new patch-embedding GeoTIFF(s), {len(writer.done())} in {output}", flush=True)
         return output
     writer.flush()
-    return join_parts(writer.parts, output / "embeddings.parquet", None if tile else len(dataset))
+    return join_parts(writer.parts, output / "embeddings.parquet", None if tile else len(dataset),
+                      backbone_weights(encoder))
 
 
 def _embed_tiles(datamodule: Any, records: list[Any], encoder: Any, writer: EmbeddingWriter, done: set[str], tile: int,
@@ -198,6 +208,9 @@ def add_embedding_arguments(parser: argparse.ArgumentParser, splits: tuple[str, 
     parser.add_argument("--pooling", default="mean", choices=poolings,
                         help="mean | max | min | cls (first token) over the tokens"
                              + (", or none (patch tokens as a GeoTIFF)" if "none" in poolings else ""))
+    parser.add_argument("--ckpt_path", "--ckpt-path", dest="ckpt_path", default=None, metavar="CKPT",
+                        help="a fitted task checkpoint (best / last of the config's run, or a .ckpt file): embed with "
+                             "its fine-tuned backbone (LoRA adapters merged) instead of the config's weights")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,5 +230,5 @@ def main(argv: list[str] | None = None) -> int:
     layers = parse_layers(args.layers)
     config_args = [a for c in args.config for a in ("--config", c)] + overrides
     run_embed(config_args, args.split, layers, args.pooling, args.output, args.batch_size, args.tile,
-              args.per_modality)
+              args.per_modality, args.ckpt_path)
     return 0

@@ -73,8 +73,8 @@ def run_episodes(vectors: np.ndarray, labels: Sequence[int], *, ways: int, shots
 
 
 def main(argv: list[str] | None = None) -> int:
-    from terramind_ft.commands.embed import POOLINGS, add_embedding_arguments, backbone_weights, embed_split, \
-        parse_layers
+    from terramind_ft.commands.embed import POOLINGS, add_embedding_arguments, embed_split, parse_layers
+    from terramind_ft.inference.embeddings import backbone_weights
     from terramind_ft.io import atomic_write_json
 
     parser = argparse.ArgumentParser(
@@ -92,7 +92,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder of metrics.json (default: <trainer.default_root_dir>/few_shot)")
     args, overrides = parser.parse_known_args(argv)
     config_args = [a for c in args.config for a in ("--config", c)] + overrides
-    vectors, ids, targets, cli = embed_split(config_args, args.split, parse_layers(args.layers), args.pooling)
+    vectors, ids, targets, cli = embed_split(config_args, args.split, parse_layers(args.layers), args.pooling,
+                                             ckpt=args.ckpt_path)
     if any(t is None for t in targets):
         raise ConfigError("few-shot needs a classification data module (one class per chip): set "
                           "data.init_args.task: classification", key="data.init_args.task")

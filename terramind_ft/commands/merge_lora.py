@@ -13,39 +13,18 @@ original checkpoint.
 from __future__ import annotations
 
 import argparse
-import copy
 from pathlib import Path
-from typing import Any
 
 from terramind_ft.errors import CheckpointError, ConfigError
 
 DROPPED_STATE = ("optimizer_states", "lr_schedulers")
 
 
-def _task_from_checkpoint(checkpoint: dict[str, Any], path: Path) -> Any:
-    from terramind_ft.cli.checkpoints import without_weight_sources
-    from terramind_ft.cli.keys import _resolve_class
-
-    saved = dict(checkpoint.get("hyper_parameters") or {})
-    class_path = saved.pop("_class_path", None)
-    task_class = _resolve_class(class_path) if class_path else None
-    if task_class is None:
-        raise CheckpointError(f"{path} does not say which task it holds (no hyper_parameters._class_path); it was not "
-                              "written by terramind-ft fit")
-    init_args = {k: copy.deepcopy(v) for k, v in saved.items() if not k.startswith("_")}
-    model_args = dict(init_args.get("model_args") or {})
-    if model_args.get("peft_config") is None:
-        raise ConfigError(f"{path} was trained without model_args.peft_config: it has no adapters to merge")
-    init_args["model_args"] = without_weight_sources(model_args)  # every weight is in the checkpoint
-    task = task_class(**init_args)
-    task.load_state_dict(checkpoint["state_dict"], strict=True)
-    return task, saved, class_path
-
-
 def merge_checkpoint(path: str | Path, output: str | Path | None = None) -> Path:
     """Write ``output`` (default ``<path stem>_merged.ckpt`` beside it): ``path`` with its adapters merged."""
     from terramind_ft.cli.checkpoints import AtomicCheckpointIO, load_checkpoint_file
     from terramind_ft.models.peft import merge_peft, trainable_parameters
+    from terramind_ft.tasks.fitted import task_from_checkpoint
 
     path = Path(path)
     if not path.is_file():
@@ -54,7 +33,9 @@ def merge_checkpoint(path: str | Path, output: str | Path | None = None) -> Path
     if target.resolve() == path.resolve():
         raise ConfigError("--output is the input checkpoint; give another file name", key="--output")
     checkpoint = load_checkpoint_file(path, weights_only=True)
-    task, saved, class_path = _task_from_checkpoint(checkpoint, path)
+    if ((checkpoint.get("hyper_parameters") or {}).get("model_args") or {}).get("peft_config") is None:
+        raise ConfigError(f"{path} was trained without model_args.peft_config: it has no adapters to merge")
+    task, saved, class_path = task_from_checkpoint(path, checkpoint)
     adapted, _ = trainable_parameters(task.model.encoder)
     task.model.encoder = merge_peft(task.model.encoder)
     merged_count = sum(p.numel() for p in task.model.encoder.parameters())

@@ -64,6 +64,14 @@ def prepare_encoder(encoder: Any, layers: list[int], per_modality: bool, *, laye
         encoder.merge_method = "dict"
 
 
+def backbone_weights(encoder: Any) -> str:
+    """``random`` when a TerraMind backbone loaded no checkpoint, else where its weights came from."""
+    if not hasattr(encoder, "load_report"):
+        return "unknown"
+    report = encoder.load_report
+    return "random" if report is None else f"checkpoint {getattr(report, 'source', '') or 'pretrained'}"
+
+
 def pool(tokens: Any, how: str) -> Any:
     """[B, N, D] -> [B, D]."""
     if how == "mean":
@@ -73,6 +81,9 @@ def pool(tokens: Any, how: str) -> Any:
     if how == "min":
         return tokens.amin(dim=1)
     return tokens[:, 0]
+
+
+WEIGHTS_KEY = b"terramind_ft:weights"  # GeoParquet schema metadata: which weights made the vectors
 
 
 def _done_chips(parts: Path) -> set[str]:
@@ -144,14 +155,54 @@ def chip_id_of(name: str) -> str:
     return Path(name).stem if Path(name).is_file() else name.strip("/").replace("/", "_")
 
 
+SETTINGS_FILE = "embedding_settings.json"
+
+
+def embedding_settings(encoder: Any, datamodule: Any, split: str, per_modality: bool,
+                       tile: int | None = None) -> dict[str, Any]:
+    """What makes the vectors besides layers and pooling: the weights, the inputs, the split, per-modality
+    columns and the tile size (``embed`` and the ``EmbeddingTask`` record the same, so either continues the other's
+    run)."""
+    return {"weights": backbone_weights(encoder), "modalities": list(getattr(datamodule, "modalities", None) or []),
+            "split": split, "per_modality": bool(per_modality), "tile": tile}
+
+
+def claim_output(output: Path, settings: dict[str, Any], key: str) -> None:
+    """Record what makes this folder's embeddings (``embedding_settings.json``), or refuse a folder that holds
+    embeddings made otherwise. A rerun skips the chips already written, so without this check a rerun with other
+    weights, pooling, layers or inputs would silently keep the old vectors (and label them with the new settings).
+    """
+    from terramind_ft.io import atomic_write_json
+
+    record = output / SETTINGS_FILE
+    settings = json.loads(json.dumps(settings))  # as JSON gives it back: lists, not tuples
+    if record.is_file():
+        saved = json.loads(record.read_text())
+        differ = {k: (saved.get(k), v) for k, v in settings.items() if saved.get(k) != v}
+        if differ:
+            said = "; ".join(f"{k}: {old!r} there, {new!r} now" for k, (old, new) in differ.items())
+            raise ConfigError(f"{output} holds embeddings made with other settings ({said}). A rerun continues only "
+                              f"the same run: give another output folder, or delete {output} to start over", key=key)
+        return
+    if any(output.glob("parts/part-*.parquet")) or any(output.glob("*_embedding.tif")):
+        raise ConfigError(f"{output} holds embeddings without a record of how they were made ({SETTINGS_FILE}); "
+                          f"give another output folder, or delete {output} to start over", key=key)
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(record, settings)
+
+
 class EmbeddingWriter:
     """Embeddings of chips -> GeoParquet parts (pooled vectors; one ``embedding_<modality>`` column per input with
     per-modality features) or patch-embedding GeoTIFFs (``none``)."""
 
-    def __init__(self, output: Path, layers: list[int], pooling: str, part_prefix: str | None = None):
+    def __init__(self, output: Path, layers: list[int], pooling: str, part_prefix: str | None = None,
+                 settings: dict[str, Any] | None = None, key: str = "--output"):
+        """``settings``: what else makes the vectors (weights, inputs, split, per-modality, tiles). A rerun into
+        the same folder continues only with the same settings and layers/pooling; see :func:`claim_output`."""
         self.output, self.layers, self.pooling = output, layers, pooling
         self.part_prefix = part_prefix or ""  # per rank under DDP: two ranks never write the same part
         self.parts = output / "parts"
+        claim_output(output, {"layers": list(layers), "pooling": pooling, **(settings or {})}, key)
         self.parts.mkdir(parents=True, exist_ok=True)
         self.rows: list[dict[str, Any]] = []
         self.dim: dict[str, int] = {}
@@ -205,7 +256,9 @@ class EmbeddingWriter:
             self.rows = []
 
 
-def join_parts(parts: Path, target: Path, expected: int | None) -> Path:
+def join_parts(parts: Path, target: Path, expected: int | None, weights: str | None = None) -> Path:
+    """The parts as one GeoParquet file, sorted by chip; ``weights`` (:func:`backbone_weights`) goes into its
+    metadata (``terramind_ft:weights``) and the closing line, so a file of random-weight vectors says so."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -215,9 +268,16 @@ def join_parts(parts: Path, target: Path, expected: int | None) -> Path:
     table = pa.concat_tables(tables).sort_by("chip_id") if tables else None
     if table is None:
         raise ConfigError("no chip to embed in this split", key="--split")
+    if weights is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), WEIGHTS_KEY: weights.encode()})
     with atomic_path(target, suffix=".parquet") as tmp:
         pq.write_table(table, tmp)
     dims = " + ".join(str(f.type.list_size) for f in table.schema if f.name.startswith("embedding"))
     counted = f"{table.num_rows} of {expected} chip(s)" if expected is not None else f"{table.num_rows} chip(s)"
-    print(f"embed: {counted}, {dims} values each -> {target}", flush=True)
+    made = ""
+    if weights == "random":
+        made = "; RANDOM WEIGHTS: not TerraMind's embeddings"
+    elif weights not in (None, "unknown"):
+        made = f"; weights: {weights}"
+    print(f"embed: {counted}, {dims} values each{made} -> {target}", flush=True)
     return target

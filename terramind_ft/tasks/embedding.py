@@ -10,6 +10,7 @@
         layers: [-1]
         pooling: mean          # mean | max | min | cls (first token) | none (patch tokens as GeoTIFFs)
         per_modality: false    # true: one embedding_<MOD> column per input instead of the merged one
+        backbone_from: null    # a fitted task checkpoint: embed with its fine-tuned backbone instead
 
 ``terramind-ft predict --config embed.yaml`` then writes what ``terramind-ft embed`` writes
 (:mod:`terramind_ft.commands.embed`): ``embeddings.parquet`` (GeoParquet, one row per chip: id, file, footprint,
@@ -18,6 +19,12 @@ CRS, fixed-size vector) or, with ``pooling: none``, ``<chip>_embedding.tif`` per
 (``.../embeddings.parquet#<chip_id>``). Chips already written there are not embedded again (a rerun continues);
 the backbone runs in eval mode under ``no_grad`` at the trainer's precision (``--trainer.precision 32-true`` for
 float32 numbers, as ``terramind-ft embed`` gives), so the numbers repeat.
+
+A fine-tuned backbone: ``backbone_from: runs/x/checkpoints/best.ckpt`` (what ``predict --config embed.yaml
+--ckpt_path best.ckpt`` sets when the checkpoint holds a segmentation, classification or regression task) embeds
+with that checkpoint's backbone, rebuilt from the checkpoint's own backbone arguments with its LoRA adapters
+merged (:func:`terramind_ft.tasks.fitted.fitted_backbone`); ``backbone`` and ``backbone_kwargs`` are then not
+used (a notice says so where they name something else).
 
 TerraTorch's ``EmbeddingGenerationTask`` arguments are accepted: ``model`` (= ``backbone``), ``model_args``
 (= ``backbone_kwargs``), ``embedding_pooling`` (``null``/``keep`` = none, ``vit_mean`` / ``vit_max`` /
@@ -42,10 +49,31 @@ TERRATORCH_POOLING = {None: "none", "keep": "none", "None": "none", "vit_mean": 
                       "vit_min": "min", "vit_cls": "cls"}
 
 
+def _fitted_backbone(path: str, name: str | None, kwargs: dict[str, Any]) -> torch.nn.Module:
+    """The fine-tuned backbone of ``path``, with a notice where the config's backbone settings say otherwise."""
+    from terramind_ft.cli.config import notice
+    from terramind_ft.tasks.fitted import fitted_backbone
+
+    encoder, model_args = fitted_backbone(path)
+    fitted = model_args.get("backbone")
+    if name and name != fitted:
+        notice(f"{KEY}.backbone: the config says {name}, {path} holds a fine-tuned {fitted}; embedding with it")
+    saved = {k[len("backbone_"):]: v for k, v in model_args.items()
+             if k.startswith("backbone_") and k != "backbone_kwargs"}
+    saved.update(model_args.get("backbone_kwargs") or {})
+    differ = {k: v for k, v in kwargs.items() if k not in ("pretrained", "ckpt_path") and saved.get(k) != v}
+    if differ:
+        notice(f"{KEY}.backbone_kwargs {differ}: not used; the backbone of {path} is rebuilt from that checkpoint's "
+               f"own arguments ({', '.join(f'{k}={saved.get(k)!r}' for k in differ)})")
+    return encoder
+
+
 class EmbeddingTask(pl.LightningModule):
     """Backbone embeddings of every predict chip (see the module docstring)."""
 
     predict_only = True  # the CLI refuses fit / validate / test before anything runs
+    # ``predict --ckpt_path`` with a fitted task's checkpoint embeds with its backbone (backbone_from)
+    embeds_fitted_checkpoints = True
 
     def __init__(
         self,
@@ -61,6 +89,7 @@ class EmbeddingTask(pl.LightningModule):
         output_format: str | None = None,
         has_cls: bool | None = None,
         embed_file_key: str = "filename",
+        backbone_from: str | None = None,
     ):
         """
         Args:
@@ -72,6 +101,7 @@ class EmbeddingTask(pl.LightningModule):
             output_dir: where the embeddings go (default <default_root_dir>/embeddings).
             model, model_args, embedding_pooling, output_format, has_cls, embed_file_key: TerraTorch's
                 EmbeddingGenerationTask names (module docstring).
+            backbone_from: a fitted task checkpoint whose fine-tuned backbone embeds instead (module docstring).
         """
         super().__init__()
         from terramind_ft.inference.embeddings import check_options, prepare_encoder
@@ -80,7 +110,7 @@ class EmbeddingTask(pl.LightningModule):
             raise ConfigError(f"backbone {backbone!r} and model {model!r} name two backbones; keep one",
                               key=f"{KEY}.backbone")
         name = backbone or model
-        if not name:
+        if not name and not backbone_from:
             raise ConfigError("name the backbone, e.g. backbone: terramind_v1_base", key=f"{KEY}.backbone")
         if backbone_kwargs is not None and model_args is not None:
             raise ConfigError("backbone_kwargs and model_args both given; keep one", key=f"{KEY}.backbone_kwargs")
@@ -108,11 +138,15 @@ class EmbeddingTask(pl.LightningModule):
         keys = {"per_modality_key": f"{KEY}.per_modality"}
         check_options(pooling, per_modality, pooling_key=f"{KEY}.pooling", **keys)
         self.save_hyperparameters()
-        self.backbone = BACKBONE_REGISTRY.build(name, _key=f"{KEY}.backbone", **kwargs)
+        if backbone_from:
+            self.backbone = _fitted_backbone(str(backbone_from), name, kwargs)
+        else:
+            self.backbone = BACKBONE_REGISTRY.build(name, _key=f"{KEY}.backbone", **kwargs)
         self.backbone.requires_grad_(False)
         self.layers = list(layers) if layers is not None else [-1]
         prepare_encoder(self.backbone, self.layers, per_modality, layers_key=f"{KEY}.layers", **keys)
         self.pooling = pooling
+        self.per_modality = bool(per_modality)
         self.output_dir = output_dir
         self._writer: Any = None
         self._done: set[str] = set()
@@ -124,12 +158,15 @@ class EmbeddingTask(pl.LightningModule):
         return Path(self.output_dir) if self.output_dir else Path(self.trainer.default_root_dir) / "embeddings"
 
     def on_predict_start(self) -> None:
-        from terramind_ft.inference.embeddings import EmbeddingWriter
+        from terramind_ft.inference.embeddings import EmbeddingWriter, embedding_settings
 
         self.backbone.eval()
         rank = self.trainer.global_rank if self.trainer.world_size > 1 else None
-        self._writer = EmbeddingWriter(self._output(), self.layers, self.pooling, part_prefix=None if rank is None else
-                               f"rank{rank}-")
+        settings = embedding_settings(self.backbone, getattr(self.trainer, "datamodule", None), "predict",
+                                      self.per_modality)
+        self._writer = EmbeddingWriter(self._output(), self.layers, self.pooling,
+                                       part_prefix=None if rank is None else f"rank{rank}-", settings=settings,
+                                       key=f"{KEY}.output_dir")
         self._done = self._writer.done()
 
     @torch.no_grad()
@@ -149,14 +186,15 @@ class EmbeddingTask(pl.LightningModule):
         return {"written": written, "filename": batch["filename"]}
 
     def on_predict_epoch_end(self) -> None:
-        from terramind_ft.inference.embeddings import join_parts
+        from terramind_ft.inference.embeddings import backbone_weights, join_parts
 
         if self.pooling == "none":
             return
         self._writer.flush()
         self.trainer.strategy.barrier()
         if self.trainer.is_global_zero:
-            join_parts(self._writer.parts, self._output() / "embeddings.parquet", None)
+            join_parts(self._writer.parts, self._output() / "embeddings.parquet", None,
+                       backbone_weights(self.backbone))
 
     def configure_optimizers(self) -> Any:  # nothing trains (the CLI refuses fit/validate/test: predict_only)
         return None

@@ -96,3 +96,11 @@ def test_check_runs_a_predict_batch(workdir, capsys):
     assert main(["check", "--config", "configs/embeddings.yaml"]) == 0
     out = capsys.readouterr().out
     assert "[predict batch] inputs S2L2A [2, 12, 224, 224], S1RTC [2, 2, 224, 224] -> 12 layers" in out
+
+
+def test_predict_into_a_folder_of_other_embeddings_is_refused(workdir, capsys):
+    assert main(["predict", "--config", "configs/embeddings.yaml"]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--config", "configs/embeddings.yaml", "--model.init_args.pooling", "max"]) != 0
+    err = capsys.readouterr().err
+    assert "model.init_args.output_dir" in err and "pooling: 'mean' there, 'max' now" in err
