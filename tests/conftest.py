@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -68,3 +69,13 @@ def _offline_and_seeded(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A copy of the repository's ``examples/`` and ``configs/`` as the working directory: the bundled configs run
+    as a user runs them from a clone, with their relative paths."""
+    shutil.copytree(REPO_ROOT / "examples", tmp_path / "examples")
+    shutil.copytree(REPO_ROOT / "configs", tmp_path / "configs")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path

@@ -5,7 +5,6 @@ embed as their merged backbone, and every file says which weights made it."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,18 +18,11 @@ from terramind_ft.errors import CheckpointError, ConfigError
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("pyproj")
 
-REPO = Path(__file__).resolve().parents[1]
 FIT_SHORT = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
              "--trainer.enable_progress_bar", "false", "--trainer.precision", "32-true"]
 WEIGHTS = b"terramind_ft:weights"
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    shutil.copytree(REPO / "examples", tmp_path / "examples")
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def _fit(config: str = "configs/quickstart.yaml", *extra: str) -> Path:

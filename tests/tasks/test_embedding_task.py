@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +16,8 @@ from terramind_ft.cli import main
 pq = pytest.importorskip("pyarrow.parquet")
 pytest.importorskip("pyproj")
 
-REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    shutil.copytree(REPO / "examples", tmp_path / "examples")
-    shutil.copytree(REPO / "configs", tmp_path / "configs")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def test_predict_writes_what_embed_writes_and_resumes(workdir, monkeypatch):
