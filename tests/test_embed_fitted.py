@@ -146,3 +146,30 @@ def test_bad_checkpoints_are_named(workdir, capsys):
         fitted_backbone("plain.ckpt")
     with pytest.raises((CheckpointError, ConfigError), match="missing.ckpt"):
         fitted_backbone("missing.ckpt")
+
+
+def test_a_checkpoint_trained_from_python_embeds_and_merges(tmp_path):
+    """trainer.fit(task) in a notebook: its checkpoint names the task class as the CLI's do."""
+    import lightning.pytorch as pl
+
+    from cli_configs import TINY_MODEL_ARGS, sen1floods11_config
+    from terramind_ft.data import GenericMultiModalDataModule
+    from terramind_ft.tasks import SemanticSegmentationTask
+    from terramind_ft.tasks.fitted import fitted_backbone
+
+    config = sen1floods11_config(tmp_path)
+    task = SemanticSegmentationTask(model_args=dict(TINY_MODEL_ARGS), lr=1e-2, plot_on_val=0, ignore_index=-1)
+    trainer = pl.Trainer(accelerator="cpu", max_steps=1, limit_val_batches=0, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         default_root_dir=tmp_path / "run")
+    trainer.fit(task, datamodule=GenericMultiModalDataModule(**config["data"]["init_args"]))
+    trainer.save_checkpoint(tmp_path / "python.ckpt")
+    saved = torch.load(tmp_path / "python.ckpt", weights_only=True)
+    assert saved["terramind_ft_task_class"] == "terramind_ft.tasks.segmentation.SemanticSegmentationTask"
+    encoder, model_args = fitted_backbone(tmp_path / "python.ckpt")
+    assert model_args["backbone"] == "terramind_v1_tiny"
+    for key, value in encoder.state_dict().items():
+        assert torch.equal(value, task.model.encoder.state_dict()[key]), key
+    # and it loads back from Python as before (the name is no hyper-parameter, so it never reaches __init__)
+    reloaded = SemanticSegmentationTask.load_from_checkpoint(tmp_path / "python.ckpt", weights_only=True)
+    assert torch.equal(reloaded.model.encoder.state_dict()[key], value)

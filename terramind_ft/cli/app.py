@@ -72,7 +72,7 @@ from terramind_ft.cli.terratorch import translate_terratorch
 from terramind_ft.errors import CheckpointError, ConfigError, TerraMindFTError, find_in_chain
 from terramind_ft.inference.writers import PredictionWriter
 from terramind_ft.io import read_yaml_mapping
-from terramind_ft.tasks.base import BaseTask
+from terramind_ft.tasks.base import BaseTask, task_class_path
 
 log = logging.getLogger("terramind_ft.cli")
 
@@ -299,8 +299,9 @@ class TerraMindCLI(LightningCLI):
         checkpoint = load_checkpoint_file(path, weights_only=True, mmap=True)
         self._ckpt_shapes = state_shapes(checkpoint)
         saved = dict(checkpoint.get("hyper_parameters") or {})
+        saved.pop("_class_path", None)
+        class_path = task_class_path(checkpoint)
         del checkpoint
-        class_path = saved.pop("_class_path", None)
         saved.pop("_instantiator", None)
         section = self._section()
         if self._embeds_fitted_checkpoint(path, class_path):

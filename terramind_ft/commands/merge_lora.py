@@ -24,6 +24,7 @@ def merge_checkpoint(path: str | Path, output: str | Path | None = None) -> Path
     """Write ``output`` (default ``<path stem>_merged.ckpt`` beside it): ``path`` with its adapters merged."""
     from terramind_ft.cli.checkpoints import AtomicCheckpointIO, load_checkpoint_file
     from terramind_ft.models.peft import merge_peft, trainable_parameters
+    from terramind_ft.tasks.base import TASK_CLASS_KEY
     from terramind_ft.tasks.fitted import task_from_checkpoint
 
     path = Path(path)
@@ -42,8 +43,10 @@ def merge_checkpoint(path: str | Path, output: str | Path | None = None) -> Path
 
     hyper_parameters = dict(saved)
     hyper_parameters["model_args"] = {k: v for k, v in saved["model_args"].items() if k != "peft_config"}
-    hyper_parameters["_class_path"] = class_path
+    if "_class_path" in (checkpoint.get("hyper_parameters") or {}):
+        hyper_parameters["_class_path"] = class_path  # the CLI's, read by its _instantiator
     merged = {k: v for k, v in checkpoint.items() if k not in DROPPED_STATE}
+    merged[TASK_CLASS_KEY] = class_path
     merged["state_dict"] = task.state_dict()
     merged["hyper_parameters"] = hyper_parameters
     AtomicCheckpointIO().save_checkpoint(merged, target)

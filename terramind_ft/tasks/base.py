@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import lightning.pytorch as pl
@@ -73,6 +74,17 @@ def _first_sample(batch: Any) -> Any:
     if isinstance(batch, list):
         return batch[:1]
     return batch
+
+
+# The checkpoint key naming the task class that wrote it (see BaseTask.on_save_checkpoint, task_class_path).
+TASK_CLASS_KEY = "terramind_ft_task_class"
+
+
+def task_class_path(checkpoint: Mapping[str, Any]) -> str | None:
+    """The dotted class of the task a checkpoint holds: the CLI's ``hyper_parameters._class_path``, else the
+    name every terramind-ft task writes (:data:`TASK_CLASS_KEY`); None for other checkpoints."""
+    saved = checkpoint.get("hyper_parameters") or {}
+    return saved.get("_class_path") or checkpoint.get(TASK_CLASS_KEY)
 
 
 class BaseTask(pl.LightningModule):
@@ -492,6 +504,12 @@ class BaseTask(pl.LightningModule):
         if rest:
             out.append({"params": rest, "name": "default"})
         return out
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The task's class, also when it was trained from Python (trainer.fit(task)), where Lightning saves no
+        # hyper_parameters._class_path: embed/few-shot --ckpt_path, merge-lora and predict --ckpt_path rebuild the
+        # same task from the file alone. A key of its own: in the hyper-parameters it would reach __init__.
+        checkpoint[TASK_CLASS_KEY] = f"{type(self).__module__}.{type(self).__qualname__}"
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

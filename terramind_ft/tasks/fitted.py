@@ -27,12 +27,15 @@ def task_from_checkpoint(path: str | Path, checkpoint: dict[str, Any] | None = N
         if not path.is_file():
             raise CheckpointError(f"{path}: no such checkpoint file")
         checkpoint = load_checkpoint_file(path, weights_only=True)
+    from terramind_ft.tasks.base import TASK_CLASS_KEY, task_class_path
+
     saved = dict(checkpoint.get("hyper_parameters") or {})
-    class_path = saved.pop("_class_path", None)
+    saved.pop("_class_path", None)
+    class_path = task_class_path(checkpoint)
     task_class = _resolve_class(class_path) if class_path else None
     if task_class is None:
-        raise CheckpointError(f"{path} does not say which task it holds (no hyper_parameters._class_path); it was not "
-                              "written by terramind-ft fit")
+        raise CheckpointError(f"{path} does not say which task it holds (no hyper_parameters._class_path or "
+                              f"{TASK_CLASS_KEY}); it was not written by a terramind-ft task")
     init_args = {k: copy.deepcopy(v) for k, v in saved.items() if not k.startswith("_")}
     if "model_args" in init_args:
         init_args["model_args"] = without_weight_sources(dict(init_args["model_args"] or {}))

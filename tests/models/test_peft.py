@@ -171,3 +171,10 @@ def test_a_lora_checkpoint_predicts_as_the_trained_model_did(tmp_path):
     with torch.no_grad():
         assert any(p.abs().max() > 0 for n, p in task.named_parameters() if "lora_B" in n)  # the adapters trained
         torch.testing.assert_close(reloaded(x), task(x))
+    # merge-lora takes a checkpoint saved from Python too (it names its task class), and Python loads the result
+    from terramind_ft.commands.merge_lora import merge_checkpoint
+
+    merged = SemanticSegmentationTask.load_from_checkpoint(merge_checkpoint(tmp_path / "lora.ckpt"),
+                                                           weights_only=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(merged(x), task(x), atol=1e-4, rtol=1e-4)
