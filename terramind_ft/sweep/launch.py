@@ -442,7 +442,7 @@ def run_sweep(spec: SweepSpec, wait: bool | None = None, retry_failed: bool = Fa
     """Validate, (re)start the study and run it to the end; returns the command's exit code."""
     if check:
         check_against_cli(spec, progress=say)
-    study = open_study(spec, create=True, parallel=True)
+    study = open_study(spec, create=True, parallel=True, accept_config_change=retry_failed)
     recovered = recover_stale_trials(spec, study)
     if recovered:
         say(f"trials {recovered} lost their worker; they are enqueued again and resume from their run folders")

@@ -43,6 +43,11 @@ HEARTBEAT_FILE = "heartbeat"
 METRIC_HISTORY_FILE = "metric_history.json"
 STUDY_ATTR_SPACE = "terramind_ft:search_space"
 STUDY_ATTR_METRIC = "terramind_ft:metric"
+STUDY_ATTR_BASE = "terramind_ft:base_config"
+# Keys of the training config that say how a trial runs, not what it computes: they may change between runs of
+# one study (more loader workers on the cluster, no progress bar in batch jobs).
+RUN_ONLY_KEYS = ("data.init_args.num_workers", "data.init_args.pin_memory", "data.init_args.persistent_workers",
+                 "trainer.enable_progress_bar", "trainer.enable_model_summary", "trainer.log_every_n_steps")
 PRIMITIVES = (type(None), bool, int, float, str)
 
 
@@ -207,9 +212,61 @@ def space_signature(spec: SweepSpec) -> str:
     return json.dumps({d.key: d.describe() for d in spec.search_space}, sort_keys=True)
 
 
+def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(node, Mapping) or not node:
+        return {prefix: node} if prefix else {}
+    out: dict[str, Any] = {}
+    for k, v in node.items():
+        out.update(_leaves(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def base_signature(spec: SweepSpec) -> str:
+    """What every trial of the study trains with besides the searched values: the base config file as written,
+    with the sweep's fixed overrides, every leaf by dotted key (searched keys and :data:`RUN_ONLY_KEYS` left out).
+    """
+    from terramind_ft.sweep.spec import load_yaml
+
+    leaves = _leaves(load_yaml(spec.base_config) or {})
+    leaves.update(_leaves({key: value for key, value in spec.overrides.items()}))
+    searched = [d.key for d in spec.search_space]
+    kept = {k: v for k, v in leaves.items() if k not in RUN_ONLY_KEYS
+            and not any(k == s or k.startswith(f"{s}.") for s in searched)}
+    return json.dumps(kept, sort_keys=True, default=str)
+
+
+def _check_base_config(spec: SweepSpec, study: optuna.Study, create: bool, accept_change: bool = False) -> None:
+    """Refuse a rerun whose training config changed: its new trials would be ranked beside the old ones in one
+    results table and one best.yaml, trained with other settings, and nothing would say so. ``accept_change``
+    (``--retry-failed``: the config was fixed for the failed trials) takes the new config with a notice."""
+    now = base_signature(spec)
+    saved = study.user_attrs.get(STUDY_ATTR_BASE)
+    if saved is None:
+        if create:
+            study.set_user_attr(STUDY_ATTR_BASE, now)
+        return
+    if saved == now:
+        return
+    before, after = json.loads(saved), json.loads(now)
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    said = "; ".join(f"{k}: {before.get(k, '(unset)')!r} then, {after.get(k, '(unset)')!r} now" for k in changed[:6])
+    said += f" and {len(changed) - 6} more" if len(changed) > 6 else ""
+    if accept_change and create:
+        log.warning("notice: the training config changed since study %r started (%s); --retry-failed: the retried "
+                    "and new trials train with the new values, the finished ones keep theirs", spec.study.name, said)
+        study.set_user_attr(STUDY_ATTR_BASE, now)
+        return
+    raise ConfigError(f"the training config changed since study {spec.study.name!r} started ({said}); its new "
+                      "trials would be ranked beside trials trained the old way. Use a new study.name, or restore "
+                      f"the old values in {spec.base_config} / overrides (after fixing what made trials fail: "
+                      "--retry-failed takes the change)", key="base_config")
+
+
 def open_study(spec: SweepSpec, create: bool = True, parallel: bool = False,
-               storage: optuna.storages.BaseStorage | None = None, worker_index: int | None = None) -> optuna.Study:
-    """Create the study or load it, refusing a study whose search space or metric changed since.
+               storage: optuna.storages.BaseStorage | None = None, worker_index: int | None = None,
+               accept_config_change: bool = False) -> optuna.Study:
+    """Create the study or load it, refusing a study whose search space, metric or training config (base config
+    and overrides; :func:`base_signature`) changed since.
 
     A worker (``worker_index`` given) seeds its sampler with ``study.seed`` + its index + the number of
     trials already in the study: reproducible for one worker from scratch, and no two workers or restarts
@@ -248,6 +305,8 @@ def open_study(spec: SweepSpec, create: bool = True, parallel: bool = False,
         if attrs.get(STUDY_ATTR_METRIC) != spec.study.metric:
             raise ConfigError(f"study {spec.study.name!r} optimises {attrs.get(STUDY_ATTR_METRIC)!r}; use a new "
                               "study.name to optimise another metric", key="study.metric")
+    if create or worker_index is not None:  # a start or a worker; --status reads any study
+        _check_base_config(spec, study, create, accept_config_change)
     if worker_index is not None and spec.study.seed is not None:
         offset = 7919 * worker_index + len(study.get_trials(deepcopy=False))
         study.sampler = build_sampler(spec, parallel, seed_offset=offset)

@@ -33,18 +33,24 @@ def _sweep(path, *extra) -> int:
 
 
 def test_stale_running_trial_resumes_from_its_last_checkpoint(toy_sweep):
-    one_epoch = load_spec(toy_sweep(study={"n_trials": 1}, overrides={"trainer.max_epochs": 1}))
-    assert _sweep(one_epoch.path) == 0
-    done = study_trials(one_epoch)[0]
+    # A checkpoint after the first of two epochs, from a study of its own (same seed, so its trial 0 drew the
+    # values the main study's trial 0 draws): the main study's training config stays the same throughout.
+    source = load_spec(toy_sweep("source.yaml", study={"n_trials": 1, "name": "source"}, output_dir="source",
+                                 overrides={"trainer.max_epochs": 1}))
+    assert _sweep(source.path) == 0
+    one_run = load_spec(toy_sweep(study={"n_trials": 1}, overrides={"trainer.max_epochs": 2}))
+    assert _sweep(one_run.path) == 0
+    done = study_trials(one_run)[0]
+    assert done.params == study_trials(source)[0].params
 
     # A worker died while running trial 1: RUNNING in the storage, a run folder holding the checkpoint of
     # its first epoch, and a heartbeat that stopped long ago.
-    study = open_study(one_epoch, create=False)
+    study = open_study(one_run, create=False)
     study.enqueue_trial(dict(done.params))
     dead = study.ask()
-    trial_values(one_epoch, dead)  # a worker suggests the values first thing
-    run_dir = one_epoch.trials_dir / "trial_0001"
-    shutil.copytree(one_epoch.trials_dir / "trial_0000" / "checkpoints", run_dir / "checkpoints")
+    trial_values(one_run, dead)  # a worker suggests the values first thing
+    run_dir = one_run.trials_dir / "trial_0001"
+    shutil.copytree(source.trials_dir / "trial_0000" / "checkpoints", run_dir / "checkpoints")
     dead.set_user_attr("run_dir", str(run_dir))
     (run_dir / HEARTBEAT_FILE).write_text(json.dumps({"stopped": False}))
     old = time.time() - 3600
@@ -175,7 +181,10 @@ def test_status_and_retry_failed(toy_sweep, capsys):
     # The failure was in the config, not the code: fix it and re-run only the failed trial.
     fixed = load_spec(toy_sweep(study={"sampler": "grid", "n_trials": 2}, search_space={"model.hidden": [4, 16]},
                                 overrides={"model.fail_if_hidden": 99, "trainer.max_epochs": 1}))
-    assert _sweep(fixed.path, "--retry-failed") == 0
+    assert _sweep(fixed.path) != 0  # a changed config under a study is refused ...
+    assert "model.fail_if_hidden: 16 then, 99 now" in capsys.readouterr().err
+    assert _sweep(fixed.path, "--retry-failed") == 0  # ... unless it is the fix of failed trials
+    assert "--retry-failed: the retried and new trials train with the new values" in capsys.readouterr().err
     trials = study_trials(fixed)
     assert len(trials) == 3 and trials[2].state == TrialState.COMPLETE
     assert trials[2].params == {"model.hidden": 16} and trials[2].user_attrs["retry_of"] in (0, 1)

@@ -99,6 +99,31 @@ def test_rerun_continues_without_repeating_finishedstudy_trials(toy_sweep):
     assert len(study_trials(second)) == 3
 
 
+def test_a_rerun_with_another_training_config_is_refused(toy_sweep, tmp_path, capsys):
+    """Editing base.yaml (or the overrides) between runs of one study would rank trials trained two ways in one
+    table; run-only keys and the searched keys may change."""
+    first = load_spec(toy_sweep(study={"n_trials": 1}, overrides={"trainer.max_epochs": 1}))
+    assert _sweep(first.path) == 0
+    base = tmp_path / "base.yaml"
+    original = base.read_text()
+    base.write_text(original.replace("batch_size: 16", "batch_size: 32"))
+    bigger = load_spec(toy_sweep(study={"n_trials": 2}, overrides={"trainer.max_epochs": 1}))
+    capsys.readouterr()
+    assert _sweep(bigger.path) != 0
+    err = capsys.readouterr().err
+    assert "training config changed since study 'toy' started" in err and "data.batch_size: 16 then, 32 now" in err
+    assert len(study_trials(bigger)) == 1  # nothing ran
+    # an override counts too
+    base.write_text(original)
+    assert _sweep(load_spec(toy_sweep(study={"n_trials": 2}, overrides={"trainer.max_epochs": 2})).path) != 0
+    assert "trainer.max_epochs: 1 then, 2 now" in capsys.readouterr().err
+    # the old config back, plus a run-only key and a searched key written in the file: the study continues
+    base.write_text(original.replace("trainer:\n", "trainer:\n  enable_progress_bar: false\n")
+                    .replace("hidden: 8", "hidden: 4"))
+    assert _sweep(load_spec(toy_sweep(study={"n_trials": 2}, overrides={"trainer.max_epochs": 1})).path) == 0
+    assert len(study_trials(bigger)) == 2
+
+
 def test_median_pruner_stops_a_bad_trial(toy_sweep):
     spec = load_spec(toy_sweep(study={"n_trials": 2, "pruner": {"type": "median", "n_startup_trials": 1,
                                                                  "n_warmup_steps": 0}},
