@@ -77,3 +77,9 @@ def test_few_shot_command_writes_metrics(tmp_path):
     assert main(args) == 0  # deterministic: the same episodes on the same embeddings
     again = json.loads((tmp_path / "run" / "few_shot" / "metrics.json").read_text())["few_shot"]
     assert again["accuracy"] == doc["accuracy"]
+    # after fit, --ckpt_path best scores the fine-tuned backbone, and metrics.json says so
+    assert main(["fit", "--config", str(cfg)]) == 0
+    assert main([*args, "--ckpt_path", "best"]) == 0
+    fitted = json.loads((tmp_path / "run" / "few_shot" / "metrics.json").read_text())["few_shot"]
+    assert doc["weights"] == "random"
+    assert "fine-tuned ClassificationTask" in fitted["weights"] and "best.ckpt" in fitted["weights"]
