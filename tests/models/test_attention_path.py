@@ -99,3 +99,25 @@ def test_class_ids_equal_argmax_with_ties():
     logits[:, 2] = logits[:, 4] = logits.max(dim=1).values + 1  # a tie: the first index wins in both
     assert torch.equal(class_ids(logits, dim=1), logits.argmax(dim=1))
     assert (class_ids(logits, dim=1) == 2).all()
+
+
+def test_the_swiglu_gate_gives_autograds_values_and_gradients_and_keeps_less():
+    from terramind_ft.models.terramind.layers import GatedMlp
+
+    torch.manual_seed(0)
+    mlp = GatedMlp(32, 64)
+    x = torch.randn(2, 10, 32, requires_grad=True)
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            out, fast_saved = _saved_bytes(mlp, x)
+            fast_grads = torch.autograd.grad(out.float().sum(), [x, *mlp.parameters()])
+
+            def plain(t):
+                return mlp.fc2(mlp.act(mlp.fc1(t)) * mlp.fc3(t))
+
+            reference, plain_saved = _saved_bytes(plain, x)
+            plain_grads = torch.autograd.grad(reference.float().sum(), [x, *mlp.parameters()])
+        assert torch.equal(out, reference)
+        assert all(torch.equal(a, b) for a, b in zip(fast_grads, plain_grads, strict=True))
+        hidden = 2 * 10 * 64 * (2 if autocast else 4)  # one [tokens, hidden] tensor in the compute dtype
+        assert fast_saved <= plain_saved - hidden
