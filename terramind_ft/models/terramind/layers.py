@@ -185,6 +185,8 @@ class GatedMlp(nn.Module):
         self.act = nn.SiLU()
 
     def forward(self, x: Tensor) -> Tensor:
+        # fc1 and fc3 each keep their own bf16 copy of x under autocast; one shared copy would sum their input
+        # gradients in bf16 instead of float32, so it is not done
         gate, value = self.fc1(x), self.fc3(x)
         if type(self.act) is nn.SiLU and torch.is_grad_enabled():
             return self.fc2(_SiluGate.apply(gate, value))
