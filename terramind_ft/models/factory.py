@@ -198,12 +198,23 @@ def _check_prefixed(builder: Any, kwargs: dict[str, Any], prefix: str, what: str
                               f"{', '.join(f'{prefix}_{n}' for n in sorted(names))}", key=f"{key}.{prefix}_{k}")
 
 
+def _backbone_kwargs(plain: dict[str, Any], prefixed: dict[str, Any]) -> dict[str, Any]:
+    """``backbone_kwargs`` with the ``backbone_<arg>`` entries over it (they win)."""
+    return {**dict(plain.get("backbone_kwargs") or {}), **prefixed}
+
+
+def backbone_arguments(model_args: dict[str, Any], key: str = "model_args") -> dict[str, Any]:
+    """The arguments ``model_args`` gives its backbone (the temporal wrapper's keys included)."""
+    plain, prefixed, _, _ = _split_args(dict(model_args), key)
+    return _backbone_kwargs(plain, prefixed)
+
+
 def build_model(task: str, model_args: dict[str, Any], key: str = "model_args") -> EncoderDecoderModel:
     """Build the encoder–decoder model of ``task`` (segmentation, classification, regression)."""
     if task not in TASKS:
         raise ConfigError(f"unknown task {task!r}; one of {TASKS}", key=key)
     plain, backbone_kw, decoder_kw, head_kw = _split_args(dict(model_args), key)
-    backbone_kw = {**dict(plain.get("backbone_kwargs") or {}), **backbone_kw}
+    backbone_kw = _backbone_kwargs(plain, backbone_kw)
 
     temporal = {k: backbone_kw.pop(k) for k in TEMPORAL_KEYS if k in backbone_kw}
     backbone = plain.get("backbone")

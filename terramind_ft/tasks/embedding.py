@@ -52,15 +52,14 @@ TERRATORCH_POOLING = {None: "none", "keep": "none", "None": "none", "vit_mean": 
 def _fitted_backbone(path: str, name: str | None, kwargs: dict[str, Any]) -> torch.nn.Module:
     """The fine-tuned backbone of ``path``, with a notice where the config's backbone settings say otherwise."""
     from terramind_ft.cli.config import notice
+    from terramind_ft.models.factory import backbone_arguments
     from terramind_ft.tasks.fitted import fitted_backbone
 
     encoder, model_args = fitted_backbone(path)
     fitted = model_args.get("backbone")
     if name and name != fitted:
         notice(f"{KEY}.backbone: the config says {name}, {path} holds a fine-tuned {fitted}; embedding with it")
-    saved = {k[len("backbone_"):]: v for k, v in model_args.items()
-             if k.startswith("backbone_") and k != "backbone_kwargs"}
-    saved.update(model_args.get("backbone_kwargs") or {})
+    saved = backbone_arguments(model_args)
     differ = {k: v for k, v in kwargs.items() if k not in ("pretrained", "ckpt_path") and saved.get(k) != v}
     if differ:
         notice(f"{KEY}.backbone_kwargs {differ}: not used; the backbone of {path} is rebuilt from that checkpoint's "

@@ -17,16 +17,11 @@ from torch import nn
 from terramind_ft.errors import CheckpointError, ConfigError
 
 
-def task_from_checkpoint(path: str | Path, checkpoint: dict[str, Any] | None = None) -> tuple[Any, dict, str]:
-    """(the task with the checkpoint's weights, its saved hyper-parameters, its class path)."""
-    from terramind_ft.cli.checkpoints import load_checkpoint_file, without_weight_sources
+def task_from_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> tuple[Any, dict, str]:
+    """(the task with the weights of ``checkpoint``, read from ``path``; its saved hyper-parameters; its class
+    path)."""
+    from terramind_ft.cli.checkpoints import without_weight_sources
     from terramind_ft.cli.keys import _resolve_class
-
-    path = Path(path)
-    if checkpoint is None:
-        if not path.is_file():
-            raise CheckpointError(f"{path}: no such checkpoint file")
-        checkpoint = load_checkpoint_file(path, weights_only=True)
     from terramind_ft.tasks.base import TASK_CLASS_KEY, task_class_path
 
     saved = dict(checkpoint.get("hyper_parameters") or {})
