@@ -340,8 +340,7 @@ class TerraMindCLI(LightningCLI):
             for key in ("backbone_kwargs", "model_args") if embeds else ("model_args",):
                 value = args.get(key)
                 if isinstance(value, dict):
-                    value.update(without_weight_sources({"backbone_kwargs": value})["backbone_kwargs"] if embeds
-                                 else without_weight_sources(value))
+                    value.update(without_weight_sources(value, prefix="" if embeds else "backbone_"))
 
     def _embeds_fitted_checkpoint(self, path: str, class_path: str | None) -> bool:
         """An embedding config (``EmbeddingTask``) with a fitted task's checkpoint: the user wants embeddings of

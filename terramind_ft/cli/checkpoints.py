@@ -257,18 +257,17 @@ def _differences(key: str, user: Any, saved: Any) -> list[tuple[str, Any, Any]]:
     return [] if to_plain(user) == to_plain(saved) else [(key, user, saved)]
 
 
-def without_weight_sources(model_args: Mapping[str, Any]) -> dict[str, Any]:
+def without_weight_sources(model_args: Mapping[str, Any], prefix: str = "backbone_") -> dict[str, Any]:
     """``model_args`` for a model whose every weight comes from a checkpoint: no pretrained download and no
-    backbone file read (which may not exist on the machine the checkpoint was copied to)."""
+    backbone file read (which may not exist on the machine the checkpoint was copied to). ``prefix=""``: a
+    backbone's own arguments (``pretrained``, ``ckpt_path``; an EmbeddingTask's ``backbone_kwargs``)."""
     out = dict(model_args)
-    if out.get("backbone_pretrained"):
-        out["backbone_pretrained"] = False
-    if out.get("backbone_ckpt_path") is not None:
-        out["backbone_ckpt_path"] = None
-    if isinstance(out.get("backbone_kwargs"), Mapping):
-        kwargs = dict(out["backbone_kwargs"])
-        kwargs.update({k: (False if k == "pretrained" else None) for k in ("pretrained", "ckpt_path") if kwargs.get(k)})
-        out["backbone_kwargs"] = kwargs
+    if out.get(f"{prefix}pretrained"):
+        out[f"{prefix}pretrained"] = False
+    if out.get(f"{prefix}ckpt_path") is not None:
+        out[f"{prefix}ckpt_path"] = None
+    if prefix and isinstance(out.get("backbone_kwargs"), Mapping):
+        out["backbone_kwargs"] = without_weight_sources(out["backbone_kwargs"], prefix="")
     return out
 
 
