@@ -212,6 +212,11 @@ def space_signature(spec: SweepSpec) -> str:
     return json.dumps({d.key: d.describe() for d in spec.search_space}, sort_keys=True)
 
 
+def _changed_keys(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """The keys of two recorded signatures whose values differ (or that only one has), sorted."""
+    return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+
+
 def _leaves(node: Any, prefix: str = "") -> dict[str, Any]:
     if not isinstance(node, Mapping) or not node:
         return {prefix: node} if prefix else {}
@@ -228,7 +233,7 @@ def base_signature(spec: SweepSpec) -> str:
     from terramind_ft.sweep.spec import load_yaml
 
     leaves = _leaves(load_yaml(spec.base_config) or {})
-    leaves.update(_leaves({key: value for key, value in spec.overrides.items()}))
+    leaves.update(_leaves(spec.overrides))
     searched = [d.key for d in spec.search_space]
     kept = {k: v for k, v in leaves.items() if k not in RUN_ONLY_KEYS
             and not any(k == s or k.startswith(f"{s}.") for s in searched)}
@@ -248,7 +253,7 @@ def _check_base_config(spec: SweepSpec, study: optuna.Study, create: bool, accep
     if saved == now:
         return
     before, after = json.loads(saved), json.loads(now)
-    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    changed = _changed_keys(before, after)
     said = "; ".join(f"{k}: {before.get(k, '(unset)')!r} then, {after.get(k, '(unset)')!r} now" for k in changed[:6])
     said += f" and {len(changed) - 6} more" if len(changed) > 6 else ""
     if accept_change and create:
@@ -297,8 +302,7 @@ def open_study(spec: SweepSpec, create: bool = True, parallel: bool = False,
             study.set_user_attr(STUDY_ATTR_METRIC, spec.study.metric)
     else:
         if attrs[STUDY_ATTR_SPACE] != signature:
-            before, now = json.loads(attrs[STUDY_ATTR_SPACE]), json.loads(signature)
-            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            changed = _changed_keys(json.loads(attrs[STUDY_ATTR_SPACE]), json.loads(signature))
             raise ConfigError(f"the search space changed since study {spec.study.name!r} started (keys: "
                               f"{', '.join(changed)}); trials of both spaces cannot share one study. Use a new "
                               "study.name, or restore the old space", key="search_space")
