@@ -69,12 +69,17 @@ NDVI_RANGE = (-0.2, 0.9)
 # ------------------------------------------------------------------------------------------------- arguments
 
 
+def command_parser(prog: str, description: str, doc: str) -> argparse.ArgumentParser:
+    """The parser of a scene command (generate, geolocate): no abbreviated options, and the second and third
+    paragraphs of its module docstring ``doc`` as the epilog."""
+    return argparse.ArgumentParser(prog=prog, allow_abbrev=False, description=description,
+                                   epilog="\n\n".join(doc.split("\n\n")[1:3]),
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="terramind-ft generate", allow_abbrev=False,
-                                description="Generate modalities from GeoTIFFs; write georeferenced GeoTIFFs and "
-                                            "PNG previews.",
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("terramind-ft generate", "Generate modalities from GeoTIFFs; write georeferenced GeoTIFFs "
+                       "and PNG previews.", __doc__)
     add_scene_arguments(p, required=False)
     p.add_argument("--coords", nargs="+", action="extend", metavar="LON,LAT",
                    help="generate from locations instead of --inputs: a --size px scene centred on each, in its UTM "

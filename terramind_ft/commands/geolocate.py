@@ -44,13 +44,10 @@ MAX_NODATA_SHARE = 0.5  # chips with more nodata than this are not geolocated
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from terramind_ft.commands.generate import add_scene_arguments, add_weight_arguments
+    from terramind_ft.commands.generate import add_scene_arguments, add_weight_arguments, command_parser
 
-    p = argparse.ArgumentParser(prog="terramind-ft geolocate", allow_abbrev=False,
-                                description="TerraMind's distribution over locations for GeoTIFF scenes: a "
-                                            "probability map (EPSG:4326, 0.25 degree) and the top-k locations.",
-                                epilog="\n\n".join(__doc__.split("\n\n")[1:3]),
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = command_parser("terramind-ft geolocate", "TerraMind's distribution over locations for GeoTIFF scenes: a "
+                       "probability map (EPSG:4326, 0.25 degree) and the top-k locations.", __doc__)
     add_scene_arguments(p)
     add_weight_arguments(p, DEFAULT_MODEL)
     p.add_argument("--coords-tokenizer", metavar="FILE",
