@@ -205,6 +205,15 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def scene_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Path]], list[str], Path, torch.device]:
+    """What a scene command (generate, geolocate) starts from: the scenes of ``--inputs``, their modalities,
+    the output folder (created) and the device."""
+    scenes = discover_scenes(args.inputs, args.modalities)
+    out_dir = Path(args.output_dir).expanduser()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return scenes, list(next(iter(scenes.values()))), out_dir, _device(args.device)
+
+
 def _count_or_fraction(text: str) -> int | float:
     """``5`` -> 5 tokens, ``0.01`` -> 1 % of the vocabulary (the reference's float top_k)."""
     value = float(text)
@@ -610,11 +619,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise ConfigError("give either --inputs (GeoTIFF scenes) or --coords (locations)", key="--inputs")
         if args.coords:
             return _main_locations(args)
-        scenes = discover_scenes(args.inputs, args.modalities)
-        input_modalities = list(next(iter(scenes.values())))
-        out_dir = Path(args.output_dir).expanduser()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        device = _device(args.device)
+        scenes, input_modalities, out_dir, device = scene_inputs(args)
         model = build_model(args, input_modalities).to(device)
         print(f"generating {', '.join(args.outputs)} from {', '.join(input_modalities)} for {len(scenes)} scene(s) "
               f"with {args.model} on {device}", flush=True)

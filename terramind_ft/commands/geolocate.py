@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from tqdm.auto import tqdm
 
     from terramind_ft.cli.signals import stop_at_once
-    from terramind_ft.commands.generate import _device, discover_scenes
+    from terramind_ft.commands.generate import scene_inputs
     from terramind_ft.inference.geotiff import WEIGHTS_TAG
     from terramind_ft.io import atomic_write_json, atomic_write_text
     from terramind_ft.models.terramind.geolocation import great_circle_km
@@ -174,11 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with stop_at_once():
         if args.top_k < 1 or args.crop < 16:
             raise ConfigError("need --top-k >= 1 and --crop >= 16", key="--top-k" if args.top_k < 1 else "--crop")
-        scenes = discover_scenes(args.inputs, args.modalities)
-        input_modalities = list(next(iter(scenes.values())))
-        out_dir = Path(args.output_dir).expanduser()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        device = _device(args.device)
+        scenes, input_modalities, out_dir, device = scene_inputs(args)
         model = build_model(args, input_modalities).to(device)
         random_weights = args.weights_provenance.startswith("random")
         print(f"geolocating {len(scenes)} scene(s) from {', '.join(input_modalities)} with {args.model} on {device}",
