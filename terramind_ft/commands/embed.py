@@ -48,6 +48,11 @@ from terramind_ft.inference.embeddings import (
 )
 
 
+def backbone_of(task: Any) -> Any:
+    """The backbone of a training task (``model.encoder``) or of an EmbeddingTask (``backbone``)."""
+    return task.backbone if hasattr(task, "backbone") else task.model.encoder
+
+
 def _prepare(config_args: list[str], split: str, layers: list[int], batch_size: int | None,
              per_modality: bool = False, ckpt: str | None = None) -> tuple[Any, Any, Any, Any]:
     """The CLI object, the backbone (eval), the split's dataset (no augmentation) and the loader's arguments.
@@ -57,16 +62,15 @@ def _prepare(config_args: list[str], split: str, layers: list[int], batch_size: 
     from terramind_ft.data.transforms import Compose
 
     cli = build_cli(list(config_args), run=False, backbone_weights=ckpt is None)
-    task = cli.model  # a training task's backbone, or an EmbeddingTask's
     if ckpt is not None:
         from terramind_ft.tasks.fitted import fitted_backbone
 
         fitted, _ = fitted_backbone(cli.checkpoint_file(ckpt))
-        if hasattr(task, "backbone"):
-            task.backbone = fitted
+        if hasattr(cli.model, "backbone"):
+            cli.model.backbone = fitted
         else:
-            task.model.encoder = fitted
-    encoder = (task.backbone if hasattr(task, "backbone") else task.model.encoder).eval()
+            cli.model.model.encoder = fitted
+    encoder = backbone_of(cli.model).eval()
     datamodule = cli.datamodule
     prepare_encoder(encoder, layers, per_modality, layers_key="--layers", per_modality_key="--per-modality")
     dataset = datamodule.make_dataset(split, transform=Compose([]))

@@ -73,7 +73,8 @@ def run_episodes(vectors: np.ndarray, labels: Sequence[int], *, ways: int, shots
 
 
 def main(argv: list[str] | None = None) -> int:
-    from terramind_ft.commands.embed import POOLINGS, add_embedding_arguments, embed_split, parse_layers
+    from terramind_ft.commands.embed import POOLINGS, add_embedding_arguments, backbone_of, embed_split, \
+        parse_layers
     from terramind_ft.inference.embeddings import backbone_weights
     from terramind_ft.io import atomic_write_json
 
@@ -106,8 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                         "layers": parse_layers(args.layers), "pooling": args.pooling,
                         "accuracy": result.accuracy, "ci95": result.ci95, "per_class": result.per_class,
                         "chance": 1.0 / args.ways}}
-    task = cli.model
-    weights = backbone_weights(task.backbone if hasattr(task, "backbone") else task.model.encoder)
+    weights = backbone_weights(backbone_of(cli.model))
     doc["few_shot"]["weights"] = weights
     path = atomic_write_json(Path(output) / "metrics.json", doc, indent=1)
     marker = "; RANDOM WEIGHTS: not TerraMind's embeddings" if weights == "random" else ""
