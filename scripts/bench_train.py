@@ -60,6 +60,20 @@ def run_tool(tool: list[str], config: Path, data, args: argparse.Namespace, prec
     return json.loads(out.read_text())
 
 
+# torchmetrics, which Lightning imports at start-up, imports each of these it finds installed (~0.5-1 s each here).
+# The default install has none but torchvision; the [dev] and [peft] extras bring transformers and scipy.
+STARTUP_OPTIONAL_IMPORTS = ("transformers", "scipy", "torchvision")
+
+
+def startup_note() -> str:
+    """Which environment terramind-ft ran in, and what in it lengthens the launch, for reading that column."""
+    from importlib.util import find_spec
+
+    found = [name for name in STARTUP_OPTIONAL_IMPORTS if find_spec(name) is not None]
+    return (f"terramind-ft ran in {sys.prefix}; packages torchmetrics imports at start-up found there: "
+            f"{', '.join(found) or 'none'}")
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="a config both tools read (TerraTorch's "
@@ -112,6 +126,7 @@ def main() -> int:
         rows.append((precision, best))
     print(f"\n{args.config.name}: {args.size} px, batch {args.batch_size}, {args.num_workers} workers, "
           f"{args.steps} timed steps after {args.warmup}, random weights, {os.cpu_count()} CPUs")
+    print(startup_note())
     print("| precision | tool | matmul fp32 | s/step | samples/s | launch to 1st step | peak RSS | speed ratio |")
     print("|---|---|---|---|---|---|---|---|")
     for precision, best in rows:
