@@ -60,6 +60,7 @@ from terramind_ft.cli.keys import (
     check_config_keys,
     check_optional_packages,
     check_override_keys,
+    given_init_keys,
 )
 from terramind_ft.cli.help import CKPT_PATH_HELP
 from terramind_ft.cli.custom_modules import custom_modules_from, import_custom_modules
@@ -91,6 +92,9 @@ UNACTIONABLE_WARNINGS = (
     r".*It is recommended to use `self.log\('(val|test)/.*sync_dist=True\)` when logging on epoch level.*",
     # we pass the parsed args and keep sys.argv the user's command on purpose (DDP's launcher re-runs it)
     r".*LightningCLI's args parameter is intended to run from within Python.*",
+    # fit refuses a folder with checkpoints unless it resumes (--ckpt_path last) or --overwrite clears it first:
+    # the one way this is said is a resume into its own folder, which is what was asked
+    r".*Checkpoint directory .*[/\\]checkpoints exists and is not empty.*",
 )
 UNACTIONABLE_INFO = ("💡 Tip:",)  # Lightning's advertisements for its cloud products
 
@@ -219,6 +223,7 @@ class TerraMindCLI(LightningCLI):
         # backbone_weights=False: the caller brings every backbone weight itself (embed --ckpt_path), so the
         # config's pretrained download or backbone file is neither fetched nor read
         self._backbone_weights = backbone_weights
+        self._given_model_keys = given_init_keys(list(kwargs.get("args") or []))
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -315,7 +320,8 @@ class TerraMindCLI(LightningCLI):
                 notice(f"model.class_path: the config says {model_cfg.class_path}, the checkpoint holds a "
                        f"{class_path}; using the checkpoint's")
                 current = {k: v for k, v in current.items() if k in getattr(task_class, "run_settings", ())}
-            init_args, notices = restore_plan(task_class, saved, current)
+            init_args, notices = restore_plan(task_class, saved, current, given=self._given_model_keys,
+                                              subcommand=self.config.subcommand)
             for line in notices:
                 notice(line)
             update = {self.config.subcommand: {"model": {"class_path": class_path, "init_args": init_args}}}

@@ -25,7 +25,7 @@ import pickle
 import signal
 import threading
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,8 @@ CHECKPOINT_DIR = "checkpoints"
 BEST, LAST = "best", "last"
 # Keys whose value never needs a notice when config and checkpoint differ: the checkpoint holds every weight.
 WEIGHT_SOURCE_KEYS = {"backbone_pretrained", "pretrained", "backbone_ckpt_path", "ckpt_path"}
+# Init arguments that say what the weights are: the network, its classes and heads.
+STRUCTURE_KEYS = {"model_args", "model_factory", "model", "class_names", "aux_heads", "num_classes"}
 
 
 # ------------------------------------------------------------------------------------------------ files
@@ -115,10 +117,48 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 # -------------------------------------------------------------------------------------------- callbacks
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """``<dirpath>/best.ckpt``: the best epoch by ``monitor``, overwritten in place; a run folder that moved
+    (copied off a cluster's scratch disk, renamed) resumes with its best score.
+
+    Lightning's ``ModelCheckpoint`` forgets the best score when the folder's path differs from the one saved in
+    the checkpoint, and the next validation then replaces ``best.ckpt`` whatever its score. Here the saved state
+    follows the folder when its ``best.ckpt`` came along; without that file, this folder's best starts afresh.
+    """
+
+    @property
+    def state_key(self) -> str:
+        # Lightning's key for a ModelCheckpoint with these settings: checkpoints written before this class existed
+        # (and by plain ModelCheckpoint) restore into it
+        return super().state_key.replace(type(self).__qualname__, ModelCheckpoint.__qualname__, 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved_dir = state_dict.get("dirpath")
+        if not saved_dir or not self.dirpath or Path(saved_dir) == Path(self.dirpath):
+            super().load_state_dict(state_dict)
+            return
+        here = str(Path(self.dirpath) / f"{self.filename}{self.FILE_EXTENSION}")
+        if not Path(here).is_file():
+            log.info("notice: resuming in %s, a folder without the run's %s: this folder's best checkpoint starts "
+                     "with its first validation", self.dirpath, Path(here).name)
+            return
+        scores = list((state_dict.get("best_k_models") or {}).values())
+        super().load_state_dict({
+            **state_dict, "dirpath": self.dirpath, "best_model_path": here, "last_model_path": "",
+            "kth_best_model_path": here if state_dict.get("kth_best_model_path") else "",
+            "best_k_models": {here: scores[0]} if scores else {}})
+        log.info("notice: the run folder moved from %s; resuming with its best %s %s (%s)", Path(saved_dir).parent,
+                 self.monitor, _score_text(self.best_model_score), here)
+
+
+def _score_text(score: Any) -> str:
+    return f"{float(score):.4g}" if score is not None else "none yet"
+
+
 def best_checkpoint(dirpath: str | os.PathLike, monitor: str, mode: str) -> ModelCheckpoint:
     """``<dirpath>/best.ckpt``: the best epoch by ``monitor``, overwritten in place."""
-    return ModelCheckpoint(dirpath=str(dirpath), filename=BEST, monitor=monitor, mode=mode, save_top_k=1,
-                           save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
+    return BestCheckpoint(dirpath=str(dirpath), filename=BEST, monitor=monitor, mode=mode, save_top_k=1,
+                          save_last=False, auto_insert_metric_name=False, enable_version_counter=False)
 
 
 class LastCheckpoint(Checkpoint):
@@ -271,14 +311,22 @@ def without_weight_sources(model_args: Mapping[str, Any], prefix: str = "backbon
     return out
 
 
-def restore_plan(task_class: type, saved: Mapping[str, Any], current: Mapping[str, Any]
-                 ) -> tuple[dict[str, Any], list[str]]:
+# Init arguments that only shape how training steps run. A checkpoint resumed by ``fit`` brings them back with its
+# optimiser state and learning-rate schedule; validate, test and predict never use them.
+TRAINING_ONLY_KEYS = {"lr", "optimizer", "optimizer_hparams", "scheduler", "scheduler_hparams", "lr_overrides",
+                      "freeze_backbone", "freeze_decoder", "freeze_head"}
+
+
+def restore_plan(task_class: type, saved: Mapping[str, Any], current: Mapping[str, Any],
+                 given: Collection[str] = (), subcommand: str | None = None) -> tuple[dict[str, Any], list[str]]:
     """The task's init arguments for a run from a checkpoint, and a notice per key where the user's config
-    disagrees with the checkpoint on the model's structure.
+    disagrees with the checkpoint.
 
     ``saved``: the checkpoint's hyper-parameters; ``current``: the init arguments the config and the command line
-    give now (defaults included). The task's ``run_settings`` (tiling, outputs, previews) come from ``current``:
-    what the user typed wins. Every other argument describes the weights and comes from the checkpoint.
+    give now (defaults included); ``given``: the keys the user wrote (config files, command line), so that a value
+    typed out, even the default one, is never dropped without a word. The task's ``run_settings`` (tiling,
+    outputs, previews) come from ``current``: what the user typed wins. Every other argument comes from the
+    checkpoint: it describes the weights, or (``fit``) the saved run that resumes as it was.
     """
     settings = set(getattr(task_class, "run_settings", ()))
     defaults = _defaults(task_class)
@@ -290,11 +338,20 @@ def restore_plan(task_class: type, saved: Mapping[str, Any], current: Mapping[st
             continue
         if key not in saved or key in WEIGHT_SOURCE_KEYS:
             continue
-        if key in defaults and to_plain(value) == to_plain(defaults[key]):
+        if key in TRAINING_ONLY_KEYS and subcommand not in (None, "fit"):
+            continue  # no effect on validate / test / predict
+        if key not in given and key in defaults and to_plain(value) == to_plain(defaults[key]):
             continue  # the config leaves it at its default: the checkpoint's value is no surprise
         for dotted, user, ckpt in _differences(f"model.init_args.{key}", value, saved[key]):
+            if subcommand == "fit" and key not in STRUCTURE_KEYS:
+                state = (", its optimiser state and learning-rate schedule included" if key in TRAINING_ONLY_KEYS
+                         else "")
+                why = (f"a resumed run continues as it was saved{state}; to train with {user!r}, start a new run in "
+                       "another trainer.default_root_dir")
+            else:
+                why = "it describes the weights" if key in STRUCTURE_KEYS else "it is how the weights were trained"
             notices.append(f"{dotted}: the config says {user!r}, the checkpoint was trained with {ckpt!r}; using the "
-                           "checkpoint's (it describes the weights)")
+                           f"checkpoint's ({why})")
     return merged, notices
 
 

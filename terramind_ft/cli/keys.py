@@ -13,9 +13,10 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 
 import terramind_ft.tasks
-from terramind_ft.cli.config import importable, walk
+from terramind_ft.cli.config import config_paths, importable, walk
 from terramind_ft.errors import ConfigError, did_you_mean
 from terramind_ft.inference.writers import PredictionWriter
+from terramind_ft.io import read_yaml_mapping
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 TOP_LEVEL_KEYS = {"seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler", "predict_output_dir",
@@ -193,3 +194,25 @@ def check_override_keys(args: list[str], config: dict[str, Any], subcommand: str
         except ConfigError as err:
             raise ConfigError(f"{str(err).split(': ', 1)[-1]} (typed on the command line as --{key})",
                               key=err.key) from None
+
+
+def given_init_keys(args: list[str], section: str = "model") -> set[str]:
+    """The init arguments of ``section`` the user wrote, in a config file or as a dotted override: what the
+    parsed config cannot tell apart from a default left in place."""
+    keys: set[str] = set()
+    for _, path in config_paths(args):
+        node = read_yaml_mapping(path).get(section)
+        if isinstance(node, dict):
+            for part in ("init_args", "dict_kwargs"):
+                if isinstance(node.get(part), dict):
+                    keys.update(node[part])
+    for key in _override_pairs(args):
+        parts = key.split(".")
+        if parts[0] != section or len(parts) < 2:
+            continue
+        if parts[1] in ("init_args", "dict_kwargs"):
+            if len(parts) > 2:
+                keys.add(parts[2])
+        elif parts[1] != "class_path":
+            keys.add(parts[1])
+    return keys

@@ -142,3 +142,83 @@ def test_every_checkpoint_loads_with_weights_only(fitted):
         assert ckpt["hyper_parameters"]["model_args"]["num_classes"] == 2
         assert all(isinstance(v, (str, dict)) for v in ckpt["datamodule_hyper_parameters"]["train_data_root"].values())
         assert os.path.getsize(path) > 0
+
+
+def test_a_default_typed_out_on_resume_is_named_not_dropped(fitted, tmp_path, capsys):
+    """``--model.init_args.loss ce`` is the task's default. The resumed run keeps the checkpoint's loss ("dice"), as
+    it keeps its optimiser: that used to happen without a word, because a value equal to the default looked like a
+    key the config had left alone. Lightning's "checkpoint directory is not empty" is not said on a resume."""
+    import shutil
+
+    tmp, cfg, _ = fitted
+    run = tmp_path / "resumed"
+    shutil.copytree(tmp / "run", run)
+    code = main(["fit", "--config", cfg, "--trainer.default_root_dir", str(run), "--ckpt_path", "last",
+                 "--trainer.max_epochs", "2", "--model.init_args.loss", "ce", "--model.init_args.lr", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    loss_notice = next(line for line in err.splitlines() if "model.init_args.loss" in line)
+    assert "'ce'" in loss_notice and "'dice'" in loss_notice and "resumed run continues as it was saved" in loss_notice
+    lr_notice = next(line for line in err.splitlines() if "model.init_args.lr" in line)
+    assert "0.5" in lr_notice and "optimiser state" in lr_notice
+    assert "exists and is not empty" not in err
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["epoch"] == 1 and saved["hyper_parameters"]["loss"] == "dice"
+    assert saved["optimizer_states"][0]["param_groups"][0]["lr"] == pytest.approx(1e-3)
+
+
+def test_evaluation_names_the_training_setup_it_keeps_and_not_the_optimiser(fitted, capsys):
+    """test: the loss decides test/loss, so a typed-out default that the checkpoint overrides is named; the
+    learning rate does nothing in test, so a notice about it would be noise."""
+    tmp, cfg, _ = fitted
+    code = main(["test", "--config", cfg, "--ckpt_path", "best", "--model.init_args.loss", "ce",
+                 "--model.init_args.lr", "0.5"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert any("model.init_args.loss" in line and "how the weights were trained" in line for line in err.splitlines())
+    assert "model.init_args.lr" not in err
+
+
+def _best_state(checkpoint: dict) -> dict:
+    return next(v for k, v in checkpoint["callbacks"].items() if k.startswith("ModelCheckpoint"))
+
+
+def test_a_moved_run_folder_resumes_with_its_best_score(fitted, tmp_path, capsys):
+    """Copied off a scratch disk, the run folder resumes elsewhere. Lightning forgot the best score when the
+    folder's path changed, so the first validation after the resume replaced best.ckpt whatever its score."""
+    import shutil
+
+    tmp, cfg, _ = fitted
+    moved = tmp_path / "moved"
+    shutil.copytree(tmp / "run", moved)
+    last_path = moved / "checkpoints" / "last.ckpt"
+    last = torch.load(last_path, weights_only=True)
+    state = _best_state(last)
+    unbeatable = torch.tensor(0.999)  # no two training steps reach it: best.ckpt must stay as it was
+    state.update(best_model_score=unbeatable, current_score=unbeatable, kth_value=unbeatable,
+                 best_k_models={k: unbeatable for k in state["best_k_models"]})
+    torch.save(last, last_path)
+    best_before = (moved / "checkpoints" / "best.ckpt").read_bytes()
+
+    code = main(["fit", "--config", cfg, "--trainer.default_root_dir", str(moved), "--ckpt_path", "last",
+                 "--trainer.max_epochs", "2"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (moved / "checkpoints" / "best.ckpt").read_bytes() == best_before
+    after = _best_state(torch.load(last_path, weights_only=True))
+    assert float(after["best_model_score"]) == pytest.approx(0.999)
+    assert after["best_model_path"] == str((moved / "checkpoints" / "best.ckpt").resolve())
+    assert "run folder moved" in err and "dirpath has changed" not in err
+
+
+def test_a_last_checkpoint_resumed_in_a_new_folder_starts_its_best_afresh(fitted, tmp_path, capsys):
+    """Only last.ckpt came along: the new folder has no best file the old score could describe, so its first
+    validation writes one."""
+    tmp, cfg, _ = fitted
+    fresh = tmp_path / "fresh"
+    code = main(["fit", "--config", cfg, "--trainer.default_root_dir", str(fresh), "--ckpt_path",
+                 str(tmp / "run" / "checkpoints" / "last.ckpt"), "--trainer.max_epochs", "2"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert (fresh / "checkpoints" / "best.ckpt").is_file()
+    assert "starts with its first validation" in err
