@@ -255,6 +255,10 @@ def discover(
     """Resolve every sample of ``split`` to its files. Raises with the full list of problems, never drops."""
     root_key = f"{key_prefix}.{split}_data_root"
     label_key = f"{key_prefix}.{split}_label_data_root"
+    given = {m: roots[m] for m in modalities if m in roots}
+    if given and any(os.path.isfile(path) for path in given.values()):
+        return [_one_sample_of_files(split, given, image_greps, label_root, split_file, task, class_names,
+                                     root_key=root_key, label_key=label_key, key_prefix=key_prefix)]
     folders = {m: _Folder(roots[m], image_greps[m], what=f"modality {m!r}", key=f"{root_key}.{m}")
                for m in modalities if m in roots}
     if not folders:
@@ -334,6 +338,43 @@ def discover(
             f"{len(prefixes)} samples; nothing was dropped). Fix {root_key} / {label_key} / image_grep / label_grep, "
             f"or remove the samples from the split:\n  " + _listing(missing))
     return records
+
+
+def _one_sample_of_files(split: str, files: Mapping[str, str], image_greps: Mapping[str, Grep],
+                         label_root: str | None, split_file: str | None, task: str | None,
+                         class_names: Sequence[str] | None, *, root_key: str, label_key: str,
+                         key_prefix: str) -> SampleRecord:
+    """A data root that names one file per modality (``predict_data_root: {S2L2A: scene_s2.tif, S1RTC:
+    scene_s1.tif}``): one sample of exactly those files. No grep applies, the names were given; the sample is
+    named after the first file, without its grep suffix where it has one."""
+    folders = [m for m, path in files.items() if not os.path.isfile(path)]
+    if folders:
+        kinds = ", ".join(f"{m}: {'a folder' if os.path.isdir(files[m]) else 'no such file'} ({files[m]})"
+                          for m in folders)
+        raise DataNotFoundError(f"{root_key}: some modalities name a file, others not ({kinds}). Give one file per "
+                                "modality (one scene), or one folder per modality")
+    if split_file:
+        raise ConfigError(f"{split_file} lists samples of folders, but {root_key} names one file per modality: "
+                          f"set {key_prefix}.{split}_split: null, or give the folders", key=f"{key_prefix}.{split}_split")
+    first_modality, first = next(iter(files.items()))
+    name = os.path.basename(first)
+    match = image_greps[first_modality].regex.fullmatch(name) if first_modality in image_greps else None
+    prefix = match.group(1) if match and match.group(1) else os.path.splitext(name)[0]
+    label_file: str | None = None
+    target: int | float | None = None
+    if label_root is not None:
+        if not os.path.isfile(label_root):
+            raise DataNotFoundError(f"{label_key}: {label_root} is not a file; with one file per modality in "
+                                    f"{root_key}, give the label as one file too")
+        if task in ("classification", "regression"):
+            all_greps = list(image_greps.values())
+            table = read_label_table(label_root, all_greps, task=task, class_names=class_names, key=label_key)
+            if prefix not in table:
+                raise DataNotFoundError(f"{label_key}: no row for sample {prefix!r} (from {first}) in {label_root}")
+            target, label_file = table[prefix], label_root
+        else:
+            label_file = label_root
+    return SampleRecord(prefix, dict(files), label_file, target)
 
 
 def _listing(lines: list[str]) -> str:

@@ -198,7 +198,8 @@ class PredictionWriter(BasePredictionWriter):
             return
         manifest = atomic_write_json(out_dir / "predictions.json", self.written, indent=1)
         n = sum(len(v) for v in self.written.values())
-        log.info("predict: %d files for %d inputs in %s (list: %s)", n, len(self.written), out_dir, manifest)
+        log.info("predict: %d files for %d input%s in %s (list: %s)", n, len(self.written),
+                 "" if len(self.written) == 1 else "s", out_dir, manifest)
 
 
 def _gather_on_rank_zero(trainer: Any, written: dict[str, list[str]], rows: list[list[Any]]

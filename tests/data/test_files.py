@@ -156,6 +156,40 @@ def test_missing_folder_and_empty_match_messages(tmp_path):
         discover("train", split_file=None, **kwargs)
 
 
+def test_one_file_per_modality_is_one_sample_of_those_files(tmp_path):
+    """predict on one scene: ``predict_data_root: {S2L1C: file, S1GRD: file}``. Used to be refused ("It is a
+    file; give the folder"), so a user had to make a folder per modality for one scene."""
+    kwargs = _layout(tmp_path)
+    s2, s1 = tmp_path / "S2" / "A_1_S2Hand.tif", tmp_path / "other" / "scene 7.tif"
+    _touch(s1.parent, s1.name)
+    kwargs.update(roots={"S2L1C": str(s2), "S1GRD": str(s1)}, label_root=None)
+    (record,) = discover("predict", split_file=None, **kwargs)
+    assert record.prefix == "A_1"  # named after the first file, without its grep suffix
+    assert record.files == {"S2L1C": str(s2), "S1GRD": str(s1)} and record.label_file is None
+    kwargs["roots"] = {"S2L1C": str(s1), "S1GRD": str(s2)}  # no grep suffix to strip: the file's stem
+    assert discover("predict", split_file=None, **kwargs)[0].prefix == "scene 7"
+    label = tmp_path / "L" / "A_1_LabelHand.tif"
+    kwargs.update(roots={"S2L1C": str(s2), "S1GRD": str(s1)}, label_root=str(label))
+    assert discover("test", split_file=None, **kwargs)[0].label_file == str(label)
+
+
+def test_files_and_folders_mixed_or_with_a_split_file_are_refused(tmp_path):
+    kwargs = _layout(tmp_path)
+    s2 = str(tmp_path / "S2" / "A_1_S2Hand.tif")
+    kwargs.update(roots={"S2L1C": s2, "S1GRD": str(tmp_path / "S1")}, label_root=None)
+    with pytest.raises(DataNotFoundError, match=r"predict_data_root: some modalities name a file, others not "
+                                                r"\(S1GRD: a folder"):
+        discover("predict", split_file=None, **kwargs)
+    kwargs["roots"]["S1GRD"] = str(tmp_path / "S1" / "A_1_S1Hand.tif")
+    split = tmp_path / "split.txt"
+    split.write_text("A_1\n")
+    with pytest.raises(ConfigError, match="set data.init_args.predict_split: null") as err:
+        discover("predict", split_file=str(split), **kwargs)
+    assert err.value.key == "data.init_args.predict_split"
+    with pytest.raises(DataNotFoundError, match="give the label as one file too"):
+        discover("test", split_file=None, **{**kwargs, "label_root": str(tmp_path / "L")})
+
+
 def test_label_table_indices_names_header_and_errors(tmp_path):
     table = tmp_path / "labels.csv"
     table.write_text("id,class\nA.tif,1\nB,cat\n")

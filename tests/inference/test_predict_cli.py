@@ -83,3 +83,28 @@ def test_predict_streams_a_large_two_modality_scene_to_a_cog(tmp_path, monkeypat
     # (4 * 14 * 256 * 256 * 4 B = 14.7 MB), as in test_scene's memory test.
     chip_row, batch = 256 * WIDTH * 14 * 4, 4 * 14 * 256 * 256 * 4
     assert len(peaks) == 1 and peaks[0] < 2 * chip_row + batch < HEIGHT * WIDTH * 14 * 4 / 3, f"{peaks[0] / 1e6} MB"
+
+
+def test_predict_on_one_scene_given_as_one_file_per_modality(tmp_path):
+    """The user's path for a new scene: its files on the command line, no folder per modality to make."""
+    scene = make_scene(tmp_path / "scene", height=160, width=128, label=False, name="my scene 2024")
+    config = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "precision": "32-true", "enable_progress_bar": False,
+                    "enable_model_summary": False, "default_root_dir": str(tmp_path / "run")},
+        "data": {"class_path": "GenericMultiModalDataModule", "init_args": {
+            "modalities": ["S2L2A", "S1GRD"], "task": "segmentation", "batch_size": 1, "num_classes": 2,
+            "image_grep": "*.tif"}},
+        "model": {"class_path": "SemanticSegmentationTask", "init_args": {"model_args": MODEL_ARGS}},
+    }
+    cfg = tmp_path / "predict.yaml"
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    out = tmp_path / "preds"
+    files = {m: str(p) for m, p in scene.paths.items()}
+    for tiling in ([], ["--model.init_args.tiled_inference_parameters", "{crop: 64, stride: 48}"]):
+        assert main(["predict", "--config", str(cfg), "--predict_output_dir", str(out),
+                     "--data.init_args.predict_data_root", json.dumps(files), *tiling]) == 0
+        assert json.loads((out / "predictions.json").read_text()) == {
+            files["S2L2A"]: [str(out / "my scene 2024_pred.tif")]}
+        with rasterio.open(files["S2L2A"]) as src, rasterio.open(out / "my scene 2024_pred.tif") as dst:
+            assert (dst.crs, dst.transform, dst.shape) == (src.crs, src.transform, src.shape)
