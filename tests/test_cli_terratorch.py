@@ -161,3 +161,48 @@ def test_16_mixed_on_cpu_becomes_the_default_precision(tmp_path, caplog):
         cli = build_cli(["fit", "--config", str(cfg)], run=False)
     assert cli.trainer.precision == default_precision()
     assert any("trainer.precision 16-mixed needs CUDA" in r.getMessage() for r in caplog.records)
+
+
+def test_a_checkpoint_written_by_terratorch_tests_and_predicts(tmp_path, caplog):
+    """TerraTorch's checkpoints hold the parameter names terramind-ft's models have for the same config
+    (tests/models/test_terratorch_parity.py compares them with TerraTorch 1.2.11's), and its hyper-parameters
+    name its own task class with its own arguments. Such a file used to be refused: the class could not be
+    imported. Here a fitted checkpoint is rewritten the way TerraTorch writes one; test gives the same metrics."""
+    import json
+
+    import torch
+
+    make_sen1floods11(tmp_path / "s1f11", size=64, splits={"train": 4, "val": 2, "test": 2})
+    cfg = tmp_path / "terramind_v1_base_sen1floods11.yaml"
+    cfg.write_text(TERRATORCH_CONFIG.format(root=tmp_path, data=tmp_path / "s1f11"))
+    short = ["--trainer.max_epochs=1", "--trainer.limit_train_batches=2", "--trainer.limit_val_batches=1",
+             "--trainer.limit_test_batches=1", "--trainer.precision=32-true", "--trainer.enable_progress_bar=false"]
+    assert main(["fit", "--config", str(cfg), *short]) == 0
+    run = tmp_path / "output" / "terramind_base_sen1floods11" / "checkpoints"
+    assert main(["test", "--config", str(cfg), "--ckpt_path", "best", *short]) == 0
+    ours = json.loads((run / "metrics.json").read_text())["metrics"]
+
+    checkpoint = torch.load(run / "best.ckpt", weights_only=True)
+    hp = checkpoint["hyper_parameters"]
+    hp["_class_path"] = "terratorch.tasks.SemanticSegmentationTask"
+    hp.update(output_most_probable=True, path_to_record_metrics=None)  # TerraTorch-only arguments
+    checkpoint.pop("terramind_ft_task_class", None)
+    checkpoint["callbacks"] = {k.replace("ModelCheckpoint", "StateDictAwareModelCheckpoint"): v
+                               for k, v in checkpoint["callbacks"].items()}
+    elsewhere = tmp_path / "from_terratorch"
+    elsewhere.mkdir()
+    torch.save(checkpoint, elsewhere / "epoch=0.ckpt")
+
+    with caplog.at_level(logging.INFO, logger="terramind_ft"):
+        assert main(["test", "--config", str(cfg), "--ckpt_path", str(elsewhere / "epoch=0.ckpt"), *short]) == 0
+    assert any("was written by TerraTorch" in r.getMessage() for r in caplog.records)
+    theirs = json.loads((elsewhere / "metrics.json").read_text())["metrics"]
+    assert theirs.keys() == ours.keys()
+    for key, value in ours.items():
+        assert theirs[key] == value or (value != value and theirs[key] != theirs[key]), key  # NaN == NaN
+    out = tmp_path / "preds"
+    roots = yaml.safe_load(cfg.read_text())["data"]["init_args"]["test_data_root"]
+    assert main(["predict", "--config", str(cfg), "--ckpt_path", str(elsewhere / "epoch=0.ckpt"),
+                 "--data.init_args.predict_data_root", json.dumps(roots), "--predict_output_dir", str(out),
+                 *short]) == 0
+    assert list(out.glob("*_pred.tif"))

@@ -33,7 +33,7 @@ import yaml
 from jsonargparse import ArgumentError
 from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback, ModelCheckpoint, ProgressBar
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
 
@@ -50,7 +50,6 @@ from terramind_ft.cli.checkpoints import (
     load_checkpoint_file,
     restore_plan,
     state_shapes,
-    without_weight_sources,
 )
 from terramind_ft.cli.config import RUNS_DIR, config_paths, importable, notice
 from terramind_ft.cli.keys import (
@@ -69,10 +68,11 @@ from terramind_ft.cli.preflight import check_monitors
 from terramind_ft.cli.report import Interrupted, StderrHandler
 from terramind_ft.cli.run_folder import RunFolderConfig, RunLock, claim_for_fit
 from terramind_ft.cli.signals import GracefulFitStop, stop_at_once
-from terramind_ft.cli.terratorch import translate_terratorch
+from terramind_ft.cli.terratorch import TERRATORCH_TASKS, translate_terratorch, translate_terratorch_checkpoint
 from terramind_ft.errors import CheckpointError, ConfigError, TerraMindFTError, find_in_chain
 from terramind_ft.inference.writers import PredictionWriter
 from terramind_ft.io import read_yaml_mapping
+from terramind_ft.models.factory import without_weight_sources
 from terramind_ft.tasks.base import BaseTask, task_class_path
 
 log = logging.getLogger("terramind_ft.cli")
@@ -308,6 +308,10 @@ class TerraMindCLI(LightningCLI):
         class_path = task_class_path(checkpoint)
         del checkpoint
         saved.pop("_instantiator", None)
+        if class_path in TERRATORCH_TASKS:
+            tt_class = class_path
+            class_path, saved = translate_terratorch_checkpoint(class_path, saved)
+            notice(f"{path} was written by TerraTorch ({tt_class}); it loads as {class_path}, its weights as they are")
         section = self._section()
         if self._embeds_fitted_checkpoint(path, class_path):
             return
@@ -384,6 +388,11 @@ class TerraMindCLI(LightningCLI):
         adds no default checkpoint of its own)."""
         run_dir = Path(config.get("default_root_dir") or self.run_dir())
         ckpt_dir = run_dir / CHECKPOINT_DIR
+        if config.get("enable_progress_bar") is False:  # what was typed wins over a config's progress bar
+            bars = [c for c in config.get("callbacks") or [] if isinstance(c, ProgressBar)]
+            if bars:
+                config = {**config, "callbacks": [c for c in config["callbacks"] if not isinstance(c, ProgressBar)]}
+                notice(f"trainer.enable_progress_bar: false; the config's {type(bars[0]).__name__} is not used")
         configured = list(config.get("callbacks") or []) + list(callbacks)
         checkpoints = [c for c in configured if isinstance(c, ModelCheckpoint)]
         for cb in checkpoints:

@@ -126,6 +126,8 @@ class BestCheckpoint(ModelCheckpoint):
     follows the folder when its ``best.ckpt`` came along; without that file, this folder's best starts afresh.
     """
 
+    display_name = "ModelCheckpoint"  # what messages call it: it is Lightning's, with one difference
+
     @property
     def state_key(self) -> str:
         # Lightning's key for a ModelCheckpoint with these settings: checkpoints written before this class existed
@@ -187,6 +189,8 @@ class LastCheckpoint(Checkpoint):
     @property
     def path(self) -> Path:
         return self.dirpath / f"{self.filename}.ckpt"
+
+    display_name = "ModelCheckpoint"  # what messages call it: it is Lightning's, with one difference
 
     @property
     def state_key(self) -> str:
@@ -295,20 +299,6 @@ def _differences(key: str, user: Any, saved: Any) -> list[tuple[str, Any, Any]]:
             out += _differences(f"{key}.{k}", user.get(k), saved.get(k))
         return out
     return [] if to_plain(user) == to_plain(saved) else [(key, user, saved)]
-
-
-def without_weight_sources(model_args: Mapping[str, Any], prefix: str = "backbone_") -> dict[str, Any]:
-    """``model_args`` for a model whose every weight comes from a checkpoint: no pretrained download and no
-    backbone file read (which may not exist on the machine the checkpoint was copied to). ``prefix=""``: a
-    backbone's own arguments (``pretrained``, ``ckpt_path``; an EmbeddingTask's ``backbone_kwargs``)."""
-    out = dict(model_args)
-    if out.get(f"{prefix}pretrained"):
-        out[f"{prefix}pretrained"] = False
-    if out.get(f"{prefix}ckpt_path") is not None:
-        out[f"{prefix}ckpt_path"] = None
-    if prefix and isinstance(out.get("backbone_kwargs"), Mapping):
-        out["backbone_kwargs"] = without_weight_sources(out["backbone_kwargs"], prefix="")
-    return out
 
 
 # Init arguments that only shape how training steps run. A checkpoint resumed by ``fit`` brings them back with its

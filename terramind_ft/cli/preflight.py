@@ -16,7 +16,7 @@ def monitor_keys(cli: Any) -> list[tuple[str, str]]:
     out = []
     for i, cb in enumerate(cli.trainer.callbacks):
         if isinstance(cb, (ModelCheckpoint, EarlyStopping)) and getattr(cb, "monitor", None):
-            out.append((f"trainer.callbacks[{i}] ({type(cb).__name__}).monitor", cb.monitor))
+            out.append((f"trainer.callbacks[{i}] ({getattr(cb, 'display_name', type(cb).__name__)}).monitor", cb.monitor))
     config = cli.config[cli.config.subcommand] if cli.config.get("subcommand") else cli.config
     sched = config.get("lr_scheduler")
     if sched is not None and sched.get("init_args") is not None and sched.init_args.get("monitor"):

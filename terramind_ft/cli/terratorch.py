@@ -25,6 +25,8 @@ TERRATORCH_CLASS_MAP: dict[str, str | None] = {
     "terratorch.callbacks.StateDictAwareModelCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
     "StateDictAwareModelCheckpoint": "lightning.pytorch.callbacks.ModelCheckpoint",
 }
+TERRATORCH_TASKS = {k for k, v in TERRATORCH_CLASS_MAP.items() if k.startswith("terratorch.tasks.")}
+TERRATORCH_TRAINING_TASKS = TERRATORCH_TASKS - {"terratorch.tasks.EmbeddingGenerationTask"}
 OUR_DATA_MODULE = "terramind_ft.data.datamodule.GenericMultiModalDataModule"
 # GenericMultiModalDataModule keys of TerraTorch's with no counterpart here: accepted (and dropped, with a notice) when
 # they hold the value that means what ours does; any other value is refused with the reason.
@@ -66,6 +68,8 @@ def translate_terratorch(config: dict[str, Any]) -> tuple[dict[str, Any], list[s
     """Map TerraTorch class paths and arguments in a config dict to ours. Returns (new config, notices)."""
     config = copy.deepcopy(config)
     notices: list[str] = []
+    model_path = (config.get("model") or {}).get("class_path") if isinstance(config.get("model"), dict) else None
+    data_path = str((config.get("data") or {}).get("class_path") or "") if isinstance(config.get("data"), dict) else ""
     data = config.get("data")
     if isinstance(data, dict) and data.get("class_path") in NONGEO_SEGMENTATION:
         notices.append(f"data.class_path: {data['class_path']} -> {OUR_DATA_MODULE} (one modality, named after "
@@ -101,13 +105,29 @@ def translate_terratorch(config: dict[str, Any]) -> tuple[dict[str, Any], list[s
     data = config.get("data")
     if isinstance(data, dict) and str(data.get("class_path", "")).endswith("GenericMultiModalDataModule"):
         notices += _map_temporal(data.setdefault("init_args", {}), config)
-        notices += _map_data_keys(data["init_args"])
-    model_init = (config.get("model") or {}).get("init_args") or {}
+        notices += _map_data_keys(data["init_args"], from_terratorch=data_path.startswith("terratorch."))
+    model = config.get("model")
+    model_init = (model or {}).get("init_args") or {}
     for arg, why in TERRATORCH_DROPPED_TASK_ARGS.items():
         if arg in model_init:
             model_init.pop(arg)
             notices.append(f"model.init_args.{arg} dropped: {why}")
+    if (isinstance(model, dict) and model_path in TERRATORCH_TRAINING_TASKS and model_init.get("optimizer") is None
+            and not config.get("optimizer")):
+        # TerraTorch's task trains with Adam when neither it nor a top-level optimizer block names one; ours
+        # defaults to AdamW: the same config must train the same way
+        model.setdefault("init_args", model_init)["optimizer"] = "Adam"
+        notices.append("model.init_args.optimizer: Adam (TerraTorch's default for its tasks; terramind-ft's own "
+                       "default is AdamW)")
     return config, notices
+
+
+def translate_terratorch_checkpoint(class_path: str, hyper_parameters: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(our task class, its init arguments) for the saved hyper-parameters of a checkpoint TerraTorch wrote
+    (``hyper_parameters._class_path`` ``terratorch.tasks.<Task>``): the same mapping as its configs get. Its
+    parameter names are ours, so the weights load as they are."""
+    translated, _ = translate_terratorch({"model": {"class_path": class_path, "init_args": dict(hyper_parameters)}})
+    return translated["model"]["class_path"], translated["model"].get("init_args") or {}
 
 
 def _map_temporal(init: dict[str, Any], config: dict[str, Any]) -> list[str]:
@@ -139,9 +159,9 @@ def _map_temporal(init: dict[str, Any], config: dict[str, Any]) -> list[str]:
     return [f"{key}: true -> time_steps {init['time_steps']}, time_layout {init['time_layout']}"]
 
 
-def _map_data_keys(init: dict[str, Any]) -> list[str]:
+def _map_data_keys(init: dict[str, Any], from_terratorch: bool) -> list[str]:
     """TerraTorch's GenericMultiModalDataModule keys onto ours: same meaning dropped with a notice, other values
-    refused by name with the reason."""
+    refused by name with the reason. ``from_terratorch``: the config named TerraTorch's data module."""
     notices = []
     for key, (ours, why) in DATA_KEYS_AT_OUR_MEANING.items():
         if key not in init:
@@ -155,6 +175,11 @@ def _map_data_keys(init: dict[str, Any]) -> list[str]:
         if key in init:
             init.pop(key)
             notices.append(f"data.init_args.{key} dropped: {why}")
+    if from_terratorch and init.get("no_data_replace") is not None:  # kept, but its meaning differs: say so
+        notices.append(f"data.init_args.no_data_replace: {init['no_data_replace']!r} replaces nodata/NaN pixels "
+                       "after standardisation here (0 = the modality mean); TerraTorch replaces in file units "
+                       "before it (0 dB of S1 is +2.4 sigma), so pixels near nodata see other inputs than in "
+                       "TerraTorch")
     if "skip_file_checks" in init:
         init["check_files"] = not bool(init.pop("skip_file_checks"))
         notices.append(f"data.init_args.skip_file_checks -> check_files: {init['check_files']}")

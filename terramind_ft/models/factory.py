@@ -25,7 +25,6 @@ and the output is cropped back to the input size.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,14 +73,18 @@ class AuxiliaryHead(nn.Module):
 
 
 class EncoderDecoderModel(nn.Module):
-    """backbone -> necks -> decoder -> head, with padding to the patch size and crop/rescale back."""
+    """backbone -> necks -> decoder -> head, with padding to the patch size and crop/rescale back.
+
+    Submodules ``encoder``, ``neck``, ``decoder``, ``head``, ``aux_heads``: TerraTorch's names, so a checkpoint of
+    either tool holds the same parameter names for the same config.
+    """
 
     def __init__(self, task: str, backbone: nn.Module, necks: nn.Module, decoder: nn.Module, head: nn.Module,
                  rescale: bool = True, padding: str = "reflect", aux_heads: Mapping[str, nn.Module] | None = None):
         super().__init__()
         self.task = task
         self.encoder = backbone
-        self.necks = necks
+        self.neck = necks
         self.decoder = decoder
         self.head = head
         self.aux_heads = nn.ModuleDict(dict(aux_heads or {}))
@@ -91,7 +94,7 @@ class EncoderDecoderModel(nn.Module):
         # The convolutions after the backbone run in channels-last layout (oneDNN's and cuDNN's native one):
         # the UNet decoder's forward + backward takes 0.28 s instead of 0.37 s per Sen1Floods11 step (bf16, 512 px,
         # 2-core CPU). Weights in that layout are enough: every conv output follows them; values are unchanged.
-        for part in (self.necks, self.decoder, self.head, self.aux_heads):
+        for part in (self.neck, self.decoder, self.head, self.aux_heads):
             part.to(memory_format=torch.channels_last)
 
     # -- padding ---------------------------------------------------------------------------------------------
@@ -103,42 +106,54 @@ class EncoderDecoderModel(nn.Module):
                 return int(t.shape[-2]), int(t.shape[-1])
         raise ValueError("model input has no [B, C, H, W] float tensor to take the image size from")
 
-    def _pad(self, t: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
-        if (ph == 0 and pw == 0) or not t.is_floating_point() or t.ndim < 4:
+    def padding_for(self, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) padding of an input of ``size``: to a multiple of twice the patch size, so
+        the token grid is even (the pyramid necks halve and double it), split evenly with the extra pixel at the
+        bottom/right. TerraTorch pads the same way, so the same input gives the same output in either tool."""
+        multiple = 2 * self.patch_size
+        pad_h, pad_w = (-size[0]) % multiple, (-size[1]) % multiple
+        return pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
+
+    def _pad(self, t: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+        if not any(pads) or not t.is_floating_point() or t.ndim < 4:
             return t  # token-id modalities are given on the token grid and are not padded
+        top, bottom, left, right = pads
         mode = self.padding
-        if mode == "reflect" and (ph >= t.shape[-2] or pw >= t.shape[-1]):
+        if mode == "reflect" and (max(top, bottom) >= t.shape[-2] or max(left, right) >= t.shape[-1]):
             mode = "replicate"  # reflect needs the pad to be smaller than the image
         shape = t.shape
         flat = t.reshape(-1, *shape[-3:]) if t.ndim > 4 else t  # temporal inputs: pad each frame
-        flat = F.pad(flat, (0, pw, 0, ph), mode=mode)
+        flat = F.pad(flat, (left, right, top, bottom), mode=mode)
         return flat.reshape(*shape[:-2], *flat.shape[-2:])
 
     def forward(self, x: torch.Tensor | dict[str, torch.Tensor]) -> ModelOutput:
-        h, w = self._image_size(x)
-        ps = self.patch_size
-        hp, wp = math.ceil(h / ps) * ps, math.ceil(w / ps) * ps
-        if isinstance(x, dict):
-            x = {k: self._pad(v, hp - h, wp - w) for k, v in x.items()}
-        else:
-            x = self._pad(x, hp - h, wp - w)
-        features = self.encoder(x)
-        grid = tuple(getattr(features, "grid", None) or (hp // ps, wp // ps))
-        features = self.necks(list(features), grid)
-        out = self._to_input_size(self.head(self.decoder(features)), (h, w), (hp, wp))
+        size = self._image_size(x)
+        pads = self.padding_for(size)
+        x = {k: self._pad(v, pads) for k, v in x.items()} if isinstance(x, dict) else self._pad(x, pads)
+        return self.decode(self.encoder(x), size)
+
+    def decode(self, features: Any, size: tuple[int, int]) -> ModelOutput:
+        """Necks, decoder and head on the encoder's ``features`` of a padded input whose unpadded size is
+        ``size``; pixel outputs come back at ``size``."""
+        top, bottom, left, right = self.padding_for(size)
+        padded = (size[0] + top + bottom, size[1] + left + right)
+        grid = tuple(getattr(features, "grid", None) or (padded[0] // self.patch_size, padded[1] // self.patch_size))
+        features = self.neck(list(features), grid)
+        out = self._to_input_size(self.head(self.decoder(features)), size, padded)
         # Auxiliary heads only train: at inference they would be work whose result nobody reads.
-        aux = {name: self._to_input_size(head(features), (h, w), (hp, wp))
+        aux = {name: self._to_input_size(head(features), size, padded)
                for name, head in self.aux_heads.items()} if self.training else {}
         return ModelOutput(out, aux)
 
     def _to_input_size(self, out: torch.Tensor, size: tuple[int, int], padded: tuple[int, int]) -> torch.Tensor:
-        """Pixel outputs at the padded input size (``rescale``), cropped back to the input's."""
+        """Pixel outputs at the padded input size (``rescale``), the padding cropped off again."""
         if self.task == "classification":
             return out
         if out.shape[-2:] != padded and self.rescale:
             out = F.interpolate(out, size=padded, mode="bilinear", align_corners=False)
         if out.shape[-2:] == padded:
-            out = out[..., :size[0], :size[1]]
+            top, _, left, _ = self.padding_for(size)
+            out = out[..., top:top + size[0], left:left + size[1]]
         return out.squeeze(1) if self.task == "regression" else out
 
     # -- freezing --------------------------------------------------------------------------------------------
@@ -154,7 +169,7 @@ class EncoderDecoderModel(nn.Module):
             self.encoder.requires_grad_(False)
 
     def freeze_decoder(self) -> None:
-        self.necks.requires_grad_(False)
+        self.neck.requires_grad_(False)
         self.decoder.requires_grad_(False)
 
     def freeze_head(self) -> None:
@@ -331,3 +346,17 @@ class EncoderDecoderFactory:
 
 
 MODEL_FACTORIES = {"EncoderDecoderFactory": EncoderDecoderFactory}
+
+
+def without_weight_sources(model_args: Mapping[str, Any], prefix: str = "backbone_") -> dict[str, Any]:
+    """``model_args`` for a model whose every weight comes from a checkpoint: no pretrained download and no
+    backbone file read (which may not exist on the machine the checkpoint was copied to). ``prefix=""``: a
+    backbone's own arguments (``pretrained``, ``ckpt_path``; an EmbeddingTask's ``backbone_kwargs``)."""
+    out = dict(model_args)
+    if out.get(f"{prefix}pretrained"):
+        out[f"{prefix}pretrained"] = False
+    if out.get(f"{prefix}ckpt_path") is not None:
+        out[f"{prefix}ckpt_path"] = None
+    if prefix and isinstance(out.get("backbone_kwargs"), Mapping):
+        out["backbone_kwargs"] = without_weight_sources(out["backbone_kwargs"], prefix="")
+    return out

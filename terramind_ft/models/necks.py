@@ -91,18 +91,14 @@ class ReshapeTokensToImage(Neck):
         return out
 
 
-def _upsample_block(channels: int) -> nn.Sequential:
-    """A learned x2 upsampling that halves the channels: transposed conv, batch norm, GELU."""
-    return nn.Sequential(nn.ConvTranspose2d(channels, channels // 2, kernel_size=2, stride=2),
-                         nn.BatchNorm2d(channels // 2), nn.GELU())
-
-
 @NECK_REGISTRY.register
 class LearnedInterpolateToPyramidal(Neck):
     """Four same-scale maps -> a pyramid at x4, x2, x1 and /2 of the token grid (ViT -> UNet/UPerNet).
 
-    Channels become ``[C0/4, C1/2, C2, C3]``: level 0 goes through two learned x2 upsamplings, level 1
-    through one, level 2 is kept and level 3 is max-pooled.
+    Channels become ``[C0/4, C1/2, C2, C3]``: level 0 goes through two learned x2 upsamplings (transposed conv,
+    batch norm, GELU, transposed conv), level 1 through one transposed conv, level 2 is kept and level 3 is
+    max-pooled. Layers and parameter names are TerraTorch's, so its checkpoints load and the same config builds
+    the same network.
     """
 
     def __init__(self, channel_list: Sequence[int]):
@@ -111,18 +107,22 @@ class LearnedInterpolateToPyramidal(Neck):
             raise ConfigError(f"LearnedInterpolateToPyramidal needs exactly 4 feature maps, got "
                               f"{len(self.in_channels)}; put SelectIndices with 4 indices before it")
         c0, c1, c2, c3 = self.in_channels
-        self.fpn1 = nn.Sequential(_upsample_block(c0), _upsample_block(c0 // 2))
-        self.fpn2 = _upsample_block(c1)
-        self.fpn4 = nn.MaxPool2d(kernel_size=2, stride=2)
+        self.fpn1 = nn.Sequential(nn.ConvTranspose2d(c0, c0 // 2, kernel_size=2, stride=2), nn.BatchNorm2d(c0 // 2),
+                                  nn.GELU(), nn.ConvTranspose2d(c0 // 2, c0 // 4, kernel_size=2, stride=2))
+        self.fpn2 = nn.Sequential(nn.ConvTranspose2d(c1, c1 // 2, kernel_size=2, stride=2))
+        self.fpn3 = nn.Sequential(nn.Identity())
+        self.fpn4 = nn.Sequential(nn.MaxPool2d(kernel_size=2, stride=2))
         self.out_channels = [c0 // 4, c1 // 2, c2, c3]
 
     def forward(self, features: list[torch.Tensor], grid: Grid) -> list[torch.Tensor]:
-        return [self.fpn1(features[0]), self.fpn2(features[1]), features[2], self.fpn4(features[3])]
+        return [self.fpn1(features[0]), self.fpn2(features[1]), self.fpn3(features[2]), self.fpn4(features[3])]
 
 
 @NECK_REGISTRY.register
 class InterpolateToPyramidal(Neck):
-    """Non-learned pyramid: level ``i`` of ``n`` is resized by ``scale_factor ** (n - 1 - i)``."""
+    """Non-learned pyramid: level ``i`` of ``n`` is upsampled by ``scale_factor ** (n - i)``, so each level is
+    ``scale_factor`` times the next one and the coarsest is ``scale_factor`` times the token grid (TerraTorch's
+    scales: the same config gives the same pyramid)."""
 
     def __init__(self, channel_list: Sequence[int], scale_factor: int = 2, mode: str = "nearest"):
         super().__init__(channel_list)
@@ -131,7 +131,7 @@ class InterpolateToPyramidal(Neck):
 
     def forward(self, features: list[torch.Tensor], grid: Grid) -> list[torch.Tensor]:
         n = len(features)
-        return [x if i == n - 1 else F.interpolate(x, scale_factor=self.scale_factor ** (n - 1 - i), mode=self.mode)
+        return [F.interpolate(x, scale_factor=self.scale_factor ** (n - i), mode=self.mode)
                 for i, x in enumerate(features)]
 
 
@@ -187,16 +187,16 @@ class AggregateTokens(Neck):
         return [self._pool(x) for x in features]
 
 
-class NeckSequence(nn.Module):
-    """Necks applied in order; ``out_channels`` is the last neck's output channel list."""
+class NeckSequence(nn.ModuleList):
+    """Necks applied in order; ``out_channels`` is the last neck's output channel list. Its children are
+    numbered (``neck.2.fpn1.0.weight``), as TerraTorch's neck container names them."""
 
     def __init__(self, necks: Sequence[Neck], channel_list: Sequence[int]):
-        super().__init__()
-        self.necks = nn.ModuleList(necks)
+        super().__init__(necks)
         self.out_channels = list(necks[-1].out_channels) if necks else list(channel_list)
 
     def forward(self, features: list[torch.Tensor], grid: Grid) -> list[torch.Tensor]:
-        for neck in self.necks:
+        for neck in self:
             features = neck(features, grid)
         return list(features)
 

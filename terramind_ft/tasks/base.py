@@ -32,7 +32,7 @@ from torch import nn
 from terramind_ft.errors import ConfigError, DataError, TrainingError, did_you_mean
 from terramind_ft.inference.tiling import TilingParameters, run_tiled
 from terramind_ft.io import plain_hyperparameters
-from terramind_ft.models.factory import MODEL_FACTORIES, build_model
+from terramind_ft.models.factory import MODEL_FACTORIES, build_model, without_weight_sources
 from terramind_ft.ops import class_ids
 from terramind_ft.tasks import metrics as M
 from terramind_ft.tasks.losses import build_loss
@@ -504,6 +504,22 @@ class BaseTask(pl.LightningModule):
         if rest:
             out.append({"params": rest, "name": "default"})
         return out
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path: Any, map_location: Any = None, hparams_file: Any = None,
+                             strict: bool | None = None, weights_only: bool | None = None, **kwargs: Any) -> Any:
+        """Lightning's ``load_from_checkpoint``, without fetching the pretrained backbone first: the checkpoint
+        holds every weight, so a model fitted from ``backbone_pretrained: true`` loads offline (a cluster's
+        compute node) and without re-downloading hundreds of MB it would overwrite at once. ``model_args`` given
+        here are used as they are."""
+        if "model_args" not in kwargs and isinstance(checkpoint_path, (str, Path)) and Path(checkpoint_path).is_file():
+            saved = torch.load(checkpoint_path, map_location="cpu", weights_only=True, mmap=True)
+            model_args = (saved.get("hyper_parameters") or {}).get("model_args")
+            del saved
+            if isinstance(model_args, Mapping):
+                kwargs["model_args"] = without_weight_sources(model_args)
+        return super().load_from_checkpoint(checkpoint_path, map_location=map_location, hparams_file=hparams_file,
+                                            strict=strict, weights_only=weights_only, **kwargs)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # The task's class, also when it was trained from Python (trainer.fit(task)), where Lightning saves no

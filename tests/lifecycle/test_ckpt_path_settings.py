@@ -222,3 +222,26 @@ def test_a_last_checkpoint_resumed_in_a_new_folder_starts_its_best_afresh(fitted
     assert code == 0, err
     assert (fresh / "checkpoints" / "best.ckpt").is_file()
     assert "starts with its first validation" in err
+
+
+def test_load_from_checkpoint_in_python_never_fetches_the_pretrained_backbone(fitted, tmp_path, monkeypatch):
+    """From Python, ``Task.load_from_checkpoint`` of a model fitted from ``backbone_pretrained: true`` used to
+    fetch the pretrained backbone first (to overwrite it at once): offline it failed with a jsonargparse "Union
+    subtypes" error, online it downloaded the weights again."""
+    from terramind_ft import hub
+    from terramind_ft.tasks import SemanticSegmentationTask
+
+    tmp, _, _ = fitted
+    ckpt = torch.load(tmp / "run" / "checkpoints" / "best.ckpt", weights_only=True)
+    ckpt["hyper_parameters"]["model_args"]["backbone_pretrained"] = True  # as fitted from the hub's weights
+    path = tmp_path / "from_pretrained.ckpt"
+    torch.save(ckpt, path)
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("load_from_checkpoint fetched backbone weights the checkpoint already holds")
+
+    monkeypatch.setattr(hub, "download", no_download)
+    task = SemanticSegmentationTask.load_from_checkpoint(path)
+    state = task.state_dict()
+    assert state.keys() == ckpt["state_dict"].keys()
+    assert all(torch.equal(state[k], v) for k, v in ckpt["state_dict"].items())

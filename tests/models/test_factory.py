@@ -32,17 +32,19 @@ def test_segmentation_output_matches_any_input_size(size):
 
 
 def test_padding_is_cropped_away_not_shifted():
-    """With padding at bottom/right, the top-left output of a padded run equals the unpadded run's crop."""
+    """Inputs are padded to an even token grid (a multiple of 32 px), split between both sides as TerraTorch
+    does; the output is cropped at the same offsets, so it lines up with the input pixel for pixel."""
     args = {**SEG_ARGS, "decoder": "IdentityDecoder", "necks": [{"name": "SelectIndices", "indices": [-1]},
                                                                 {"name": "ReshapeTokensToImage"}]}
     args.pop("decoder_channels")
     model = build_model("segmentation", args).eval()
-    x = batch(64, 64, b=1)
-    full = model(x).output
-    cut = model({k: v[..., :60, :64] for k, v in x.items()}).output
+    assert model.padding_for((60, 64)) == (2, 2, 0, 0) and model.padding_for((64, 48)) == (0, 0, 8, 8)
+    assert model.padding_for((64, 47)) == (0, 0, 8, 9)  # the odd pixel goes to the bottom/right
+    x = {k: v[..., :60, :64] for k, v in batch(64, 64, b=1).items()}
+    cut = model(x).output
     assert cut.shape[-2:] == (60, 64)
-    # rows of the first three token rows are untouched by the 4 padded pixel rows
-    torch.testing.assert_close(cut[..., :40, :], full[..., :40, :])
+    padded = {k: torch.nn.functional.pad(v, (0, 0, 2, 2), mode="reflect") for k, v in x.items()}
+    torch.testing.assert_close(cut, model(padded).output[..., 2:62, :])
 
 
 def test_prefixed_args_reach_their_modules():

@@ -55,7 +55,7 @@ def test_learned_interpolate_to_pyramidal_shapes():
 def test_interpolate_and_maxpool_pyramids():
     maps = [torch.randn(1, 4, 4, 4) for _ in range(3)]
     up = InterpolateToPyramidal([4] * 3)(maps, (4, 4))
-    assert [o.shape[-1] for o in up] == [16, 8, 4]
+    assert [o.shape[-1] for o in up] == [32, 16, 8]  # x2 per level, the coarsest x2 the grid (TerraTorch's)
     down = MaxpoolToPyramidal([4] * 3)(maps, (4, 4))
     assert [o.shape[-1] for o in down] == [4, 2, 1]
     assert torch.equal(down[1], torch.nn.functional.max_pool2d(maps[1], 2))

@@ -1,8 +1,10 @@
-"""UNetDecoder: a U-Net decoder over a feature pyramid, built from smp's ``UnetDecoderBlock``.
+"""UNetDecoder: smp's U-Net decoder over a feature pyramid, the way TerraTorch wires it.
 
-Input: a fine-to-coarse list of maps (e.g. LearnedInterpolateToPyramidal's ``[H/4, H/8, H/16, H/32]``).
-The coarsest map is upsampled step by step, each step fused with the next finer map; one last block
-(no skip) upsamples x2 more, so ``len(channels) == len(features)`` blocks in all and no level is lost.
+Input: a fine-to-coarse list of maps (e.g. LearnedInterpolateToPyramidal's ``[H/4, H/8, H/16, H/32]``). smp's
+``UnetDecoder`` drops its first input (an encoder's full-resolution stem), so the finest map goes in twice and
+no level is lost: the coarsest map is upsampled step by step, each step fused with the next finer map, and the
+last block refines at the finest map's size. ``len(channels) == len(features)`` blocks; the parameter names
+(``decoder.blocks.<i>``) are TerraTorch's, so its checkpoints load.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoderBlock
+from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 from torch import nn
 
 from terramind_ft.errors import ConfigError
@@ -30,22 +32,10 @@ class UNetDecoder(nn.Module):
             raise ConfigError(f"UNetDecoder needs one decoder channel per feature map: got {len(channels)} "
                               f"channels {channels} for {len(embed_dim)} maps {embed_dim}", key="decoder_channels")
         use_norm = "batchnorm" if use_batchnorm is True else use_batchnorm
-        skips = embed_dim[-2::-1] + [0]  # next finer map at each step; none for the last x2 block
-        ins = [embed_dim[-1]] + channels[:-1]
-        self.blocks = nn.ModuleList(
-            UnetDecoderBlock(i, s, o, use_norm=use_norm, attention_type=attention_type,
-                             interpolation_mode=interpolation_mode)
-            for i, s, o in zip(ins, skips, channels, strict=True)
-        )
+        self.decoder = UnetDecoder(encoder_channels=[embed_dim[0], *embed_dim], decoder_channels=channels,
+                                   n_blocks=len(channels), use_norm=use_norm, attention_type=attention_type,
+                                   add_center_block=False, interpolation_mode=interpolation_mode)
         self.out_channels = channels[-1]
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        skips = features[-2::-1]
-        x = features[-1]
-        for i, block in enumerate(self.blocks):
-            if i < len(skips):
-                skip = skips[i]
-                x = block(x, skip.shape[-2], skip.shape[-1], skip_connection=skip)
-            else:
-                x = block(x, x.shape[-2] * 2, x.shape[-1] * 2)
-        return x
+        return self.decoder([features[0], *features])

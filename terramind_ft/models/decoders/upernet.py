@@ -1,4 +1,8 @@
-"""UperNetDecoder: pyramid pooling on the coarsest map + a feature pyramid, fused at the finest level."""
+"""UperNetDecoder: pyramid pooling on the coarsest map + a feature pyramid, fused at the finest level.
+
+Layers and parameter names (``psp_modules``, ``bottleneck``, ``lateral_convs``, ``fpn_convs``, ``fpn_bottleneck``,
+each a conv + batch norm + ReLU with ``conv`` / ``norm`` / ``act``) are TerraTorch's, so its checkpoints load.
+"""
 
 from __future__ import annotations
 
@@ -12,29 +16,41 @@ from terramind_ft.models.necks import LearnedInterpolateToPyramidal
 from terramind_ft.registry import DECODER_REGISTRY
 
 
-def _conv_bn_relu(cin: int, cout: int, kernel_size: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False),
-                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+class ConvNormAct(nn.Module):
+    """Conv (no bias) + batch norm + ReLU.
 
+    A pooled 1x1 map of one sample has no batch statistics: in training, TerraTorch's batch norm raises there
+    ("Expected more than 1 value per channel"); this one normalises such a map with its running statistics.
+    """
 
-class PyramidPooling(nn.Module):
-    """Average-pool the map to each ``scale`` x ``scale`` grid, 1x1 conv, upsample back, concatenate."""
-
-    def __init__(self, in_channels: int, channels: int, pool_scales: Sequence[int], align_corners: bool):
+    def __init__(self, cin: int, cout: int, kernel_size: int, inplace: bool = False):
         super().__init__()
-        self.align_corners = align_corners
-        self.stages = nn.ModuleList(
-            # no batch norm on pooled maps: a 1x1 map with batch size 1 has no statistics to normalise with
-            nn.Sequential(nn.AdaptiveAvgPool2d(s), nn.Conv2d(in_channels, channels, 1), nn.ReLU(inplace=True))
-            for s in pool_scales
-        )
-        self.bottleneck = _conv_bn_relu(in_channels + len(pool_scales) * channels, channels, 3)
+        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False)
+        self.norm = nn.BatchNorm2d(cout)
+        self.act = nn.ReLU(inplace=inplace)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.norm.training and x.shape[0] * x.shape[2] * x.shape[3] == 1:
+            x = F.batch_norm(x, self.norm.running_mean, self.norm.running_var, self.norm.weight, self.norm.bias,
+                             training=False, eps=self.norm.eps)
+        else:
+            x = self.norm(x)
+        return self.act(x)
+
+
+class PyramidPooling(nn.ModuleList):
+    """Average-pool the map to each ``scale`` x ``scale`` grid, 1x1 conv, upsample back (one output per scale)."""
+
+    def __init__(self, in_channels: int, channels: int, pool_scales: Sequence[int], align_corners: bool):
+        super().__init__(nn.Sequential(nn.AdaptiveAvgPool2d(s), ConvNormAct(in_channels, channels, 1, inplace=True))
+                         for s in pool_scales)
+        self.align_corners = align_corners
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         size = x.shape[-2:]
-        pooled = [F.interpolate(stage(x), size=size, mode="bilinear", align_corners=self.align_corners)
-                  for stage in self.stages]
-        return self.bottleneck(torch.cat([x, *pooled], dim=1))
+        return [F.interpolate(stage(x), size=size, mode="bilinear", align_corners=self.align_corners)
+                for stage in self]
 
 
 @DECODER_REGISTRY.register
@@ -49,25 +65,30 @@ class UperNetDecoder(nn.Module):
                  align_corners: bool = True, scale_modules: bool = False):
         super().__init__()
         embed_dim = [int(c) for c in embed_dim]
-        self.scale = LearnedInterpolateToPyramidal(embed_dim) if scale_modules else None
-        if self.scale is not None:
-            embed_dim = self.scale.out_channels
+        self.scale_modules = scale_modules
+        if scale_modules:  # the neck's layers, under the decoder's own names (decoder.fpn1..fpn4)
+            pyramid = LearnedInterpolateToPyramidal(embed_dim)
+            self.fpn1, self.fpn2, self.fpn3, self.fpn4 = pyramid.fpn1, pyramid.fpn2, pyramid.fpn3, pyramid.fpn4
+            embed_dim = pyramid.out_channels
         self.align_corners = align_corners
-        self.ppm = PyramidPooling(embed_dim[-1], channels, pool_scales, align_corners)
-        self.lateral = nn.ModuleList(_conv_bn_relu(c, channels, 1) for c in embed_dim[:-1])
-        self.fpn = nn.ModuleList(_conv_bn_relu(channels, channels, 3) for _ in embed_dim[:-1])
-        self.fuse = _conv_bn_relu(len(embed_dim) * channels, channels, 3)
+        self.psp_modules = PyramidPooling(embed_dim[-1], channels, pool_scales, align_corners)
+        self.bottleneck = ConvNormAct(embed_dim[-1] + len(pool_scales) * channels, channels, 3, inplace=True)
+        self.lateral_convs = nn.ModuleList(ConvNormAct(c, channels, 1) for c in embed_dim[:-1])
+        self.fpn_convs = nn.ModuleList(ConvNormAct(channels, channels, 3) for _ in embed_dim[:-1])
+        self.fpn_bottleneck = ConvNormAct(len(embed_dim) * channels, channels, 3, inplace=True)
         self.out_channels = channels
 
     def _up(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
         return F.interpolate(x, size=size, mode="bilinear", align_corners=self.align_corners)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        if self.scale is not None:
-            features = self.scale(features, features[0].shape[-2:])
-        levels = [lat(f) for lat, f in zip(self.lateral, features[:-1], strict=True)] + [self.ppm(features[-1])]
+        if self.scale_modules:
+            features = [self.fpn1(features[0]), self.fpn2(features[1]), self.fpn3(features[2]),
+                        self.fpn4(features[3])]
+        top = self.bottleneck(torch.cat([features[-1], *self.psp_modules(features[-1])], dim=1))
+        levels = [lat(f) for lat, f in zip(self.lateral_convs, features[:-1], strict=True)] + [top]
         for i in range(len(levels) - 1, 0, -1):  # top-down pathway
             levels[i - 1] = levels[i - 1] + self._up(levels[i], levels[i - 1].shape[-2:])
-        outs = [conv(x) for conv, x in zip(self.fpn, levels[:-1], strict=True)] + [levels[-1]]
+        outs = [conv(x) for conv, x in zip(self.fpn_convs, levels[:-1], strict=True)] + [levels[-1]]
         size = outs[0].shape[-2:]
-        return self.fuse(torch.cat([outs[0]] + [self._up(x, size) for x in outs[1:]], dim=1))
+        return self.fpn_bottleneck(torch.cat([outs[0]] + [self._up(x, size) for x in outs[1:]], dim=1))

@@ -1,0 +1,91 @@
+"""Write tests/fixtures/terratorch_parity/: what TerraTorch computes after its encoder, for the parity test.
+
+Run with a Python that has TerraTorch (never a dependency of terramind-ft; a scratch venv):
+
+    /tmp/tt/bin/python scripts/make_terratorch_parity_fixtures.py
+
+For each case (a model_args of TerraTorch's EncoderDecoderFactory on terramind_v1_tiny, random weights, eval
+mode) it saves the encoder's features for a fixed input (64 x 48 px, which TerraTorch pads to 64 x 64), the weights of everything after the encoder (necks,
+decoder, head), the model's output, and the name and shape of every parameter and buffer of the whole model.
+tests/models/test_terratorch_parity.py builds the same model_args with terramind-ft, loads those weights, runs
+its necks, decoder and head on the same features, and compares the output; and compares the names and shapes.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+OUT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "terratorch_parity"
+BASE = {"backbone": "terramind_v1_tiny", "backbone_pretrained": False, "backbone_modalities": ["S2L1C", "S1GRD"]}
+PYRAMID = [{"name": "SelectIndices", "indices": [2, 5, 8, 11]},
+           {"name": "ReshapeTokensToImage", "remove_cls_token": False}, {"name": "LearnedInterpolateToPyramidal"}]
+LAST = [{"name": "SelectIndices", "indices": [-1]}, {"name": "ReshapeTokensToImage", "remove_cls_token": False}]
+CASES = {  # name: (task class, loss, model_args)
+    "segmentation_unet": ("SemanticSegmentationTask", "ce", {
+        **BASE, "necks": PYRAMID, "decoder": "UNetDecoder", "decoder_channels": [32, 16, 8, 4],
+        "head_dropout": 0.1, "num_classes": 2}),
+    "segmentation_upernet": ("SemanticSegmentationTask", "ce", {
+        **BASE, "necks": PYRAMID, "decoder": "UperNetDecoder", "decoder_channels": 16, "num_classes": 2}),
+    "segmentation_fcn": ("SemanticSegmentationTask", "ce", {
+        **BASE, "necks": LAST, "decoder": "FCNDecoder", "decoder_channels": 16, "num_classes": 2}),
+    "segmentation_interpolate_unet": ("SemanticSegmentationTask", "ce", {
+        **BASE, "necks": [{"name": "SelectIndices", "indices": [2, 5, 8, 11]},
+                          {"name": "ReshapeTokensToImage", "remove_cls_token": False},
+                          {"name": "InterpolateToPyramidal"}],
+        "decoder": "UNetDecoder", "decoder_channels": [16, 8, 8, 4], "head_channel_list": [8, 4], "num_classes": 3}),
+    "classification_mlp": ("ClassificationTask", "ce", {
+        **BASE, "necks": LAST, "decoder": "IdentityDecoder", "head_dim_list": [16], "num_classes": 4}),
+    "regression_unet_upscale": ("PixelwiseRegressionTask", "mse", {
+        **BASE, "necks": PYRAMID, "decoder": "UNetDecoder", "decoder_channels": [16, 8, 8, 4],
+        "head_learned_upscale_layers": 1, "head_channel_list": [4]}),
+}
+
+
+def main() -> int:
+    warnings.filterwarnings("ignore")
+    from importlib.metadata import version
+
+    import terratorch.tasks
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"S2L1C": torch.randn(2, 13, 64, 48, generator=generator),
+              "S1GRD": torch.randn(2, 2, 64, 48, generator=generator)}
+    for name, (task_name, loss, model_args) in CASES.items():
+        torch.manual_seed(0)
+        task = getattr(terratorch.tasks, task_name)(model_args=dict(model_args), model_factory="EncoderDecoderFactory",
+                                                    loss=loss)
+        model = task.model.eval()
+        for module in model.modules():  # non-trivial batch-norm statistics, so that eval mode is really tested
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.uniform_(-0.5, 0.5, generator=generator)
+                module.running_var.uniform_(0.5, 1.5, generator=generator)
+        with torch.no_grad():
+            # Weights after the encoder are stored as bfloat16 (half the file): made exactly representable first,
+            # so both tools compute with the same float32 values.
+            for key, value in model.state_dict().items():
+                if not key.startswith("encoder.") and value.is_floating_point():
+                    value.copy_(value.bfloat16().float())
+            seen: list = []  # the encoder's output inside the model's own forward (after its padding)
+            hook = model.encoder.register_forward_hook(lambda module, args, out: seen.append([f.clone() for f in out]))
+            output = model(dict(inputs)).output
+            hook.remove()
+            features = seen[0]
+        state = {k: v.bfloat16() if v.is_floating_point() else v.clone()
+                 for k, v in model.state_dict().items() if not k.startswith("encoder.")}
+        torch.save({"terratorch": version("terratorch"), "task": task_name, "model_args": model_args,
+                    "image_size": list(inputs["S2L1C"].shape[-2:]), "features": features, "weights": state,
+                    "output": output.clone(),
+                    "keys": {f"model.{k}": list(v.shape) for k, v in model.state_dict().items()}},
+                   OUT / f"{name}.pt")
+        print(f"{name}: output {tuple(output.shape)}, {sum(v.numel() for v in state.values())} weights after the "
+              "encoder")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
