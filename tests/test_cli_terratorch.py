@@ -200,6 +200,11 @@ def test_a_checkpoint_written_by_terratorch_tests_and_predicts(tmp_path, caplog)
     assert theirs.keys() == ours.keys()
     for key, value in ours.items():
         assert theirs[key] == value or (value != value and theirs[key] != theirs[key]), key  # NaN == NaN
+    # a TerraTorch run goes on here: the optimiser state (TerraTorch's parameter groups and order) fits
+    resumed = tmp_path / "resumed"
+    assert main(["fit", "--config", str(cfg), "--ckpt_path", str(elsewhere / "epoch=0.ckpt"), *short,
+                 "--trainer.max_epochs=2", f"--trainer.default_root_dir={resumed}"]) == 0
+    assert torch.load(resumed / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
     out = tmp_path / "preds"
     roots = yaml.safe_load(cfg.read_text())["data"]["init_args"]["test_data_root"]
     assert main(["predict", "--config", str(cfg), "--ckpt_path", str(elsewhere / "epoch=0.ckpt"),

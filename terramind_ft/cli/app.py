@@ -430,7 +430,7 @@ class TerraMindCLI(LightningCLI):
     # -- optimiser -------------------------------------------------------------------------------------------
     def _add_configure_optimizers_method_to_model(self, subcommand: str | None) -> None:
         """Lightning builds a top-level ``optimizer:`` over ``model.parameters()``; hand it our parameter groups
-        instead, so lr_overrides and frozen parameters are honoured there too."""
+        instead, so lr_overrides are honoured there too."""
         model = self.model
         if not isinstance(model, BaseTask):
             return super()._add_configure_optimizers_method_to_model(subcommand)

@@ -127,7 +127,12 @@ def translate_terratorch_checkpoint(class_path: str, hyper_parameters: dict[str,
     (``hyper_parameters._class_path`` ``terratorch.tasks.<Task>``): the same mapping as its configs get. Its
     parameter names are ours, so the weights load as they are."""
     translated, _ = translate_terratorch({"model": {"class_path": class_path, "init_args": dict(hyper_parameters)}})
-    return translated["model"]["class_path"], translated["model"].get("init_args") or {}
+    init_args = translated["model"].get("init_args") or {}
+    if hyper_parameters.get("optimizer") is None:
+        # which optimizer trained it is not in the file (a top-level optimizer block, or TerraTorch's Adam):
+        # the config's own setting stands
+        init_args.pop("optimizer", None)
+    return translated["model"]["class_path"], init_args
 
 
 def _map_temporal(init: dict[str, Any], config: dict[str, Any]) -> list[str]:

@@ -83,11 +83,13 @@ class EncoderDecoderModel(nn.Module):
                  rescale: bool = True, padding: str = "reflect", aux_heads: Mapping[str, nn.Module] | None = None):
         super().__init__()
         self.task = task
+        # registered in TerraTorch's order: parameters() then lists them as its models do, so the optimiser
+        # state of a TerraTorch checkpoint lines up with ours and its run resumes here
         self.encoder = backbone
-        self.neck = necks
         self.decoder = decoder
         self.head = head
         self.aux_heads = nn.ModuleDict(dict(aux_heads or {}))
+        self.neck = necks
         self.rescale = rescale
         self.padding = padding
         self.patch_size = int(getattr(backbone, "patch_size", 16) or 16)

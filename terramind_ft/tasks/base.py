@@ -15,7 +15,7 @@ Optimiser: ``optimizer`` is a ``torch.optim`` name (default AdamW) built with ``
 (plus ``interval``: epoch|step and ``monitor``, default val/loss). ``lr_overrides`` ({substring of a
 parameter name: lr}) puts matching parameters in their own group; it also applies when the optimiser comes
 from LightningCLI's top-level ``optimizer:`` block (see :mod:`terramind_ft.cli.app`). Frozen parameters
-are never handed to the optimiser.
+get no gradient, so the optimiser never changes them.
 """
 
 from __future__ import annotations
@@ -491,13 +491,13 @@ class BaseTask(pl.LightningModule):
                                   f"{names[0]!r}, {names[-1]!r})", key=f"model.init_args.lr_overrides.{sub}")
 
     def optimizer_param_groups(self, *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-        """Trainable parameters in groups: one per lr_overrides entry (first matching substring wins), then
-        the rest (which takes the optimiser's lr)."""
+        """Every parameter in groups: one per lr_overrides entry (first matching substring wins), then the rest
+        (which takes the optimiser's lr). Frozen parameters are in the groups too, as in TerraTorch's tasks (and
+        LightningCLI's ``model.parameters()``): they get no gradient, so no optimiser updates them or keeps state
+        for them, and the optimiser state of a TerraTorch checkpoint has the same groups, so a run resumes."""
         groups: dict[str, list[nn.Parameter]] = {sub: [] for sub in self.lr_overrides}
         rest: list[nn.Parameter] = []
         for name, p in self.named_parameters():
-            if not p.requires_grad:
-                continue
             sub = next((s for s in self.lr_overrides if s in name), None)
             (groups[sub] if sub is not None else rest).append(p)
         out = [{"params": ps, "lr": self.lr_overrides[s], "name": f"lr_override:{s}"} for s, ps in groups.items() if ps]

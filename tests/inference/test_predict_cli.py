@@ -26,23 +26,28 @@ MODEL_ARGS = {  # a cheap stand-in backbone: this test is about the predict path
 }
 
 
-def test_predict_streams_a_large_two_modality_scene_to_a_cog(tmp_path, monkeypatch):
-    scene = make_scene(tmp_path / "scene", height=HEIGHT, width=WIDTH, resolutions={"S1GRD": 20.0}, label=False,
-                       nodata_box=(1000, 300, 200, 100), compress=None)  # S1 on a 20 m grid: warped on the fly
+def _predict_config(tmp_path, data: dict | None = None, model: dict | None = None) -> str:
+    """A predict config of the stand-in model on S2L2A + S1GRD; ``data`` / ``model``: more init arguments."""
     config = {
         "seed_everything": 0,
         "trainer": {"accelerator": "cpu", "precision": "32-true", "enable_progress_bar": False,
                     "enable_model_summary": False, "default_root_dir": str(tmp_path / "run")},
         "data": {"class_path": "GenericMultiModalDataModule", "init_args": {
             "modalities": ["S2L2A", "S1GRD"], "task": "segmentation", "batch_size": 1, "num_classes": 2,
-            "predict_data_root": scene.data_roots, "image_grep": "*.tif"}},
-        "model": {"class_path": "SemanticSegmentationTask", "init_args": {
-            "model_args": MODEL_ARGS, "class_names": ["land", "water"],
-            "output_on_inference": ["prediction", "probabilities"],
-            "tiled_inference_parameters": {"crop": 256, "stride": 192, "delta": 8, "batch_size": 4}}},
+            "image_grep": "*.tif", **(data or {})}},
+        "model": {"class_path": "SemanticSegmentationTask", "init_args": {"model_args": MODEL_ARGS, **(model or {})}},
     }
     cfg = tmp_path / "predict.yaml"
     cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    return str(cfg)
+
+
+def test_predict_streams_a_large_two_modality_scene_to_a_cog(tmp_path, monkeypatch):
+    scene = make_scene(tmp_path / "scene", height=HEIGHT, width=WIDTH, resolutions={"S1GRD": 20.0}, label=False,
+                       nodata_box=(1000, 300, 200, 100), compress=None)  # S1 on a 20 m grid: warped on the fly
+    cfg = _predict_config(tmp_path, {"predict_data_root": scene.data_roots}, {
+        "class_names": ["land", "water"], "output_on_inference": ["prediction", "probabilities"],
+        "tiled_inference_parameters": {"crop": 256, "stride": 192, "delta": 8, "batch_size": 4}})
 
     def whole_file_read(*args, **kwargs):
         raise AssertionError("predict read a whole scene through the dataset instead of streaming it")
@@ -88,17 +93,7 @@ def test_predict_streams_a_large_two_modality_scene_to_a_cog(tmp_path, monkeypat
 def test_predict_on_one_scene_given_as_one_file_per_modality(tmp_path):
     """The user's path for a new scene: its files on the command line, no folder per modality to make."""
     scene = make_scene(tmp_path / "scene", height=160, width=128, label=False, name="my scene 2024")
-    config = {
-        "seed_everything": 0,
-        "trainer": {"accelerator": "cpu", "precision": "32-true", "enable_progress_bar": False,
-                    "enable_model_summary": False, "default_root_dir": str(tmp_path / "run")},
-        "data": {"class_path": "GenericMultiModalDataModule", "init_args": {
-            "modalities": ["S2L2A", "S1GRD"], "task": "segmentation", "batch_size": 1, "num_classes": 2,
-            "image_grep": "*.tif"}},
-        "model": {"class_path": "SemanticSegmentationTask", "init_args": {"model_args": MODEL_ARGS}},
-    }
-    cfg = tmp_path / "predict.yaml"
-    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    cfg = _predict_config(tmp_path)
     out = tmp_path / "preds"
     files = {m: str(p) for m, p in scene.paths.items()}
     for tiling in ([], ["--model.init_args.tiled_inference_parameters", "{crop: 64, stride: 48}"]):

@@ -35,6 +35,9 @@ def test_same_parameter_names_and_output_as_terratorch(path):
 
     ours = {f"model.{k}": list(v.shape) for k, v in model.state_dict().items()}
     assert ours == case["keys"]
+    # parameters in TerraTorch's order: an optimiser's state is a list over them, so a TerraTorch run resumes
+    parameters = [f"model.{k}" for k, _ in model.named_parameters()]
+    assert parameters == [k for k in case["keys"] if k in set(parameters)]
 
     weights = {k: v.float() if v.is_floating_point() else v for k, v in case["weights"].items()}
     missing, unexpected = model.load_state_dict(weights, strict=False)

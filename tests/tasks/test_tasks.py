@@ -56,15 +56,24 @@ def test_segmentation_fit_logs_contracted_names_and_writes_previews(tmp_path):
     assert previews == ["epoch000_0.png", "epoch000_1.png", "epoch001_0.png", "epoch001_1.png"]
 
 
-def test_lr_overrides_groups_and_frozen_parameters_excluded():
+def test_lr_overrides_groups_and_frozen_parameters_stay_unchanged():
+    """Groups as TerraTorch's tasks build them (every parameter, overrides first), so the optimiser state of its
+    checkpoints fits; frozen parameters get no gradient, so a step (with weight decay) leaves them as they were."""
     task = SemanticSegmentationTask(model_args=MODEL_ARGS, lr=1e-3, lr_overrides={"encoder": 1e-5},
                                     freeze_decoder=True)
     opt = task.configure_optimizers()
     lrs = {g["name"]: g["lr"] for g in opt.param_groups}
     assert lrs == {"lr_override:encoder": 1e-5, "default": 1e-3}
-    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
-    assert all(id(p) not in in_opt for p in task.model.decoder.parameters())
-    assert {id(p) for p in task.model.encoder.parameters()} <= in_opt
+    assert [p for g in opt.param_groups for p in g["params"]] == (
+        [p for n, p in task.named_parameters() if "encoder" in n] +
+        [p for n, p in task.named_parameters() if "encoder" not in n])
+    frozen = {n: p.detach().clone() for n, p in task.model.decoder.named_parameters()}
+    task.train()
+    out = task.model(seg_batch()["image"]).output
+    out.square().mean().backward()
+    opt.step()
+    assert all(torch.equal(p, frozen[n]) for n, p in task.model.decoder.named_parameters())
+    assert opt.state and all(p.requires_grad for p in opt.state)  # no optimiser state for frozen parameters
     with pytest.raises(ConfigError, match=r"lr_overrides\.encodr.*matches no parameter"):
         SemanticSegmentationTask(model_args=MODEL_ARGS, lr_overrides={"encodr": 1e-5})
 
