@@ -24,6 +24,11 @@ BASE = {"backbone": "terramind_v1_tiny", "backbone_pretrained": False, "backbone
 PYRAMID = [{"name": "SelectIndices", "indices": [2, 5, 8, 11]},
            {"name": "ReshapeTokensToImage", "remove_cls_token": False}, {"name": "LearnedInterpolateToPyramidal"}]
 LAST = [{"name": "SelectIndices", "indices": [-1]}, {"name": "ReshapeTokensToImage", "remove_cls_token": False}]
+# Task arguments beyond model_args, per case: auxiliary heads (TerraTorch's AuxiliaryHead fields).
+TASK_ARGS = {"segmentation_fcn_aux_fcn": {
+    "aux_heads": [{"name": "aux1", "decoder": "FCNDecoder",
+                   "decoder_args": {"decoder_channels": 8, "decoder_num_convs": 2, "head_dropout": 0.1}}],
+    "aux_loss": {"aux1": 0.5}}}
 CASES = {  # name: (task class, loss, model_args)
     "segmentation_unet": ("SemanticSegmentationTask", "ce", {
         **BASE, "necks": PYRAMID, "decoder": "UNetDecoder", "decoder_channels": [32, 16, 8, 4],
@@ -37,6 +42,8 @@ CASES = {  # name: (task class, loss, model_args)
                           {"name": "ReshapeTokensToImage", "remove_cls_token": False},
                           {"name": "InterpolateToPyramidal"}],
         "decoder": "UNetDecoder", "decoder_channels": [16, 8, 8, 4], "head_channel_list": [8, 4], "num_classes": 3}),
+    "segmentation_fcn_aux_fcn": ("SemanticSegmentationTask", "ce", {
+        **BASE, "necks": LAST, "decoder": "FCNDecoder", "decoder_channels": 8, "num_classes": 2}),
     "classification_mlp": ("ClassificationTask", "ce", {
         **BASE, "necks": LAST, "decoder": "IdentityDecoder", "head_dim_list": [16], "num_classes": 4}),
     "regression_unet_upscale": ("PixelwiseRegressionTask", "mse", {
@@ -57,8 +64,14 @@ def main() -> int:
               "S1GRD": torch.randn(2, 2, 64, 48, generator=generator)}
     for name, (task_name, loss, model_args) in CASES.items():
         torch.manual_seed(0)
+        task_args = dict(TASK_ARGS.get(name, {}))
+        if "aux_heads" in task_args:
+            from terratorch.models.model import AuxiliaryHead
+
+            task_args["aux_heads"] = [AuxiliaryHead(a["name"], a["decoder"], a["decoder_args"])
+                                      for a in task_args["aux_heads"]]
         task = getattr(terratorch.tasks, task_name)(model_args=dict(model_args), model_factory="EncoderDecoderFactory",
-                                                    loss=loss)
+                                                    loss=loss, **task_args)
         model = task.model.eval()
         for module in model.modules():  # non-trivial batch-norm statistics, so that eval mode is really tested
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
@@ -78,6 +91,7 @@ def main() -> int:
         state = {k: v.bfloat16() if v.is_floating_point() else v.clone()
                  for k, v in model.state_dict().items() if not k.startswith("encoder.")}
         torch.save({"terratorch": version("terratorch"), "task": task_name, "model_args": model_args,
+                    "task_args": TASK_ARGS.get(name, {}),
                     "image_size": list(inputs["S2L1C"].shape[-2:]), "features": features, "weights": state,
                     "output": output.clone(),
                     "keys": {f"model.{k}": list(v.shape) for k, v in model.state_dict().items()}},

@@ -60,16 +60,21 @@ class ModelOutput:
     auxiliary_heads: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
-class AuxiliaryHead(nn.Module):
-    """An extra decoder + head on the neck features; its loss trains the encoder alongside the main head's."""
+class AuxiliaryHead(nn.Sequential):
+    """An extra decoder + head on the neck features; its loss trains the encoder alongside the main head's.
+
+    A sequence of the two (``aux_heads.<name>.0`` the decoder, ``.1`` the head): TerraTorch's parameter names."""
 
     def __init__(self, decoder: nn.Module, head: nn.Module):
-        super().__init__()
-        self.decoder = decoder
-        self.head = head
+        super().__init__(decoder, head)
 
-    def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
-        return self.head(self.decoder(features))
+    @property
+    def decoder(self) -> nn.Module:
+        return self[0]
+
+    @property
+    def head(self) -> nn.Module:
+        return self[1]
 
 
 class EncoderDecoderModel(nn.Module):

@@ -30,7 +30,7 @@ def test_same_parameter_names_and_output_as_terratorch(path):
     case = torch.load(path, weights_only=True)
     task_class = getattr(tasks, case["task"])
     loss = "mse" if "Regression" in case["task"] else "ce"
-    task = task_class(model_args=dict(case["model_args"]), loss=loss)
+    task = task_class(model_args=dict(case["model_args"]), loss=loss, **case.get("task_args", {}))
     model = task.model.eval()
 
     ours = {f"model.{k}": list(v.shape) for k, v in model.state_dict().items()}
