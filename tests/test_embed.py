@@ -168,7 +168,9 @@ def test_a_rerun_with_other_settings_is_refused_not_mixed_in(tmp_path, config, c
     capsys.readouterr()
     for change, said in ((["--pooling", "max"], "pooling: 'mean' there, 'max' now"),
                          (["--layers", "5"], "layers: [-1] there, [5] now"),
-                         (["--split", "predict"], "split: 'test' there, 'predict' now")):
+                         (["--split", "predict"], "split: 'test' there, 'predict' now"),
+                         # another seed initialises other random weights: other vectors (both said "random" before)
+                         (["--seed_everything", "7"], "weights: 'random (init ")):
         args = ["embed", "--config", config, "--split", "test", "--output", str(out), *change]
         assert main(args) != 0
         err = capsys.readouterr().err

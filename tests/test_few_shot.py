@@ -81,5 +81,5 @@ def test_few_shot_command_writes_metrics(tmp_path):
     assert main(["fit", "--config", str(cfg)]) == 0
     assert main([*args, "--ckpt_path", "best"]) == 0
     fitted = json.loads((tmp_path / "run" / "few_shot" / "metrics.json").read_text())["few_shot"]
-    assert doc["weights"] == "random"
+    assert doc["weights"].startswith("random (init ")
     assert "fine-tuned ClassificationTask" in fitted["weights"] and "best.ckpt" in fitted["weights"]

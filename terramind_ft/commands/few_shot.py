@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     weights = backbone_weights(backbone_of(cli.model))
     doc["few_shot"]["weights"] = weights
     path = atomic_write_json(Path(output) / "metrics.json", doc, indent=1)
-    marker = "; RANDOM WEIGHTS: not TerraMind's embeddings" if weights == "random" else ""
+    marker = "; RANDOM WEIGHTS: not TerraMind's embeddings" if weights.startswith("random") else ""
     print(f"few-shot {args.ways}-way {args.shots}-shot over {args.episodes} episodes: accuracy "
           f"{result.accuracy:.3f} ± {result.ci95:.3f} (95 %; chance {1 / args.ways:.3f}){marker} -> {path}", flush=True)
     return 0

@@ -65,11 +65,26 @@ def prepare_encoder(encoder: Any, layers: list[int], per_modality: bool, *, laye
 
 
 def backbone_weights(encoder: Any) -> str:
-    """``random`` when a TerraMind backbone loaded no checkpoint, else where its weights came from."""
+    """Where a TerraMind backbone's weights came from: ``checkpoint <source>``, or ``random (init <digest>)``
+    when it loaded none. The digest tells random initialisations apart (another seed gives other vectors, so a
+    rerun into the same embeddings folder must not count as the same weights)."""
     if not hasattr(encoder, "load_report"):
         return "unknown"
     report = encoder.load_report
-    return "random" if report is None else f"checkpoint {getattr(report, 'source', '') or 'pretrained'}"
+    if report is not None:
+        return f"checkpoint {getattr(report, 'source', '') or 'pretrained'}"
+    return f"random (init {_init_digest(encoder)})"
+
+
+def _init_digest(module: Any) -> str:
+    """8 hex digits over the first and last floating-point parameters: cheap, and two seeds never share them."""
+    import hashlib
+
+    params = [p for p in module.parameters() if p.is_floating_point()]
+    digest = hashlib.sha1(str(len(params)).encode())
+    for p in params[:1] + params[-1:]:
+        digest.update(p.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:8]
 
 
 def pool(tokens: Any, how: str) -> Any:
@@ -275,8 +290,8 @@ def join_parts(parts: Path, target: Path, expected: int | None, weights: str | N
     dims = " + ".join(str(f.type.list_size) for f in table.schema if f.name.startswith("embedding"))
     counted = f"{table.num_rows} of {expected} chip(s)" if expected is not None else f"{table.num_rows} chip(s)"
     made = ""
-    if weights == "random":
-        made = "; RANDOM WEIGHTS: not TerraMind's embeddings"
+    if weights is not None and weights.startswith("random"):
+        made = f"; RANDOM WEIGHTS ({weights}): not TerraMind's embeddings"
     elif weights not in (None, "unknown"):
         made = f"; weights: {weights}"
     print(f"embed: {counted}, {dims} values each{made} -> {target}", flush=True)
