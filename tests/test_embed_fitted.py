@@ -146,6 +146,13 @@ def test_bad_checkpoints_are_named(workdir, capsys):
         fitted_backbone("plain.ckpt")
     with pytest.raises((CheckpointError, ConfigError), match="missing.ckpt"):
         fitted_backbone("missing.ckpt")
+    # a multi-date model's backbone does not embed single dates: refused with the reason, before it is built
+    torch.save({"state_dict": {}, "hyper_parameters": {
+        "_class_path": "terramind_ft.tasks.SemanticSegmentationTask",
+        "model_args": {"backbone": "terramind_v1_tiny", "backbone_use_temporal": True}}}, "temporal.ckpt")
+    with pytest.raises(ConfigError, match="backbone_use_temporal") as err:
+        fitted_backbone("temporal.ckpt")
+    assert err.value.key == "ckpt_path"
 
 
 def test_a_checkpoint_trained_from_python_embeds_and_merges(tmp_path):

@@ -54,15 +54,16 @@ def fitted_backbone(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     checkpoint = load_checkpoint_file(path, weights_only=True)
+    if ((checkpoint.get("hyper_parameters") or {}).get("model_args") or {}).get("backbone_use_temporal"):
+        # said before the task is built: a multi-date model is not built for nothing
+        raise ConfigError(f"{path} was trained with backbone_use_temporal (a multi-date backbone); embeddings of "
+                          "single dates come from the plain backbone: embed with the pretrained weights",
+                          key="ckpt_path")
     task, saved, class_path = task_from_checkpoint(path, checkpoint)
     model_args = dict(saved.get("model_args") or {})
     encoder = getattr(getattr(task, "model", None), "encoder", None)
     if encoder is None:
         raise CheckpointError(f"{path} holds a {class_path.rsplit('.', 1)[-1]}, which has no backbone to embed with")
-    if model_args.get("backbone_use_temporal"):
-        raise ConfigError(f"{path} was trained with backbone_use_temporal (a multi-date backbone); embeddings of "
-                          "single dates come from the plain backbone: embed with the pretrained weights",
-                          key="ckpt_path")
     if model_args.get("peft_config") is not None:
         from terramind_ft.models.peft import merge_peft
 
