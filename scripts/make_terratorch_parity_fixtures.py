@@ -38,9 +38,7 @@ CASES = {  # name: (task class, loss, model_args)
     "segmentation_fcn": ("SemanticSegmentationTask", "ce", {
         **BASE, "necks": LAST, "decoder": "FCNDecoder", "decoder_channels": 16, "num_classes": 2}),
     "segmentation_interpolate_unet": ("SemanticSegmentationTask", "ce", {
-        **BASE, "necks": [{"name": "SelectIndices", "indices": [2, 5, 8, 11]},
-                          {"name": "ReshapeTokensToImage", "remove_cls_token": False},
-                          {"name": "InterpolateToPyramidal"}],
+        **BASE, "necks": [*PYRAMID[:2], {"name": "InterpolateToPyramidal"}],
         "decoder": "UNetDecoder", "decoder_channels": [16, 8, 8, 4], "head_channel_list": [8, 4], "num_classes": 3}),
     "segmentation_fcn_aux_fcn": ("SemanticSegmentationTask", "ce", {
         **BASE, "necks": LAST, "decoder": "FCNDecoder", "decoder_channels": 8, "num_classes": 2}),

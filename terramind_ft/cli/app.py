@@ -49,6 +49,7 @@ from terramind_ft.cli.checkpoints import (
     check_weights_fit,
     load_checkpoint_file,
     restore_plan,
+    saved_task,
     state_shapes,
 )
 from terramind_ft.cli.config import RUNS_DIR, config_paths, importable, notice
@@ -68,12 +69,12 @@ from terramind_ft.cli.preflight import check_monitors
 from terramind_ft.cli.report import Interrupted, StderrHandler
 from terramind_ft.cli.run_folder import RunFolderConfig, RunLock, claim_for_fit
 from terramind_ft.cli.signals import GracefulFitStop, stop_at_once
-from terramind_ft.cli.terratorch import TERRATORCH_TASKS, translate_terratorch, translate_terratorch_checkpoint
+from terramind_ft.cli.terratorch import translate_terratorch
 from terramind_ft.errors import CheckpointError, ConfigError, TerraMindFTError, find_in_chain
 from terramind_ft.inference.writers import PredictionWriter
 from terramind_ft.io import read_yaml_mapping
 from terramind_ft.models.factory import without_weight_sources
-from terramind_ft.tasks.base import BaseTask, task_class_path
+from terramind_ft.tasks.base import BaseTask
 
 log = logging.getLogger("terramind_ft.cli")
 
@@ -303,15 +304,11 @@ class TerraMindCLI(LightningCLI):
         # mapped, not read: Lightning reads the weights once, when the run restores them
         checkpoint = load_checkpoint_file(path, weights_only=True, mmap=True)
         self._ckpt_shapes = state_shapes(checkpoint)
-        saved = dict(checkpoint.get("hyper_parameters") or {})
-        saved.pop("_class_path", None)
-        class_path = task_class_path(checkpoint)
+        class_path, saved, terratorch_class = saved_task(checkpoint)
         del checkpoint
-        saved.pop("_instantiator", None)
-        if class_path in TERRATORCH_TASKS:
-            tt_class = class_path
-            class_path, saved = translate_terratorch_checkpoint(class_path, saved)
-            notice(f"{path} was written by TerraTorch ({tt_class}); it loads as {class_path}, its weights as they are")
+        if terratorch_class is not None:
+            notice(f"{path} was written by TerraTorch ({terratorch_class}); it loads as {class_path}, its weights as "
+                   "they are")
         section = self._section()
         if self._embeds_fitted_checkpoint(path, class_path):
             return

@@ -190,8 +190,6 @@ class LastCheckpoint(Checkpoint):
     def path(self) -> Path:
         return self.dirpath / f"{self.filename}.ckpt"
 
-    display_name = "ModelCheckpoint"  # what messages call it: it is Lightning's, with one difference
-
     @property
     def state_key(self) -> str:
         return f"LastCheckpoint{{'filename': {self.filename!r}}}"
@@ -343,6 +341,24 @@ def restore_plan(task_class: type, saved: Mapping[str, Any], current: Mapping[st
             notices.append(f"{dotted}: the config says {user!r}, the checkpoint was trained with {ckpt!r}; using the "
                            f"checkpoint's ({why})")
     return merged, notices
+
+
+def saved_task(checkpoint: Mapping[str, Any]) -> tuple[str | None, dict[str, Any], str | None]:
+    """What a checkpoint says of its task: (our task's class path, or None when it names none; its saved
+    hyper-parameters without ``_class_path``; the TerraTorch class it was written as, or None). A TerraTorch
+    checkpoint's class and arguments are mapped as its configs are, and its ``_instantiator`` (TerraTorch's CLI)
+    is dropped; ours keeps it, for a rewritten checkpoint (merge-lora) that Lightning loads through our CLI."""
+    from terramind_ft.cli.terratorch import TERRATORCH_TASKS, translate_terratorch_checkpoint
+    from terramind_ft.tasks.base import task_class_path
+
+    saved = dict(checkpoint.get("hyper_parameters") or {})
+    saved.pop("_class_path", None)
+    class_path = task_class_path(checkpoint)
+    if class_path not in TERRATORCH_TASKS:
+        return class_path, saved, None
+    saved.pop("_instantiator", None)
+    ours, saved = translate_terratorch_checkpoint(class_path, saved)
+    return ours, saved, class_path
 
 
 def state_shapes(checkpoint: Mapping[str, Any]) -> dict[str, tuple[int, ...]]:

@@ -64,8 +64,10 @@ TERRATORCH_DROPPED_TASK_ARGS = {
 }
 
 
-def translate_terratorch(config: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """Map TerraTorch class paths and arguments in a config dict to ours. Returns (new config, notices)."""
+def translate_terratorch(config: dict[str, Any], defaults: bool = True) -> tuple[dict[str, Any], list[str]]:
+    """Map TerraTorch class paths and arguments in a config dict to ours. Returns (new config, notices).
+    ``defaults``: give keys the config leaves out TerraTorch's default where ours differs (a config; not the
+    hyper-parameters of a checkpoint, which do not say what a config around them set)."""
     config = copy.deepcopy(config)
     notices: list[str] = []
     model_path = (config.get("model") or {}).get("class_path") if isinstance(config.get("model"), dict) else None
@@ -112,8 +114,8 @@ def translate_terratorch(config: dict[str, Any]) -> tuple[dict[str, Any], list[s
         if arg in model_init:
             model_init.pop(arg)
             notices.append(f"model.init_args.{arg} dropped: {why}")
-    if (isinstance(model, dict) and model_path in TERRATORCH_TRAINING_TASKS and model_init.get("optimizer") is None
-            and not config.get("optimizer")):
+    if (defaults and isinstance(model, dict) and model_path in TERRATORCH_TRAINING_TASKS
+            and model_init.get("optimizer") is None and not config.get("optimizer")):
         # TerraTorch's task trains with Adam when neither it nor a top-level optimizer block names one; ours
         # defaults to AdamW: the same config must train the same way
         model.setdefault("init_args", model_init)["optimizer"] = "Adam"
@@ -126,9 +128,10 @@ def translate_terratorch_checkpoint(class_path: str, hyper_parameters: dict[str,
     """(our task class, its init arguments) for the saved hyper-parameters of a checkpoint TerraTorch wrote
     (``hyper_parameters._class_path`` ``terratorch.tasks.<Task>``): the same mapping as its configs get. Its
     parameter names are ours, so the weights load as they are."""
-    translated, _ = translate_terratorch({"model": {"class_path": class_path, "init_args": dict(hyper_parameters)}})
+    translated, _ = translate_terratorch({"model": {"class_path": class_path, "init_args": dict(hyper_parameters)}},
+                                         defaults=False)
     init_args = translated["model"].get("init_args") or {}
-    if hyper_parameters.get("optimizer") is None:
+    if init_args.get("optimizer") is None:
         # which optimizer trained it is not in the file (a top-level optimizer block, or TerraTorch's Adam):
         # the config's own setting stands
         init_args.pop("optimizer", None)

@@ -12,6 +12,7 @@ already written, so a rerun skips them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import struct
 from dataclasses import dataclass
@@ -78,8 +79,6 @@ def backbone_weights(encoder: Any) -> str:
 
 def _init_digest(module: Any) -> str:
     """8 hex digits over the first and last floating-point parameters: cheap, and two seeds never share them."""
-    import hashlib
-
     params = [p for p in module.parameters() if p.is_floating_point()]
     digest = hashlib.sha1(str(len(params)).encode())
     for p in params[:1] + params[-1:]:

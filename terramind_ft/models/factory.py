@@ -11,7 +11,7 @@
     head_dropout: 0.1                    # head_<x>: the head's argument <x>; or head_kwargs: {x: ...}
     num_classes: 2                       # classes of segmentation and classification (not regression)
     rescale: true                        # resize the output to the input size (pixel tasks)
-    padding: reflect                     # how inputs are padded to a multiple of the patch size
+    padding: reflect                     # how inputs are padded to a multiple of twice the patch size
     peft_config: {method: LORA, replace_qkv: qkv, peft_config_kwargs: {r: 16}}  # adapters (models/peft.py)
     aux_decoders: [{name: aux, decoder: FCNDecoder, decoder_args: {}}]  # trained with aux_loss, not at inference
     backbone_use_temporal: true          # [B, C, T, H, W] inputs through the backbone date by date (models/temporal.py)
@@ -19,8 +19,8 @@
     backbone_temporal_n_timestamps: 3    # the number of dates
 
 Every argument must be used: an unknown or misspelt key is a :class:`ConfigError` naming it (with "did you
-mean"). Inputs whose size is not a multiple of the backbone's patch size are padded at the bottom/right
-and the output is cropped back to the input size.
+mean"). Inputs whose size is not a multiple of twice the backbone's patch size (an even token grid) are
+padded, split between both sides as TerraTorch does, and the output is cropped back to the input size.
 """
 
 from __future__ import annotations
@@ -68,17 +68,9 @@ class AuxiliaryHead(nn.Sequential):
     def __init__(self, decoder: nn.Module, head: nn.Module):
         super().__init__(decoder, head)
 
-    @property
-    def decoder(self) -> nn.Module:
-        return self[0]
-
-    @property
-    def head(self) -> nn.Module:
-        return self[1]
-
 
 class EncoderDecoderModel(nn.Module):
-    """backbone -> necks -> decoder -> head, with padding to the patch size and crop/rescale back.
+    """backbone -> necks -> decoder -> head, with padding to an even token grid and crop/rescale back.
 
     Submodules ``encoder``, ``neck``, ``decoder``, ``head``, ``aux_heads``: TerraTorch's names, so a checkpoint of
     either tool holds the same parameter names for the same config.

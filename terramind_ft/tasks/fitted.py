@@ -21,17 +21,11 @@ from terramind_ft.models.factory import without_weight_sources
 def task_from_checkpoint(path: str | Path, checkpoint: dict[str, Any]) -> tuple[Any, dict, str]:
     """(the task with the weights of ``checkpoint``, read from ``path``; its saved hyper-parameters; its class
     path)."""
+    from terramind_ft.cli.checkpoints import saved_task
     from terramind_ft.cli.keys import _resolve_class
-    from terramind_ft.tasks.base import TASK_CLASS_KEY, task_class_path
+    from terramind_ft.tasks.base import TASK_CLASS_KEY
 
-    from terramind_ft.cli.terratorch import TERRATORCH_TASKS, translate_terratorch_checkpoint
-
-    saved = dict(checkpoint.get("hyper_parameters") or {})
-    saved.pop("_class_path", None)
-    class_path = task_class_path(checkpoint)
-    if class_path in TERRATORCH_TASKS:
-        saved.pop("_instantiator", None)
-        class_path, saved = translate_terratorch_checkpoint(class_path, saved)
+    class_path, saved, _ = saved_task(checkpoint)
     task_class = _resolve_class(class_path) if class_path else None
     if task_class is None:
         raise CheckpointError(f"{path} does not say which task it holds (no hyper_parameters._class_path or "
