@@ -47,6 +47,19 @@ CASES = {  # name: (task class, loss, model_args)
     "regression_unet_upscale": ("PixelwiseRegressionTask", "mse", {
         **BASE, "necks": PYRAMID, "decoder": "UNetDecoder", "decoder_channels": [16, 8, 8, 4],
         "head_learned_upscale_layers": 1, "head_channel_list": [4]}),
+    # TerraTorch 1.2.11 builds LinearDecoder by name only with decoder_num_classes, and then puts the task's head
+    # after it (its factory reads includes_head from the registry, not the class)
+    "segmentation_linear": ("SemanticSegmentationTask", "ce", {
+        **BASE, "necks": LAST, "decoder": "LinearDecoder", "decoder_upsampling_size": 16,
+        "decoder_num_classes": 6, "num_classes": 3}),
+    "segmentation_mlp": ("SemanticSegmentationTask", "ce", {
+        **BASE, "necks": [{"name": "SelectIndices", "indices": [5, 11]}, LAST[1]], "decoder": "MLPDecoder",
+        "decoder_activation": "GELU", "num_classes": 2}),
+    "regression_linear": ("PixelwiseRegressionTask", "mse", {
+        **BASE, "necks": LAST, "decoder": "LinearDecoder", "decoder_upsampling_size": 4,
+        "decoder_num_classes": 1}),
+    "classification_mlp_decoder": ("ClassificationTask", "ce", {
+        **BASE, "necks": LAST, "decoder": "MLPDecoder", "head_dim_list": [8], "num_classes": 3}),
 }
 
 

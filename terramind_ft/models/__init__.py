@@ -17,5 +17,5 @@ from terramind_ft.models.terramind import encoder  # noqa: F401
 from terramind_ft.models.terramind import decoder  # noqa: F401
 from terramind_ft.models.terramind import tim  # noqa: F401
 from terramind_ft.models.terramind import generation  # noqa: F401
-from terramind_ft.models.decoders import fcn, identity, unet, upernet  # noqa: F401
+from terramind_ft.models.decoders import fcn, identity, linear, mlp, unet, upernet  # noqa: F401
 from terramind_ft.models.tokenizers import coords, tokenizer  # noqa: F401

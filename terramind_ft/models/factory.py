@@ -6,7 +6,8 @@
     backbone_pretrained: true            # backbone_<x>: the backbone's argument <x>; or backbone_kwargs: {x: ...}
     backbone_modalities: [S2L1C, S1GRD]  # the inputs, by catalogue name; backbone_bands, backbone_ckpt_path, ...
     necks: [{name: SelectIndices, indices: [2, 5, 8, 11]}, {name: ReshapeTokensToImage}]  # applied in order
-    decoder: UNetDecoder                 # UNetDecoder | UperNetDecoder | FCNDecoder | IdentityDecoder
+    decoder: UNetDecoder                 # UNetDecoder | UperNetDecoder | FCNDecoder | IdentityDecoder | MLPDecoder
+                                         # | LinearDecoder (its own head: decoder_upsampling_size: 16, no head_*)
     decoder_channels: [512, 256, 128, 64]  # decoder_<x>: the decoder's argument <x>; or decoder_kwargs: {x: ...}
     head_dropout: 0.1                    # head_<x>: the head's argument <x>; or head_kwargs: {x: ...}
     num_classes: 2                       # classes of segmentation and classification (not regression)
@@ -26,6 +27,7 @@ padded, split between both sides as TerraTorch does, and the output is cropped b
 from __future__ import annotations
 
 from collections.abc import Mapping
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -287,6 +289,17 @@ def _decoder_and_head(task: str, decoder_name: str | nn.Module, decoder_kw: dict
     else:
         decoder_cls = DECODER_REGISTRY.get(decoder_name, key=f"{key}.{decoder_key}")
         _check_prefixed(decoder_cls, decoder_kw, "decoder", f"decoder {decoder_name!r}", key, {"embed_dim"})
+        if getattr(decoder_cls, "includes_head", False) and "num_classes" not in decoder_kw:
+            return _decoder_as_head(task, decoder_name, decoder_cls, decoder_kw, head_kw, channels, num_classes,
+                                    key), nn.Identity()
+        if getattr(decoder_cls, "includes_head", False):
+            # TerraTorch 1.2.11 builds such a decoder by name only when given decoder_num_classes, and then puts
+            # the task's head after it (its factory reads includes_head off the registry, not the class). The
+            # same here, so its configs build its network and its checkpoints load.
+            warnings.warn(f"decoder_num_classes={decoder_kw['num_classes']!r}: {decoder_name}'s maps feed the "
+                          f"{HEAD_FOR_TASK[task]}, as in TerraTorch 1.2.11; leave decoder_num_classes out for a "
+                          f"linear probe ({decoder_name} then outputs the classes, with no head after it)",
+                          stacklevel=2)
         decoder = decoder_cls(channels, **decoder_kw)
     head_name = HEAD_FOR_TASK[task]
     head_cls = HEAD_REGISTRY.get(head_name)
@@ -294,6 +307,19 @@ def _decoder_and_head(task: str, decoder_name: str | nn.Module, decoder_kw: dict
     if task == "regression":
         return decoder, head_cls(decoder.out_channels, **head_kw)
     return decoder, head_cls(decoder.out_channels, num_classes, **head_kw)
+
+
+def _decoder_as_head(task: str, name: str, decoder_cls: Any, decoder_kw: dict[str, Any], head_kw: dict[str, Any],
+                     channels: list[int], num_classes: int | None, key: str) -> nn.Module:
+    """A decoder that is its own head (``includes_head``, e.g. LinearDecoder): it outputs the classes (one value
+    for regression) and nothing follows it (an identity ``head``, as TerraTorch intends)."""
+    if task == "classification":
+        raise ConfigError(f"{name} outputs per-pixel maps, not one score per class: a classification model takes "
+                          "IdentityDecoder or MLPDecoder and the ClassificationHead", key=f"{key}.decoder")
+    if head_kw:
+        raise ConfigError(f"{name} is its own head: remove {', '.join('head_' + k for k in head_kw)}",
+                          key=f"{key}.head_{next(iter(head_kw))}")
+    return decoder_cls(channels, **decoder_kw, num_classes=1 if task == "regression" else num_classes)
 
 
 def _aux_heads(task: str, specs: Any, channels: list[int], num_classes: int | None, key: str) -> dict[str, nn.Module]:

@@ -99,3 +99,43 @@ class TestIdentityDecoder(DecoderTester):
     kwargs = {"out_index": 0}
     expected_size = (4, 4)
     used_inputs = (0,)
+
+
+class TestLinearDecoder(DecoderTester):
+    name = "LinearDecoder"
+    embed_dim = [8, 16]
+    sizes = [(4, 4), (4, 4)]
+    kwargs = {"num_classes": 3, "upsampling_size": 4}
+    expected_size = (16, 16)
+    used_inputs = (1,)
+
+    def test_upsampling_size_is_required_and_named(self):
+        with pytest.raises(ConfigError, match="decoder_upsampling_size"):
+            DECODER_REGISTRY.build(self.name, self.embed_dim, num_classes=3)
+
+
+class TestMLPDecoder(DecoderTester):
+    name = "MLPDecoder"
+    embed_dim = [8, 16]
+    sizes = [(4, 4), (4, 4)]
+    kwargs = {"activation": "GELU"}
+    expected_size = (4, 4)
+    used_inputs = (0, 1)  # every feature is concatenated
+
+    def test_width_is_the_last_features_and_vectors_work(self):
+        dec = self.build()
+        assert dec.out_channels == 16
+        assert dec([torch.randn(3, 8), torch.randn(3, 16)]).shape == (3, 16)
+
+    def test_features_of_different_sizes_are_refused_with_the_fix(self):
+        dec = self.build()
+        with pytest.raises(ConfigError, match="sizes differ.*SelectIndices"):
+            dec([torch.randn(1, 8, 8, 8), torch.randn(1, 16, 4, 4)])
+
+    def test_unknown_activation_is_named(self):
+        with pytest.raises(ConfigError, match="decoder_activation"):
+            DECODER_REGISTRY.build(self.name, self.embed_dim, activation="Swoosh")
+
+    def test_arguments_terratorch_ignores_too_are_not_dropped_silently(self):
+        with pytest.warns(UserWarning, match="decoder_channels=256 has no effect"):
+            DECODER_REGISTRY.build(self.name, self.embed_dim, channels=256)

@@ -119,3 +119,31 @@ def test_decoder_kwargs_and_head_kwargs_are_terratorchs_dict_forms():
 def test_temporal_keys_without_use_temporal_are_refused():
     with pytest.raises(ConfigError, match=r"backbone_temporal_pooling without backbone_use_temporal"):
         build_model("segmentation", {**SEG_ARGS, "backbone_temporal_pooling": "mean"})
+
+
+LAST_MAP = [{"name": "SelectIndices", "indices": [-1]}, {"name": "ReshapeTokensToImage"}]
+
+
+def test_linear_decoder_is_its_own_head_for_a_linear_probe():
+    args = {**{k: v for k, v in SEG_ARGS.items() if not k.startswith(("decoder", "head_"))}, "necks": LAST_MAP,
+            "decoder": "LinearDecoder", "decoder_upsampling_size": 16}
+    model = build_model("segmentation", args)
+    assert isinstance(model.head, torch.nn.Identity)
+    assert [k for k in model.state_dict() if not k.startswith("encoder.")] == ["decoder.conv.weight",
+                                                                                 "decoder.conv.bias"]
+    assert model(batch(40, 56)).output.shape == (2, 3, 40, 56)
+    reg = {k: v for k, v in args.items() if k != "num_classes"}
+    assert build_model("regression", reg)(batch(32, 48)).output.shape == (2, 32, 48)
+    with pytest.raises(ConfigError, match="LinearDecoder is its own head: remove head_dropout") as err:
+        build_model("segmentation", {**args, "head_dropout": 0.1})
+    assert err.value.key.endswith("model_args.head_dropout")
+    with pytest.raises(ConfigError, match="classification model takes IdentityDecoder or MLPDecoder"):
+        build_model("classification", {**args, "necks": LAST_MAP})
+
+
+def test_linear_decoder_with_decoder_num_classes_feeds_the_head_as_terratorch_builds_it():
+    args = {**{k: v for k, v in SEG_ARGS.items() if not k.startswith(("decoder", "head_"))}, "necks": LAST_MAP,
+            "decoder": "LinearDecoder", "decoder_upsampling_size": 16, "decoder_num_classes": 6}
+    with pytest.warns(UserWarning, match="decoder_num_classes=6: LinearDecoder's maps feed the SegmentationHead"):
+        model = build_model("segmentation", args)
+    assert model.decoder.out_channels == 6 and model.head.head[-1].out_channels == 3
