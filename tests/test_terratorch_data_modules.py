@@ -3,9 +3,12 @@ single-modality GenericNonGeoSegmentationDataModule (the official burn-scars con
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
+import torch
 import yaml
 from rasterio.transform import from_origin
 
@@ -194,8 +197,8 @@ def test_integer_placeholders_through_the_cli_parser(tmp_path):
     assert main(["fit", "--config", write(config, tmp_path / "placeholders.yaml")]) == 0
 
 
-# The shape of IBM's terramind_v1_base_multitemporal_crop.yaml (TerraTorch): one 18-band file per chip (3 dates x 6
-# HLS bands), expand_temporal_dimension, and the temporal backbone keys; plus the one key it needs here.
+# A generic bands-as-time config (GenericNonGeoSegmentationDataModule): one 18-band file per chip (3 dates x 6 HLS
+# bands), expand_temporal_dimension, and the temporal backbone keys; plus the one key it needs here.
 MULTITEMPORAL = BURNSCARS.replace("img_grep", "expand_temporal_dimension: true\n    time_layout: time_major\n"
                                   "    img_grep").replace(
     "      backbone_bands: {{S2L2A: [BLUE, GREEN, RED, NIR_NARROW, SWIR_1, SWIR_2]}}",
@@ -205,7 +208,7 @@ MULTITEMPORAL = BURNSCARS.replace("img_grep", "expand_temporal_dimension: true\n
                                                         "decoder_channels: [32, 16, 16, 8]\n      rescale: true")
 
 
-def test_official_multitemporal_crop_config_runs_with_its_band_order_said(tmp_path):
+def test_a_bands_as_time_config_runs_with_its_band_order_said(tmp_path):
     from terramind_ft.data.synthetic import make_time_series
 
     data = make_time_series(tmp_path / "multi_temporal_crop", n=8, dates=3, bands=6, size=64)
@@ -214,7 +217,7 @@ def test_official_multitemporal_crop_config_runs_with_its_band_order_said(tmp_pa
                                                                   ).replace("stds: [0.0227, 0.0268, 0.0400, 0.0779, "
                                                                             "0.0871, 0.0724]", "stds: [800, 800, 800, "
                                                                                                "800, 800, 800]")
-    cfg = tmp_path / "terramind_v1_base_multitemporal_crop.yaml"
+    cfg = tmp_path / "bands_as_time.yaml"
     cfg.write_text(text)
     translated, notices = translate_terratorch(yaml.safe_load(text))
     init = translated["data"]["init_args"]
@@ -227,3 +230,88 @@ def test_official_multitemporal_crop_config_runs_with_its_band_order_said(tmp_pa
     raw["data"]["init_args"].pop("time_layout")
     with pytest.raises(ConfigError, match="add data.init_args.time_layout: time_major"):
         translate_terratorch(raw)
+
+
+OFFICIAL_CROP = Path(__file__).resolve().parent.parent / "configs" / "terratorch" / \
+    "terramind_v1_base_multitemporal_crop.yaml"
+# what the test changes: the data folder (as a user would, on the command line), the model size, the run length
+CROP_OVERRIDES = ["--data.init_args.batch_size=2", "--data.init_args.num_workers=0",
+                  "--model.init_args.model_args.backbone=terramind_v1_tiny",
+                  "--model.init_args.model_args.backbone_pretrained=false",
+                  "--model.init_args.model_args.decoder_channels=[32, 16, 16, 8]",
+                  *(f"--trainer.{k}={v}" for k, v in FAST_TRAINER.items())]
+
+
+def test_official_multitemporal_crop_config_runs_unchanged_on_its_dataset_layout(tmp_path):
+    """IBM's terramind_v1_base_multitemporal_crop.yaml names TerraTorch's MultiTemporalCropClassificationDataModule:
+    it fits, tests (on the validation chips, as TerraTorch does) and predicts with the data folder given on the
+    command line, and reads each file's 18 bands as 3 dates of the 6 HLS bands, date after date."""
+    from terramind_ft.data.synthetic import make_multi_temporal_crop
+
+    data = make_multi_temporal_crop(tmp_path / "multi-temporal-crop", n_train=4, n_val=2)
+    run = tmp_path / "run"
+    common = ["--config", str(OFFICIAL_CROP), "--data.init_args.data_root", str(data), *CROP_OVERRIDES,
+              f"--trainer.default_root_dir={run}"]
+    assert main(["fit", *common]) == 0
+    saved = yaml.safe_load((run / "config.yaml").read_text())["data"]["init_args"]
+    assert saved["train_data_root"] == str(data / "training_chips")
+    assert saved["test_data_root"] == saved["val_data_root"] == str(data / "validation_chips")
+    assert saved["time_steps"] == {"S2L2A": 3} and saved["time_layout"] == "time_major"
+    assert saved["reduce_zero_label"] and saved["num_classes"] == 13
+
+    dm = GenericMultiModalDataModule(**{**saved, "train_transform": None})
+    dm.setup("fit")
+    sample = dm.datasets["val"][0]
+    image = sample["image"]["S2L2A"]
+    assert image.shape == (6, 3, 64, 64)
+    means = torch.tensor(saved["means"]["S2L2A"])
+    stds = torch.tensor(saved["stds"]["S2L2A"])
+    file_units = image.mean(dim=(-2, -1)) * stds[:, None] + means[:, None]  # [band, date]
+    expected = torch.tensor([[1000.0 * (t + 1) + 100 * b + 24.5 for t in range(3)] for b in range(6)])
+    torch.testing.assert_close(file_units, expected, atol=3.0, rtol=0)
+    assert sample["mask"].min() == -1 and sample["mask"].max() <= 12  # 1..13 -> 0..12, 0 (no data) -> ignored
+
+    assert main(["test", *common, "--ckpt_path", "best"]) == 0
+    assert (run / "checkpoints" / "metrics.json").is_file()
+    assert main(["predict", *common, "--ckpt_path", "best"]) == 0
+    assert len(list((run / "predictions").glob("*.tif"))) == 2
+
+
+def test_a_terratorch_data_key_typed_on_the_command_line_is_translated_not_lost(tmp_path):
+    """GenericNonGeoSegmentationDataModule's train_data_root also places the labels (beside the images). Typed on
+    the command line it must move both: before, the override set only the images' folder after translation, and the
+    labels were read from the file's folder."""
+    data = _burn_scars(tmp_path / "hls_burn_scars")
+    cfg = tmp_path / "burnscars.yaml"
+    cfg.write_text(BURNSCARS.format(root=tmp_path, data=tmp_path / "not_here"))
+    overrides = [f"--data.init_args.{split}_{what}={data if what == 'data_root' else data / (split + '.txt')}"
+                 for split in ("train", "val", "test") for what in ("data_root", "split")]
+    assert main(["fit", "--config", str(cfg), *overrides]) == 0
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["data"]["init_args"]
+    assert saved["train_label_data_root"] == str(data)
+
+
+def test_terratorch_temporal_reshapes_are_skipped_with_a_notice_and_their_arguments_checked():
+    from terramind_ft.data.transforms import TransformNotice, build_transform
+
+    with pytest.warns(TransformNotice, match="FlattenTemporalIntoChannels is not needed"):
+        compose = build_transform([{"class_path": "terratorch.datasets.transforms.FlattenTemporalIntoChannels"},
+                                   {"class_path": "terratorch.datasets.transforms.UnflattenTemporalFromChannels",
+                                    "init_args": {"n_timesteps": 3}}], key="data.init_args.train_transform")
+    assert len(compose) == 0
+    with pytest.raises(ConfigError, match="does not take"):
+        build_transform([{"class_path": "terratorch.datasets.transforms.UnflattenTemporalFromChannels",
+                          "init_args": {"n_steps": 3}}], key="data.init_args.train_transform")
+
+
+@pytest.mark.parametrize(("key", "value", "words"), [
+    ("use_metadata", True, "use_metadata: false"),
+    ("expand_temporal_dimension", False, "first date"),
+    ("bands", ["RED", "NIR"], r"\['NIR'\] are not in the dataset's files"),
+])
+def test_crop_classification_settings_without_a_counterpart_are_refused_by_key(key, value, words):
+    raw = yaml.safe_load(OFFICIAL_CROP.read_text())
+    raw["data"]["init_args"][key] = value
+    with pytest.raises(ConfigError, match=words) as err:
+        translate_terratorch(raw)
+    assert err.value.key == f"data.init_args.{key}"

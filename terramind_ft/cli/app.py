@@ -69,7 +69,7 @@ from terramind_ft.cli.preflight import check_monitors
 from terramind_ft.cli.report import Interrupted, StderrHandler
 from terramind_ft.cli.run_folder import RunFolderConfig, RunLock, claim_for_fit
 from terramind_ft.cli.signals import GracefulFitStop, stop_at_once
-from terramind_ft.cli.terratorch import translate_terratorch
+from terramind_ft.cli.terratorch import translate_terratorch, with_command_line_overrides
 from terramind_ft.errors import CheckpointError, ConfigError, TerraMindFTError, find_in_chain
 from terramind_ft.inference.writers import PredictionWriter
 from terramind_ft.io import read_yaml_mapping
@@ -169,6 +169,9 @@ def prepare_args(args: list[str], subcommand: str | None, tmp_dir: str | None = 
     args = list(args)
     merged: dict[str, Any] = {}
     raws = {index: read_yaml_mapping(path) for index, path in config_paths(args)}
+    # overrides that a TerraTorch config's translation depends on go into it first (so they are not lost)
+    args = with_command_line_overrides(list(raws.values()), args)
+    raws = dict(zip((index for index, _ in config_paths(args)), raws.values()))
     custom = custom_modules_from(args, list(raws.values()))
     if custom:  # before any key is checked: the configs may name their classes
         import_custom_modules(custom)

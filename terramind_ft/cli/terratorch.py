@@ -7,6 +7,7 @@ reported, never silently dropped; a ``terratorch.*`` class with no counterpart i
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 from terramind_ft.cli.config import importable, walk
@@ -54,7 +55,20 @@ NONGEO_SEGMENTATION = ("terratorch.datamodules.GenericNonGeoSegmentationDataModu
 NONGEO_RENAMED = {"img_grep": "image_grep", "allow_substring_split_file": "allow_substring_file_names",
                   "skip_file_checks": None}
 NONGEO_PER_MODALITY = ("dataset_bands", "output_bands", "means", "stds", "constant_scale")
+# MultiTemporalCropClassificationDataModule (TerraMind's official multi-temporal crop config) -> ours: the layout of
+# the ibm-nasa-geospatial/multi-temporal-crop-classification dataset (3 dates x 6 HLS bands per file, date after
+# date; labels 1..13 with 0 = no data), and the statistics TerraTorch's module standardises with (file units).
+CROP_CLASSIFICATION = ("terratorch.datamodules.MultiTemporalCropClassificationDataModule",
+                       "terratorch.datamodules.multi_temporal_crop_classification."
+                       "MultiTemporalCropClassificationDataModule", "MultiTemporalCropClassificationDataModule")
+CROP_BANDS = ("BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2")
+CROP_MEANS = {"BLUE": 494.905781, "GREEN": 815.239594, "RED": 924.335066, "NIR_NARROW": 2968.881459,
+              "SWIR_1": 2634.621962, "SWIR_2": 1739.579917}
+CROP_STDS = {"BLUE": 284.925432, "GREEN": 357.84876, "RED": 575.566823, "NIR_NARROW": 896.601013,
+             "SWIR_1": 951.900334, "SWIR_2": 921.407808}
+CROP_DATES, CROP_CLASSES = 3, 13
 
+TRANSFORM_ENTRY = re.compile(r"data\.init_args\.\w+_transform\[\d+\]$")
 # TerraTorch's auxiliary-head record: here a plain {name, decoder, decoder_args} mapping (its init_args).
 AUX_HEAD_CLASSES = ("terratorch.models.model.AuxiliaryHead", "terratorch.models.AuxiliaryHead")
 # TerraTorch task arguments with no counterpart here, and why they can go.
@@ -78,10 +92,15 @@ def translate_terratorch(config: dict[str, Any], defaults: bool = True) -> tuple
                        "the backbone's)")
         data["class_path"] = OUR_DATA_MODULE
         data["init_args"] = _nongeo_to_multimodal(dict(data.get("init_args") or {}), config)
+    elif isinstance(data, dict) and data.get("class_path") in CROP_CLASSIFICATION:
+        data["class_path"] = OUR_DATA_MODULE
+        data["init_args"] = _crop_classification_to_multimodal(dict(data.get("init_args") or {}), config, notices)
     for key, node in list(walk(config)):
         path = node.get("class_path")
         if not isinstance(path, str):
             continue
+        if TRANSFORM_ENTRY.match(key):
+            continue  # the data module's transform builder maps these (terramind_ft.data.transforms)
         if path in AUX_HEAD_CLASSES:
             init = dict(node.get("init_args") or {})
             node.clear()
@@ -211,14 +230,7 @@ def _map_data_keys(init: dict[str, Any], from_terratorch: bool) -> list[str]:
 def _nongeo_to_multimodal(init: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """A single-modality GenericNonGeoSegmentationDataModule's arguments as ours: one modality, named after the
     backbone's only input (backbone_modalities), label files beside the images unless a label root is given."""
-    model_args = (((config.get("model") or {}).get("init_args") or {}).get("model_args") or {})
-    backbone_modalities = model_args.get("backbone_modalities") or (model_args.get("backbone_kwargs") or {}).get(
-        "modalities")
-    if not backbone_modalities or len(backbone_modalities) != 1:
-        raise ConfigError(f"GenericNonGeoSegmentationDataModule holds one modality, and its name comes from the "
-                          f"backbone's only input: model_args.backbone_modalities is {backbone_modalities!r}; give one "
-                          "name (e.g. [S2L2A]) or use GenericMultiModalDataModule", key="data.class_path")
-    modality = str(backbone_modalities[0])
+    modality = _single_backbone_modality(config, "GenericNonGeoSegmentationDataModule")
     out: dict[str, Any] = {"modalities": [modality], "task": "segmentation"}
     for key, value in init.items():
         if key in NONGEO_RENAMED:
@@ -234,3 +246,133 @@ def _nongeo_to_multimodal(init: dict[str, Any], config: dict[str, Any]) -> dict[
         if out.get(f"{split}_data_root") is not None and out.get(f"{split}_label_data_root") is None:
             out[f"{split}_label_data_root"] = out[f"{split}_data_root"]
     return out
+
+
+def _single_backbone_modality(config: dict[str, Any], data_module: str) -> str:
+    """The backbone's only input (model_args.backbone_modalities): the modality of a one-modality data module."""
+    model_args = (((config.get("model") or {}).get("init_args") or {}).get("model_args") or {})
+    backbone_modalities = model_args.get("backbone_modalities") or (model_args.get("backbone_kwargs") or {}).get(
+        "modalities")
+    if not backbone_modalities or len(backbone_modalities) != 1:
+        raise ConfigError(f"{data_module} holds one modality, and its name comes from the backbone's only input: "
+                          f"model_args.backbone_modalities is {backbone_modalities!r}; give one name (e.g. [S2L2A]) "
+                          "or use GenericMultiModalDataModule", key="data.class_path")
+    return str(backbone_modalities[0])
+
+
+def _crop_classification_to_multimodal(init: dict[str, Any], config: dict[str, Any],
+                                       notices: list[str]) -> dict[str, Any]:
+    """MultiTemporalCropClassificationDataModule's arguments as ours, on the dataset's own layout:
+    ``<data_root>/{training,validation}_chips/<id>_merged.tif`` (dates x bands, date after date) with
+    ``<id>.mask.tif`` beside them, split files ``<data_root>/{training,validation}_data.txt``. As in TerraTorch,
+    test and predict read the validation chips (the dataset has no test split); a ``--data.init_args.
+    predict_data_root`` given on top predicts other files."""
+    key = "data.init_args"
+    module = "MultiTemporalCropClassificationDataModule"
+    root = init.pop("data_root", None)
+    if not isinstance(root, str) or not root:
+        raise ConfigError(f"{module} needs data_root: the folder holding training_chips/, validation_chips/ and "
+                          "training_data.txt / validation_data.txt", key=f"{key}.data_root")
+    modality = _single_backbone_modality(config, module)
+    bands = list(init.pop("bands", None) or CROP_BANDS)
+    unknown = [b for b in bands if b not in CROP_BANDS]
+    if unknown:
+        raise ConfigError(f"bands {unknown} are not in the dataset's files, which hold {list(CROP_BANDS)}",
+                          key=f"{key}.bands")
+    if init.pop("use_metadata", False):
+        raise ConfigError("use_metadata: true (dates and locations as extra inputs) is not supported; the "
+                          "TemporalWrapper backbone does not read them: set use_metadata: false",
+                          key=f"{key}.use_metadata")
+    init.pop("metadata_file_name", None)  # read only with use_metadata
+    if not init.pop("expand_temporal_dimension", True):
+        raise ConfigError("expand_temporal_dimension: false reads the 18 bands of 3 dates as one image, of which "
+                          "TerraTorch then keeps the first date's; set it true with model_args.backbone_use_temporal",
+                          key=f"{key}.expand_temporal_dimension")
+    if init.get("predict_transform") is not None:
+        raise ConfigError("predict never augments here; remove predict_transform", key=f"{key}.predict_transform")
+    init.pop("predict_transform", None)
+    model_args = (((config.get("model") or {}).get("init_args") or {}).get("model_args") or {})
+    dates = model_args.get("backbone_temporal_n_timestamps") or CROP_DATES
+    chips = {split: f"{root.rstrip('/')}/{folder}_chips" for split, folder in (("train", "training"),
+                                                                                 ("val", "validation"))}
+    splits = {split: f"{root.rstrip('/')}/{folder}_data.txt" for split, folder in (("train", "training"),
+                                                                                   ("val", "validation"))}
+    out: dict[str, Any] = {
+        "modalities": [modality], "task": "segmentation", "num_classes": CROP_CLASSES,
+        "image_grep": "*_merged.tif", "label_grep": "*.mask.tif",
+        "time_steps": {modality: dates}, "time_layout": "time_major",
+        "dataset_bands": {modality: list(CROP_BANDS)}, "output_bands": {modality: bands},
+        "means": {modality: [CROP_MEANS[b] for b in bands]}, "stds": {modality: [CROP_STDS[b] for b in bands]},
+        "no_data_replace": 0, "no_label_replace": -1, "reduce_zero_label": True,
+    }
+    for split, chip_split in (("train", "train"), ("val", "val"), ("test", "val")):
+        out[f"{split}_data_root"] = out[f"{split}_label_data_root"] = chips[chip_split]
+        out[f"{split}_split"] = splits[chip_split]
+    # no split file: files given with --data.init_args.predict_data_root are predicted whatever their names
+    out["predict_data_root"] = chips["val"]
+    out.update(init)  # batch_size, num_workers, transforms, drop_last, no_data_replace, no_label_replace, ...
+    notices.append(f"data.class_path: {module} -> {OUR_DATA_MODULE} ({modality}, {dates} dates x {len(bands)} HLS "
+                   f"bands, date after date; {chips['train']} and {chips['val']}, the validation chips also for "
+                   "test and predict, as in TerraTorch)")
+    return out
+
+
+# The data modules whose arguments translation rewrites into others (one data_root -> per-split folders, a band
+# list -> per-modality dicts): a dotted override of theirs must be applied before translation, or it would set
+# the old key after the new ones were derived from the file's value (and be silently ignored).
+RESTRUCTURED_DATA_MODULES = NONGEO_SEGMENTATION + CROP_CLASSIFICATION
+# model_args that translation reads to rewrite the data section (the modality name, the number of dates).
+TRANSLATION_READS = ("model.init_args.model_args.",)
+
+
+def with_command_line_overrides(raws: list[dict[str, Any]], args: list[str]) -> list[str]:
+    """Apply to the raw TerraTorch configs ``raws`` (in place, the last one holding each section) the dotted
+    overrides on ``args`` that their translation depends on; return ``args`` without the ones translation has
+    now consumed (a restructured data module's ``--data.init_args.*``). Values are read as YAML, as on a
+    command line."""
+    import yaml
+
+    def last_with(section: str) -> dict[str, Any] | None:
+        for raw in reversed(raws):
+            if isinstance(raw.get(section), dict):
+                return raw
+        return None
+
+    data_owner = last_with("data")
+    restructured = data_owner is not None and data_owner["data"].get("class_path") in RESTRUCTURED_DATA_MODULES
+    from_terratorch = restructured or any(
+        isinstance(path := node.get("class_path"), str) and path.startswith("terratorch.")
+        for raw in raws for _, node in walk(raw))
+    if not from_terratorch:
+        return args
+    kept: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        key, value, width = None, None, 1
+        if arg.startswith("--") and not arg.startswith("--config"):
+            key, eq, value = arg[2:].partition("=")
+            if not eq:
+                if i + 1 < len(args) and not args[i + 1].startswith("--"):
+                    value, width = args[i + 1], 2
+                else:
+                    key = None  # a switch, not an override
+        if key and restructured and key.startswith("data.init_args."):
+            _set_dotted(data_owner, key, yaml.safe_load(value))
+            i += width
+            continue
+        if key and key.startswith(TRANSLATION_READS) and last_with("model") is not None:
+            _set_dotted(last_with("model"), key, yaml.safe_load(value))  # also stays on the command line
+        kept.extend(args[i:i + width])
+        i += width
+    return kept
+
+
+def _set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = config
+    for part in parents:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[last] = value

@@ -483,3 +483,43 @@ def make_time_series(root: str | Path, n: int = 8, dates: int = 3, bands: int = 
     for name, part in (("train", ids[:half]), ("val", ids[half:half + quarter]), ("test", ids[half + quarter:])):
         (root / f"{name}.txt").write_text("\n".join(part) + "\n")
     return root
+
+
+def make_multi_temporal_crop(root: str | Path, n_train: int = 4, n_val: int = 2, size: int = 64,
+                             seed: int = 0) -> Path:
+    """The layout of the ibm-nasa-geospatial/multi-temporal-crop-classification dataset, which TerraTorch's
+    MultiTemporalCropClassificationDataModule reads: ``<root>/{training,validation}_chips/<id>_merged.tif``
+    (3 dates x 6 HLS bands, date after date, int16 reflectance x 10000, nodata -9999 in a corner of the first
+    chip), ``<id>.mask.tif`` beside each (classes 1..13, 0 = no data), and ``<root>/{training,validation}_data.txt``.
+    Band ``b`` of date ``t`` holds about ``1000 * (t + 1) + 100 * b``, so a reader's band and date order can be
+    checked."""
+    import rasterio
+
+    root = Path(root)
+    rng = np.random.default_rng(seed)
+    counter = 0
+    for folder, n in (("training", n_train), ("validation", n_val)):
+        chips = root / f"{folder}_chips"
+        chips.mkdir(parents=True, exist_ok=True)
+        ids = []
+        for _ in range(n):
+            sample = f"chip_{counter:03d}_{100 + counter:03d}"
+            ids.append(sample)
+            cube = np.empty((3, 6, size, size), np.int16)  # [T, C, H, W]: date after date in the file
+            for t in range(3):
+                for b in range(6):
+                    cube[t, b] = 1000 * (t + 1) + 100 * b + rng.integers(0, 50, (size, size))
+            if counter == 0:
+                cube[:, :, :4, :4] = -9999
+            profile = {"driver": "GTiff", "width": size, "height": size, "crs": "EPSG:5070",
+                       "transform": Affine(30, 0, 100000 + 30 * size * counter, 0, -30, 2000000)}
+            with rasterio.open(chips / f"{sample}_merged.tif", "w", count=18, dtype="int16", nodata=-9999,
+                               **profile) as dst:
+                dst.write(cube.reshape(18, size, size))
+            labels = rng.integers(1, 14, (1, size, size)).astype("uint8")
+            labels[:, -3:, -3:] = 0
+            with rasterio.open(chips / f"{sample}.mask.tif", "w", count=1, dtype="uint8", **profile) as dst:
+                dst.write(labels)
+            counter += 1
+        (root / f"{folder}_data.txt").write_text("\n".join(ids) + "\n")
+    return root

@@ -318,6 +318,9 @@ _ALBUMENTATIONS: dict[str, tuple[str | None, tuple[str, ...]]] = {
     "Resize": ("resize", ("height", "width")),
     "ToTensorV2": (None, ("transpose_mask", "p")),
 }
+# TerraTorch's reshapes around albumentations, which sees [H, W, C] only: dates are flattened into channels for
+# it and unflattened after. Here every transform takes [C, T, H, W] as it is and treats every date alike.
+_TERRATORCH_TEMPORAL_RESHAPES = {"FlattenTemporalIntoChannels": (), "UnflattenTemporalFromChannels": ("n_timesteps",)}
 # Args albumentations accepts that change nothing for us (always_apply is deprecated there; p=1 crops always).
 _IGNORED_ALBUMENTATIONS_ARGS = ("always_apply",)
 
@@ -328,6 +331,12 @@ def _from_class_path(entry: Mapping[str, Any], key: str) -> JointTransform | Non
     if extra:
         raise ConfigError(f"unexpected keys {extra} next to class_path {class_path!r}", key=key)
     class_name = class_path.rsplit(".", 1)[-1]
+    if class_name in _TERRATORCH_TEMPORAL_RESHAPES:
+        _check_args(dict(entry.get("init_args") or {}), _TERRATORCH_TEMPORAL_RESHAPES[class_name], key=key,
+                    name=class_path)
+        warnings.warn(f"{key}: {class_path} is not needed (transforms here apply to every date of a [C, T, H, W] "
+                      "sample alike); skipped", TransformNotice, stacklevel=4)
+        return None
     if class_name not in _ALBUMENTATIONS:
         choices = [f"albumentations.{c}" for c in _ALBUMENTATIONS]
         raise ConfigError(
