@@ -200,12 +200,17 @@ def given_init_keys(args: list[str], section: str = "model") -> set[str]:
     """The init arguments of ``section`` the user wrote, in a config file or as a dotted override: what the
     parsed config cannot tell apart from a default left in place."""
     keys: set[str] = set()
-    for _, path in config_paths(args):
-        node = read_yaml_mapping(path).get(section)
+
+    def add_from(node: Any) -> None:
         if isinstance(node, dict):
             for part in ("init_args", "dict_kwargs"):
                 if isinstance(node.get(part), dict):
                     keys.update(node[part])
+
+    for _, path in config_paths(args):
+        add_from(read_yaml_mapping(path).get(section))
+    for value in _section_values(args, section):  # --model '{class_path: ..., init_args: {...}}' or a file
+        add_from(value)
     for key in _override_pairs(args):
         parts = key.split(".")
         if parts[0] != section or len(parts) < 2:
@@ -216,3 +221,28 @@ def given_init_keys(args: list[str], section: str = "model") -> set[str]:
         elif parts[1] != "class_path":
             keys.add(parts[1])
     return keys
+
+
+def _section_values(args: list[str], section: str) -> list[Any]:
+    """The values of a whole section given on the command line, ``--model '{...}'`` / ``--model=file.yaml``
+    (jsonargparse takes a JSON/YAML mapping or the path of a YAML file there), each read as a mapping."""
+    import os
+
+    import yaml
+
+    values = []
+    for i, arg in enumerate(args):
+        if arg == f"--{section}" and i + 1 < len(args):
+            text = args[i + 1]
+        elif arg.startswith(f"--{section}="):
+            text = arg.split("=", 1)[1]
+        else:
+            continue
+        if os.path.isfile(text):
+            values.append(read_yaml_mapping(text, key=section))
+            continue
+        try:
+            values.append(yaml.safe_load(text))
+        except yaml.YAMLError:
+            continue  # jsonargparse reports what it cannot read
+    return values

@@ -245,3 +245,17 @@ def test_load_from_checkpoint_in_python_never_fetches_the_pretrained_backbone(fi
     state = task.state_dict()
     assert state.keys() == ckpt["state_dict"].keys()
     assert all(torch.equal(state[k], v) for k, v in ckpt["state_dict"].items())
+
+
+def test_keys_given_as_a_whole_model_section_on_the_command_line_count_as_typed(tmp_path):
+    """``--model '{...}'`` and ``--model file.yaml`` (jsonargparse's whole-section forms) name init arguments the
+    user typed, as dotted overrides and config files do: a checkpoint that overrides them must be able to say so."""
+    from terramind_ft.cli.keys import given_init_keys
+
+    section = tmp_path / "model.yaml"
+    section.write_text("class_path: SemanticSegmentationTask\ninit_args: {loss: ce, lr: 0.01}\n")
+    assert given_init_keys(["fit", "--model", "{class_path: SemanticSegmentationTask, init_args: {loss: ce}}"]) \
+        == {"loss"}
+    assert given_init_keys(["fit", f"--model={section}", "--model.init_args.ignore_index=3"]) == {
+        "loss", "lr", "ignore_index"}
+    assert given_init_keys(["fit", "--data", "{init_args: {batch_size: 2}}"]) == set()
