@@ -211,3 +211,18 @@ def test_a_checkpoint_written_by_terratorch_tests_and_predicts(tmp_path, caplog)
                  "--data.init_args.predict_data_root", json.dumps(roots), "--predict_output_dir", str(out),
                  *short]) == 0
     assert list(out.glob("*_pred.tif"))
+
+
+def test_terratorch_cli_options_without_a_counterpart_say_what_to_do(tmp_path, capsys):
+    """``--out_dtype int16`` (TerraTorch's predict option) is refused before anything runs, with what is written
+    instead; in a config file too."""
+    cfg = tmp_path / "tt.yaml"
+    cfg.write_text(TERRATORCH_CONFIG.format(root=tmp_path, data=tmp_path / "s1f11"))
+    assert main(["predict", "--config", str(cfg), "--out_dtype", "int16"]) != 0
+    err = capsys.readouterr().err
+    assert "--out_dtype has no counterpart: class maps are written as uint8" in err and "Traceback" not in err
+    raw = yaml.safe_load(cfg.read_text())
+    raw["deploy_config_file"] = False
+    cfg.write_text(yaml.safe_dump(raw))
+    assert main(["fit", "--config", str(cfg)]) != 0
+    assert "deploy_config_file: TerraTorch's --deploy_config_file has no counterpart" in capsys.readouterr().err

@@ -109,6 +109,16 @@ def _method_keys() -> set[str]:
     return keys
 
 
+# Options of TerraTorch's CLI that terramind-ft does not take, and what to do instead.
+TERRATORCH_CLI_OPTIONS = {
+    "out_dtype": "class maps are written as uint8 (nodata 255, with a colour table and the class names), "
+                 "probabilities and regression values as float32; remove it (gdal_translate -ot converts a file)",
+    "output_file_prefix": "outputs are named <input name>_pred.tif (one per input, so several inputs never "
+                          "overwrite each other); remove it and rename afterwards if needed",
+    "deploy_config_file": "fit always writes config_deploy.yaml beside config.yaml in the run folder; remove it",
+}
+
+
 def check_config_keys(config: dict[str, Any], subcommand: str | None) -> None:
     """Raise :class:`ConfigError` (dotted key + "did you mean") for the first unknown key in ``config``."""
     top = set(TOP_LEVEL_KEYS)
@@ -116,6 +126,8 @@ def check_config_keys(config: dict[str, Any], subcommand: str | None) -> None:
         skip = LightningCLI.subcommands()[subcommand]
         top |= {p for p in inspect.signature(getattr(Trainer, subcommand)).parameters if p not in skip | {"self"}}
     for k in config:
+        if k in TERRATORCH_CLI_OPTIONS and k not in top:
+            raise ConfigError(f"TerraTorch's --{k} has no counterpart: {TERRATORCH_CLI_OPTIONS[k]}", key=k)
         if k not in top:
             raise ConfigError(f"unknown top-level key.{did_you_mean(k, top)} Valid: {', '.join(sorted(top))}", key=k)
     trainer_cfg = config.get("trainer") or {}
