@@ -315,3 +315,28 @@ def test_crop_classification_settings_without_a_counterpart_are_refused_by_key(k
     with pytest.raises(ConfigError, match=words) as err:
         translate_terratorch(raw)
     assert err.value.key == f"data.init_args.{key}"
+
+
+def test_nongeo_pixelwise_regression_config_fits_and_keeps_nan_targets_out_of_the_loss(tmp_path):
+    """GenericNonGeoPixelwiseRegressionDataModule takes the segmentation module's keys: mapped the same way, with
+    task regression and TerraTorch's no_label_replace (none: a nodata target pixel is NaN and skipped)."""
+    data = _burn_scars(tmp_path / "hls_regression")
+    raw = yaml.safe_load(BURNSCARS.format(root=tmp_path, data=data))
+    raw["data"]["class_path"] = "terratorch.datamodules.GenericNonGeoPixelwiseRegressionDataModule"
+    for key in ("num_classes", "no_label_replace"):
+        raw["data"]["init_args"].pop(key)
+    init = raw["model"]["init_args"]
+    raw["model"]["class_path"] = "terratorch.tasks.PixelwiseRegressionTask"
+    init["loss"] = "mse"
+    for key in ("ignore_index", "class_names"):
+        init.pop(key)
+    init["model_args"].pop("num_classes")
+    translated, _ = translate_terratorch(raw)
+    assert translated["data"]["init_args"]["task"] == "regression"
+    assert translated["data"]["init_args"]["no_label_replace"] is None
+    cfg = write(raw, tmp_path / "regression.yaml")
+    assert main(["fit", "--config", cfg]) == 0
+    dm = GenericMultiModalDataModule(**{**translated["data"]["init_args"], "train_transform": None})
+    dm.setup("fit")
+    target = dm.datasets["train"][0]["mask"]
+    assert target.dtype == torch.float32 and torch.isnan(target[:4]).all() and torch.isfinite(target[4:]).all()

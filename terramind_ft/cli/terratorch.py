@@ -52,6 +52,10 @@ DATA_KEYS_DROPPED = {
 NONGEO_SEGMENTATION = ("terratorch.datamodules.GenericNonGeoSegmentationDataModule",
                        "terratorch.datamodules.generic_pixel_wise_data_module.GenericNonGeoSegmentationDataModule",
                        "GenericNonGeoSegmentationDataModule")
+# ... and its pixelwise-regression sibling, which takes the same keys (minus num_classes).
+NONGEO_REGRESSION = ("terratorch.datamodules.GenericNonGeoPixelwiseRegressionDataModule",
+                     "terratorch.datamodules.generic_pixel_wise_data_module.GenericNonGeoPixelwiseRegressionDataModule",
+                     "GenericNonGeoPixelwiseRegressionDataModule")
 NONGEO_RENAMED = {"img_grep": "image_grep", "allow_substring_split_file": "allow_substring_file_names",
                   "skip_file_checks": None}
 NONGEO_PER_MODALITY = ("dataset_bands", "output_bands", "means", "stds", "constant_scale")
@@ -87,11 +91,12 @@ def translate_terratorch(config: dict[str, Any], defaults: bool = True) -> tuple
     model_path = (config.get("model") or {}).get("class_path") if isinstance(config.get("model"), dict) else None
     data_path = str((config.get("data") or {}).get("class_path") or "") if isinstance(config.get("data"), dict) else ""
     data = config.get("data")
-    if isinstance(data, dict) and data.get("class_path") in NONGEO_SEGMENTATION:
+    if isinstance(data, dict) and data.get("class_path") in NONGEO_SEGMENTATION + NONGEO_REGRESSION:
         notices.append(f"data.class_path: {data['class_path']} -> {OUR_DATA_MODULE} (one modality, named after "
                        "the backbone's)")
+        task = "regression" if data["class_path"] in NONGEO_REGRESSION else "segmentation"
         data["class_path"] = OUR_DATA_MODULE
-        data["init_args"] = _nongeo_to_multimodal(dict(data.get("init_args") or {}), config)
+        data["init_args"] = _nongeo_to_multimodal(dict(data.get("init_args") or {}), config, task)
     elif isinstance(data, dict) and data.get("class_path") in CROP_CLASSIFICATION:
         data["class_path"] = OUR_DATA_MODULE
         data["init_args"] = _crop_classification_to_multimodal(dict(data.get("init_args") or {}), config, notices)
@@ -227,11 +232,13 @@ def _map_data_keys(init: dict[str, Any], from_terratorch: bool) -> list[str]:
     return notices
 
 
-def _nongeo_to_multimodal(init: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
-    """A single-modality GenericNonGeoSegmentationDataModule's arguments as ours: one modality, named after the
-    backbone's only input (backbone_modalities), label files beside the images unless a label root is given."""
-    modality = _single_backbone_modality(config, "GenericNonGeoSegmentationDataModule")
-    out: dict[str, Any] = {"modalities": [modality], "task": "segmentation"}
+def _nongeo_to_multimodal(init: dict[str, Any], config: dict[str, Any], task: str = "segmentation") -> dict[str, Any]:
+    """A single-modality GenericNonGeoSegmentationDataModule's (or ...PixelwiseRegressionDataModule's) arguments
+    as ours: one modality, named after the backbone's only input (backbone_modalities), label files beside the
+    images unless a label root is given."""
+    modality = _single_backbone_modality(config, "GenericNonGeoSegmentationDataModule" if task == "segmentation"
+                                         else "GenericNonGeoPixelwiseRegressionDataModule")
+    out: dict[str, Any] = {"modalities": [modality], "task": task}
     for key, value in init.items():
         if key in NONGEO_RENAMED:
             if key == "skip_file_checks":
@@ -242,6 +249,8 @@ def _nongeo_to_multimodal(init: dict[str, Any], config: dict[str, Any]) -> dict[
             out[key] = {modality: value}
         else:
             out[key] = value
+    if task == "regression":  # TerraTorch keeps NaN targets (the loss skips them); our default would be -1
+        out.setdefault("no_label_replace", None)
     for split in ("train", "val", "test"):  # TerraTorch: no label root = the labels lie beside the images
         if out.get(f"{split}_data_root") is not None and out.get(f"{split}_label_data_root") is None:
             out[f"{split}_label_data_root"] = out[f"{split}_data_root"]
@@ -320,7 +329,7 @@ def _crop_classification_to_multimodal(init: dict[str, Any], config: dict[str, A
 # The data modules whose arguments translation rewrites into others (one data_root -> per-split folders, a band
 # list -> per-modality dicts): a dotted override of theirs must be applied before translation, or it would set
 # the old key after the new ones were derived from the file's value (and be silently ignored).
-RESTRUCTURED_DATA_MODULES = NONGEO_SEGMENTATION + CROP_CLASSIFICATION
+RESTRUCTURED_DATA_MODULES = NONGEO_SEGMENTATION + NONGEO_REGRESSION + CROP_CLASSIFICATION
 # model_args that translation reads to rewrite the data section (the modality name, the number of dates).
 TRANSLATION_READS = ("model.init_args.model_args.",)
 
