@@ -340,3 +340,54 @@ def test_nongeo_pixelwise_regression_config_fits_and_keeps_nan_targets_out_of_th
     dm.setup("fit")
     target = dm.datasets["train"][0]["mask"]
     assert target.dtype == torch.float32 and torch.isnan(target[:4]).all() and torch.isfinite(target[4:]).all()
+
+
+def _eurosat_like(root, classes=("AnnualCrop", "Forest", "River"), per_class=3, size=32):
+    """HLS-band chips in one folder per class (torchvision ImageFolder / EuroSAT layout), class-dependent values."""
+    rng = np.random.default_rng(0)
+    for index, name in enumerate(classes):
+        folder = root / name
+        folder.mkdir(parents=True)
+        for i in range(per_class):
+            profile = {"driver": "GTiff", "width": size, "height": size, "crs": "EPSG:32632",
+                       "transform": from_origin(400000 + 1000 * i, 5000000 - 1000 * index, 10, 10)}
+            with rasterio.open(folder / f"{name}_{i}.tif", "w", count=6, dtype="float32", **profile) as dst:
+                dst.write((0.05 + 0.1 * index + rng.uniform(0, 0.02, (6, size, size))).astype("float32"))
+    return root
+
+
+def test_nongeo_classification_config_reads_labels_from_class_folders_and_fits(tmp_path):
+    """GenericNonGeoClassificationDataModule (ImageFolder layout): the class of a chip is its folder, indices in
+    sorted folder order as in TerraTorch; a config of it fits, tests and predicts."""
+    roots = {split: _eurosat_like(tmp_path / "eurosat" / split) for split in ("train", "val", "test")}
+    raw = yaml.safe_load(BURNSCARS.format(root=tmp_path, data=tmp_path))
+    data = raw["data"]
+    data["class_path"] = "terratorch.datamodules.GenericNonGeoClassificationDataModule"
+    for key in ("img_grep", "label_grep", "no_label_replace", "train_split", "val_split", "test_split"):
+        data["init_args"].pop(key)
+    data["init_args"].update({f"{s}_data_root": str(r) for s, r in roots.items()}, num_classes=3,
+                             predict_data_root=str(roots["test"] / "River"))
+    model = raw["model"]
+    model["class_path"] = "terratorch.tasks.ClassificationTask"
+    init = model["init_args"]
+    init.update(loss="ce", class_names=["AnnualCrop", "Forest", "River"])
+    init.pop("ignore_index")
+    init["model_args"].update(necks=[{"name": "AggregateTokens", "pooling": "mean"}], decoder="IdentityDecoder",
+                              num_classes=3)
+    init["model_args"].pop("decoder_channels")
+    translated, _ = translate_terratorch(raw)
+    assert translated["data"]["init_args"]["class_folders"] is True
+    assert "train_label_data_root" not in translated["data"]["init_args"]
+    cfg = write(raw, tmp_path / "eurosat.yaml")
+    assert main(["fit", "--config", cfg]) == 0
+    assert main(["test", "--config", cfg, "--ckpt_path", "best"]) == 0
+    assert main(["predict", "--config", cfg, "--ckpt_path", "best"]) == 0
+    rows = (tmp_path / "run" / "predictions" / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 4 and rows[0].startswith("file,class,class_name")
+
+    dm = GenericMultiModalDataModule(**{**translated["data"]["init_args"], "train_transform": None})
+    dm.setup("fit")
+    targets = {Path(r.files["S2L2A"]).parent.name: r.target for r in dm.records("train")}
+    assert targets == {"AnnualCrop": 0, "Forest": 1, "River": 2}
+    with pytest.raises(ConfigError, match="class_folders: true gives one label per sample"):
+        GenericMultiModalDataModule(modalities=["S2L2A"], task="segmentation", class_folders=True)

@@ -56,6 +56,12 @@ NONGEO_SEGMENTATION = ("terratorch.datamodules.GenericNonGeoSegmentationDataModu
 NONGEO_REGRESSION = ("terratorch.datamodules.GenericNonGeoPixelwiseRegressionDataModule",
                      "terratorch.datamodules.generic_pixel_wise_data_module.GenericNonGeoPixelwiseRegressionDataModule",
                      "GenericNonGeoPixelwiseRegressionDataModule")
+# ... and GenericNonGeoClassificationDataModule: one folder per class under each data root (ImageFolder).
+NONGEO_CLASSIFICATION = ("terratorch.datamodules.GenericNonGeoClassificationDataModule",
+                         "terratorch.datamodules.generic_scalar_label_data_module.GenericNonGeoClassificationDataModule",
+                         "GenericNonGeoClassificationDataModule")
+NONGEO_TASKS = {**dict.fromkeys(NONGEO_SEGMENTATION, "segmentation"), **dict.fromkeys(NONGEO_REGRESSION, "regression"),
+                **dict.fromkeys(NONGEO_CLASSIFICATION, "classification")}
 NONGEO_RENAMED = {"img_grep": "image_grep", "allow_substring_split_file": "allow_substring_file_names",
                   "skip_file_checks": None}
 NONGEO_PER_MODALITY = ("dataset_bands", "output_bands", "means", "stds", "constant_scale")
@@ -91,12 +97,12 @@ def translate_terratorch(config: dict[str, Any], defaults: bool = True) -> tuple
     model_path = (config.get("model") or {}).get("class_path") if isinstance(config.get("model"), dict) else None
     data_path = str((config.get("data") or {}).get("class_path") or "") if isinstance(config.get("data"), dict) else ""
     data = config.get("data")
-    if isinstance(data, dict) and data.get("class_path") in NONGEO_SEGMENTATION + NONGEO_REGRESSION:
+    if isinstance(data, dict) and data.get("class_path") in NONGEO_TASKS:
+        task, module = NONGEO_TASKS[data["class_path"]], str(data["class_path"]).rsplit(".", 1)[-1]
         notices.append(f"data.class_path: {data['class_path']} -> {OUR_DATA_MODULE} (one modality, named after "
-                       "the backbone's)")
-        task = "regression" if data["class_path"] in NONGEO_REGRESSION else "segmentation"
+                       "the backbone's" + ("; labels from the class folders" if task == "classification" else "") + ")")
         data["class_path"] = OUR_DATA_MODULE
-        data["init_args"] = _nongeo_to_multimodal(dict(data.get("init_args") or {}), config, task)
+        data["init_args"] = _nongeo_to_multimodal(dict(data.get("init_args") or {}), config, task, module)
     elif isinstance(data, dict) and data.get("class_path") in CROP_CLASSIFICATION:
         data["class_path"] = OUR_DATA_MODULE
         data["init_args"] = _crop_classification_to_multimodal(dict(data.get("init_args") or {}), config, notices)
@@ -232,12 +238,12 @@ def _map_data_keys(init: dict[str, Any], from_terratorch: bool) -> list[str]:
     return notices
 
 
-def _nongeo_to_multimodal(init: dict[str, Any], config: dict[str, Any], task: str = "segmentation") -> dict[str, Any]:
-    """A single-modality GenericNonGeoSegmentationDataModule's (or ...PixelwiseRegressionDataModule's) arguments
-    as ours: one modality, named after the backbone's only input (backbone_modalities), label files beside the
-    images unless a label root is given."""
-    modality = _single_backbone_modality(config, "GenericNonGeoSegmentationDataModule" if task == "segmentation"
-                                         else "GenericNonGeoPixelwiseRegressionDataModule")
+def _nongeo_to_multimodal(init: dict[str, Any], config: dict[str, Any], task: str = "segmentation",
+                          module: str = "GenericNonGeoSegmentationDataModule") -> dict[str, Any]:
+    """A single-modality GenericNonGeo{Segmentation,PixelwiseRegression,Classification}DataModule's arguments as
+    ours: one modality, named after the backbone's only input (backbone_modalities); label files beside the images
+    unless a label root is given, or (classification) the class folders."""
+    modality = _single_backbone_modality(config, module)
     out: dict[str, Any] = {"modalities": [modality], "task": task}
     for key, value in init.items():
         if key in NONGEO_RENAMED:
@@ -251,6 +257,9 @@ def _nongeo_to_multimodal(init: dict[str, Any], config: dict[str, Any], task: st
             out[key] = value
     if task == "regression":  # TerraTorch keeps NaN targets (the loss skips them); our default would be -1
         out.setdefault("no_label_replace", None)
+    if task == "classification":  # ImageFolder: the class is the sample's folder, there are no label files
+        out["class_folders"] = True
+        return out
     for split in ("train", "val", "test"):  # TerraTorch: no label root = the labels lie beside the images
         if out.get(f"{split}_data_root") is not None and out.get(f"{split}_label_data_root") is None:
             out[f"{split}_label_data_root"] = out[f"{split}_data_root"]
@@ -329,7 +338,7 @@ def _crop_classification_to_multimodal(init: dict[str, Any], config: dict[str, A
 # The data modules whose arguments translation rewrites into others (one data_root -> per-split folders, a band
 # list -> per-modality dicts): a dotted override of theirs must be applied before translation, or it would set
 # the old key after the new ones were derived from the file's value (and be silently ignored).
-RESTRUCTURED_DATA_MODULES = NONGEO_SEGMENTATION + NONGEO_REGRESSION + CROP_CLASSIFICATION
+RESTRUCTURED_DATA_MODULES = tuple(NONGEO_TASKS) + CROP_CLASSIFICATION
 # model_args that translation reads to rewrite the data section (the modality name, the number of dates).
 TRANSLATION_READS = ("model.init_args.model_args.",)
 

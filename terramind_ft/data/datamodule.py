@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -141,6 +142,9 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         pin_memory / persistent_workers: DataLoader options.
         check_files: in ``setup()``, read every raster header (and its last block) to check band counts, sizes
             and georeference before training. Turn off only for huge, already-checked datasets.
+        class_folders: classification labels from the folders: each data root holds one folder per class
+            (``<root>/<class name>/<sample files>``, torchvision's ImageFolder layout); the class indices follow the
+            sorted folder names (class_names, if given, must list them so). No label root is needed.
     """
 
     def __init__(
@@ -190,6 +194,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = False,
         check_files: bool = True,
+        class_folders: bool = False,
     ):
         super().__init__()
         self.save_hyperparameters(logger=False)
@@ -225,6 +230,11 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers and num_workers > 0
         self.check_files = check_files
+        if class_folders and task != "classification":
+            raise ConfigError(f"class_folders: true gives one label per sample, for classification; the {task} "
+                              "task reads label rasters (*_label_data_root)", key=f"{KEY}.class_folders")
+        self.class_folders = class_folders
+        self._given_class_names = list(class_names) if class_names else None
         if no_data_replace is None:
             warnings.warn(f"{KEY}.no_data_replace: null leaves NaN in the batches; most models turn NaN into a NaN "
                           "loss", DataNotice, stacklevel=2)
@@ -492,7 +502,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             if roots is None:
                 raise ConfigError(f"no {split} data configured", key=f"{KEY}.{split}_data_root")
             label_root = self.label_roots.get(split)
-            if split != "predict" and label_root is None:
+            if split != "predict" and label_root is None and not self.class_folders:
                 raise ConfigError(f"the {self.task} task needs labels for the {split} split: set "
                                   f"{split}_label_data_root", key=f"{KEY}.{split}_label_data_root")
             if (split in ("val", "test") and self.split_files.get(split) is None
@@ -504,10 +514,25 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                 split, modalities=self.modalities, roots=roots, image_greps=self.image_greps,
                 label_root=label_root, label_grep=self.label_grep if label_root else None,
                 split_file=self.split_files.get(split), task=self.task if label_root else None,
-                class_names=self.class_names, allow_substring_file_names=self.allow_substring_file_names,
+                class_names=self._given_class_names if self.class_folders else self.class_names,
+                allow_substring_file_names=self.allow_substring_file_names,
                 allow_missing_modalities=self.allow_missing_modalities, key_prefix=KEY,
+                class_folders=self.class_folders and split != "predict",
             )
+            if self.class_folders and split != "predict":
+                self._class_folder_names(split)
         return self._records[split]
+
+    def _class_folder_names(self, split: str) -> None:
+        """The class folders of ``split`` (those of its first modality's root) name the classes when class_names
+        does not, and must not outnumber num_classes."""
+        root = self.roots[split][self.modalities[0]]
+        names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        if self.num_classes is not None and len(names) > self.num_classes:
+            raise ConfigError(f"{split}: {root} holds {len(names)} class folders ({', '.join(names)}), more than "
+                              f"num_classes={self.num_classes}", key=f"{KEY}.num_classes")
+        if self._given_class_names is None and (self.num_classes is None or self.num_classes == len(names)):
+            self.class_names = names
 
     def configured_splits(self) -> list[str]:
         splits = []

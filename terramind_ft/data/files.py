@@ -251,11 +251,16 @@ def discover(
     allow_substring_file_names: bool = True,
     allow_missing_modalities: bool = False,
     key_prefix: str = "data.init_args",
+    class_folders: bool = False,
 ) -> list[SampleRecord]:
-    """Resolve every sample of ``split`` to its files. Raises with the full list of problems, never drops."""
+    """Resolve every sample of ``split`` to its files. Raises with the full list of problems, never drops.
+    ``class_folders``: each root holds one folder per class (``<root>/<class>/<files>``), which gives the label."""
     root_key = f"{key_prefix}.{split}_data_root"
     label_key = f"{key_prefix}.{split}_label_data_root"
     given = {m: roots[m] for m in modalities if m in roots}
+    if class_folders:
+        return _class_folder_samples(split, given, image_greps, split_file, class_names,
+                                     allow_substring_file_names, key_prefix)
     if given and any(os.path.isfile(path) for path in given.values()):
         return [_one_sample_of_files(split, given, image_greps, label_root, split_file, task, class_names,
                                      root_key=root_key, label_key=label_key, key_prefix=key_prefix)]
@@ -337,6 +342,60 @@ def discover(
             f"{split} split: {len(missing)} of the files that {source} promises are missing (checked "
             f"{len(prefixes)} samples; nothing was dropped). Fix {root_key} / {label_key} / image_grep / label_grep, "
             f"or remove the samples from the split:\n  " + _listing(missing))
+    return records
+
+
+def _class_folder_samples(split: str, roots: Mapping[str, str], image_greps: Mapping[str, Grep],
+                          split_file: str | None, class_names: Sequence[str] | None,
+                          allow_substring_file_names: bool, key_prefix: str) -> list[SampleRecord]:
+    """Samples of roots laid out one folder per class (torchvision's ImageFolder, TerraTorch's
+    GenericNonGeoClassificationDataModule): the label of ``<root>/<class>/<file>`` is the index of ``<class>``
+    among the sorted folder names, so a TerraTorch checkpoint's classes line up. Every modality root must hold the
+    same class folders, each sample's file in the same class folder."""
+    root_key = f"{key_prefix}.{split}_data_root"
+    first_modality, first_root = next(iter(roots.items()))
+    if not os.path.isdir(first_root):
+        raise DataNotFoundError(f"{root_key}.{first_modality}: folder {first_root} does not exist")
+    classes = sorted(d for d in os.listdir(first_root) if os.path.isdir(os.path.join(first_root, d)))
+    if not classes:
+        raise DataNotFoundError(f"{root_key}.{first_modality}: {first_root} holds no class folders; class_folders: "
+                                "true reads <root>/<class name>/<sample files>")
+    if class_names is not None and list(class_names) != classes:
+        raise ConfigError(f"class_names {list(class_names)} must be the class folders of {first_root} in sorted "
+                          f"order, {classes}: their order gives the class indices (as in torchvision's ImageFolder "
+                          "and TerraTorch), so a checkpoint's classes keep their meaning", key=f"{key_prefix}.class_names")
+    folders = {(m, c): _Folder(os.path.join(root, c), image_greps[m], what=f"modality {m!r}, class {c!r}",
+                               key=f"{root_key}.{m}") for m, root in roots.items() for c in classes}
+    entries = read_split_file(split_file, list(image_greps.values()), key=f"{key_prefix}.{split}_split") \
+        if split_file else None
+    records: list[SampleRecord] = []
+    problems: list[str] = []
+    for index, name in enumerate(classes):
+        prefixes = folders[(first_modality, name)].prefixes()
+        if entries is not None:
+            prefixes = [p for p in entries if folders[(first_modality, name)].find(p, allow_substring_file_names)]
+        for prefix in prefixes:
+            files: dict[str, str] = {}
+            for m in roots:
+                folder = folders[(m, name)]
+                found = folder.find(prefix, allow_substring_file_names)
+                if len(found) == 1:
+                    files[m] = os.path.join(folder.folder, found[0])
+                else:
+                    problems.append(f"sample {prefix!r}, modality {m!r}, class {name!r}: {len(found)} files match "
+                                    f"{folder.searched(prefix, allow_substring_file_names)}")
+            records.append(SampleRecord(f"{name}/{prefix}", files, os.path.join(first_root, name), index))
+    if entries is not None:
+        counts: dict[str, int] = {}
+        for record in records:
+            counts[record.prefix.split("/", 1)[1]] = counts.get(record.prefix.split("/", 1)[1], 0) + 1
+        problems += [f"sample {p!r}: in no class folder of {first_root}" for p in entries if p not in counts]
+        problems += [f"sample {p!r}: in {n} class folders of {first_root}" for p, n in counts.items() if n > 1]
+    if problems:
+        raise DataNotFoundError(f"{split} split: {len(problems)} problems with the class folders of {root_key} "
+                                f"(nothing was dropped):\n  " + _listing(problems))
+    warnings.warn(f"{split} labels from the class folders of {first_root}: "
+                  + ", ".join(f"{i} = {c}" for i, c in enumerate(classes)), DataNotice, stacklevel=3)
     return records
 
 

@@ -201,3 +201,45 @@ def test_label_table_indices_names_header_and_errors(tmp_path):
     assert read_label_table(table, [], task="regression", class_names=None, key="k") == {"A": 2.5}
     with pytest.raises(DataError, match="not an integer"):
         read_label_table(table, [], task="classification", class_names=None, key="k")
+
+
+def _class_folders(root: Path, layout: dict[str, list[str]], suffix: str = ".tif") -> Path:
+    for name, prefixes in layout.items():
+        _touch(root / name, *(p + suffix for p in prefixes))
+    return root
+
+
+def test_class_folders_give_sorted_indices_and_split_entries_find_their_folder(tmp_path):
+    s2 = _class_folders(tmp_path / "s2", {"River": ["r1", "r2"], "Forest": ["f1"], "Highway": []})
+    s1 = _class_folders(tmp_path / "s1", {"River": ["r1", "r2"], "Forest": ["f1"], "Highway": []}, "_s1.tif")
+    greps = _greps(S2L2A="*.tif", S1GRD="*_s1.tif")
+    common = dict(modalities=["S2L2A", "S1GRD"], roots={"S2L2A": str(s2), "S1GRD": str(s1)}, image_greps=greps,
+                  label_root=None, label_grep=None, task="classification", class_folders=True)
+    with pytest.warns(DataNotice, match="0 = Forest, 1 = Highway, 2 = River"):
+        records = discover("train", split_file=None, class_names=None, **common)
+    assert {(r.prefix, r.target) for r in records} == {("Forest/f1", 0), ("River/r1", 2), ("River/r2", 2)}
+    assert records[0].files["S1GRD"] == str(s1 / "Forest" / "f1_s1.tif")
+    split = tmp_path / "val.txt"
+    split.write_text("r2\nf1\n")
+    with pytest.warns(DataNotice):
+        picked = discover("val", split_file=str(split), class_names=None, **common)
+    assert sorted(r.prefix for r in picked) == ["Forest/f1", "River/r2"]
+
+
+def test_class_folder_problems_are_listed_not_dropped(tmp_path):
+    s2 = _class_folders(tmp_path / "s2", {"A": ["x1", "x2"], "B": ["x1"]})
+    s1 = _class_folders(tmp_path / "s1", {"A": ["x1"], "B": ["x1"]})
+    greps = _greps(S2L2A="*.tif", S1GRD="*.tif")
+    common = dict(modalities=["S2L2A", "S1GRD"], roots={"S2L2A": str(s2), "S1GRD": str(s1)}, image_greps=greps,
+                  label_root=None, label_grep=None, task="classification", class_folders=True)
+    with pytest.raises(DataNotFoundError, match=r"sample 'x2', modality 'S1GRD', class 'A': 0 files match"):
+        discover("train", split_file=None, class_names=None, **common)
+    split = tmp_path / "split.txt"
+    split.write_text("x1\nx9\n")
+    with pytest.raises(DataNotFoundError) as err:
+        discover("train", split_file=str(split), class_names=None,
+                 **{**common, "modalities": ["S2L2A"], "roots": {"S2L2A": str(s2)}})
+    assert "'x9': in no class folder" in str(err.value) and "'x1': in 2 class folders" in str(err.value)
+    with pytest.raises(ConfigError, match=r"sorted order, \['A', 'B'\]") as err:
+        discover("train", split_file=None, class_names=["B", "A"], **common)
+    assert err.value.key == "data.init_args.class_names"
