@@ -35,7 +35,7 @@ from terramind_ft.io import plain_hyperparameters
 from terramind_ft.models.factory import MODEL_FACTORIES, build_model, without_weight_sources
 from terramind_ft.ops import class_ids
 from terramind_ft.tasks import metrics as M
-from terramind_ft.tasks.losses import build_loss
+from terramind_ft.tasks.losses import build_custom_loss, build_loss
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,8 @@ class BaseTask(pl.LightningModule):
         model_factory: str = "EncoderDecoderFactory",
         model: nn.Module | None = None,
         loss: str | list[str] | dict[str, float] = "ce",
+        custom_loss: bool = False,
+        custom_loss_kwargs: dict[str, Any] | None = None,
         ignore_index: int | None = None,
         class_weights: list[float] | None = None,
         class_names: list[str] | None = None,
@@ -134,6 +136,9 @@ class BaseTask(pl.LightningModule):
             model: an already built nn.Module instead of model_args (Python use).
             loss: a loss name, a list (summed) or {name: weight}: segmentation ce, dice, focal, jaccard, lovasz;
                 classification ce, focal; regression mse, mae, rmse, huber.
+            custom_loss: ``loss`` is then the dotted path of a loss class of your own (TerraTorch's form), called
+                as loss(output, target); regression gives it the valid pixels only.
+            custom_loss_kwargs: the arguments that class is built with.
             ignore_index: label value ignored by loss and metrics.
             class_weights: one weight per class for the loss.
             class_names: names of the classes, in metric names (IoU_<name>), previews and GeoTIFF tags.
@@ -181,7 +186,13 @@ class BaseTask(pl.LightningModule):
                               key="model.init_args.class_names")
         self.class_names = [str(c) for c in (class_names or range(self.num_classes or 0))]
         self.ignore_index = ignore_index
-        self.loss_fn = build_loss(loss, self.task, ignore_index, class_weights, self.num_classes)
+        if custom_loss:
+            self.loss_fn = build_custom_loss(loss, custom_loss_kwargs, self.task, ignore_index, class_weights)
+        elif custom_loss_kwargs:
+            raise ConfigError("custom_loss_kwargs without custom_loss: true; they build a loss class of your own",
+                              key="model.init_args.custom_loss_kwargs")
+        else:
+            self.loss_fn = build_loss(loss, self.task, ignore_index, class_weights, self.num_classes)
         self.aux_loss = self._check_aux_loss(aux_loss)
         self.lr_overrides = dict(lr_overrides or {})
         self._check_lr_overrides()

@@ -6,11 +6,15 @@ nothing, whatever the prediction there) and ``class_weights``; where smp has no 
 weights), the loss is computed here. A batch with no valid pixel gives a zero loss, not NaN.
 
 Losses return ``(total, parts)``; ``parts`` holds each named term of a combination for logging.
+
+A loss class of your own (TerraTorch's form): ``loss: my_package.MyLoss``, ``custom_loss: true``,
+``custom_loss_kwargs: {...}``; it is called as ``loss(output, target)`` (regression: on the valid pixels).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import segmentation_models_pytorch as smp
 import torch
@@ -166,6 +170,68 @@ class CombinedLoss(nn.Module):
         parts = {name: loss(pred, target) for name, loss in self.losses.items()}
         total = sum(self.weights[n] * v for n, v in parts.items())
         return total, parts
+
+
+class CustomLoss(nn.Module):
+    """A loss class of the user's (TerraTorch's ``custom_loss: true``): called as ``loss(output, target)``;
+    for regression on the valid pixels only (finite, not ``ignore_index``), as the built-in losses are."""
+
+    def __init__(self, loss: nn.Module, task: str, ignore_index: int | float | None):
+        super().__init__()
+        self.loss = loss
+        self.task = task
+        self.ignore_index = ignore_index
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.task == "regression":
+            valid = torch.isfinite(target)
+            if self.ignore_index is not None:
+                valid &= target != self.ignore_index
+            if not valid.any():
+                return _zero_like(pred)
+            pred, target = pred[valid], target[valid]
+        return self.loss(pred, target)
+
+
+def build_custom_loss(path: Any, kwargs: dict[str, Any] | None, task: str, ignore_index: int | None,
+                      class_weights: Sequence[float] | None) -> CombinedLoss:
+    """``loss: my_package.MyLoss`` with ``custom_loss: true``: the class, built with ``custom_loss_kwargs``."""
+    import importlib
+
+    key = "model.init_args.loss"
+    if not isinstance(path, str) or "." not in path:
+        raise ConfigError(f"with custom_loss: true, loss is the dotted path of a loss class (my_package.MyLoss), "
+                          f"got {path!r}", key=key)
+    if class_weights is not None:
+        raise ConfigError("class_weights do not reach a custom loss: give them in custom_loss_kwargs",
+                          key="model.init_args.class_weights")
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"cannot import the custom loss {path}: {err}. Put its module on PYTHONPATH or in the "
+                          "folder of custom_modules_path", key=key) from None
+    if kwargs is not None and not isinstance(kwargs, dict):
+        raise ConfigError(f"custom_loss_kwargs is a mapping of {path}'s arguments, got {kwargs!r}",
+                          key="model.init_args.custom_loss_kwargs")
+    try:
+        instance = cls(**(kwargs or {}))
+    except TypeError as err:
+        raise ConfigError(f"{path}({', '.join(f'{k}={v!r}' for k, v in (kwargs or {}).items())}) failed: {err}",
+                          key="model.init_args.custom_loss_kwargs") from None
+    if not callable(instance):
+        raise ConfigError(f"{path} does not make a callable loss", key=key)
+    module = instance if isinstance(instance, nn.Module) else _CallableLoss(instance)
+    return CombinedLoss({class_name: CustomLoss(module, task, ignore_index)}, {class_name: 1.0})
+
+
+class _CallableLoss(nn.Module):
+    def __init__(self, fn: Any):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.fn(pred, target)
 
 
 def build_loss(loss: str | Sequence[str] | dict[str, float], task: str, ignore_index: int | None = None,
