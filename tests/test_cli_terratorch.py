@@ -214,13 +214,13 @@ def test_a_checkpoint_written_by_terratorch_tests_and_predicts(tmp_path, caplog)
 
 
 def test_terratorch_cli_options_without_a_counterpart_say_what_to_do(tmp_path, capsys):
-    """``--out_dtype int16`` (TerraTorch's predict option) is refused before anything runs, with what is written
+    """``--output_file_prefix`` (TerraTorch's predict option) is refused before anything runs, with what is written
     instead; in a config file too."""
     cfg = tmp_path / "tt.yaml"
     cfg.write_text(TERRATORCH_CONFIG.format(root=tmp_path, data=tmp_path / "s1f11"))
-    assert main(["predict", "--config", str(cfg), "--out_dtype", "int16"]) != 0
+    assert main(["predict", "--config", str(cfg), "--output_file_prefix", "flood"]) != 0
     err = capsys.readouterr().err
-    assert "--out_dtype has no counterpart: class maps are written as uint8" in err and "Traceback" not in err
+    assert "--output_file_prefix has no counterpart: outputs are named" in err and "Traceback" not in err
     raw = yaml.safe_load(cfg.read_text())
     raw["deploy_config_file"] = False
     cfg.write_text(yaml.safe_dump(raw))

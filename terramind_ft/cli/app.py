@@ -71,6 +71,7 @@ from terramind_ft.cli.run_folder import RunFolderConfig, RunLock, claim_for_fit
 from terramind_ft.cli.signals import GracefulFitStop, stop_at_once
 from terramind_ft.cli.terratorch import translate_terratorch, with_command_line_overrides
 from terramind_ft.errors import CheckpointError, ConfigError, TerraMindFTError, find_in_chain
+from terramind_ft.inference.geotiff import OUT_DTYPES, check_out_dtype
 from terramind_ft.inference.writers import PredictionWriter
 from terramind_ft.io import read_yaml_mapping
 from terramind_ft.models.factory import without_weight_sources
@@ -233,6 +234,9 @@ class TerraMindCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--predict_output_dir", type=str | None, default=None,
                             help="where predict writes its GeoTIFFs (default: <default_root_dir>/predictions)")
+        parser.add_argument("--out_dtype", type=Literal[OUT_DTYPES] | None, default=None,
+                            help="predict: the type of class maps (default uint8, nodata 255) or regression values "
+                                 "(default float32); TerraTorch's option: signed and float class maps get nodata -1")
         parser.add_argument("--float32_matmul_precision", type=Literal["highest", "high", "medium"] | None,
                             default=None,
                             help="torch.set_float32_matmul_precision before the model is built: 'medium' lets float32 "
@@ -414,9 +418,13 @@ class TerraMindCLI(LightningCLI):
             writers = [PredictionWriter()]
             callbacks.extend(writers)
         out_dir = self._section().get("predict_output_dir")
+        out_dtype = self._section().get("out_dtype")
+        check_out_dtype(out_dtype, getattr(self.model, "task", None))
         for writer in writers:
             if isinstance(writer, PredictionWriter) and out_dir:
                 writer.output_dir = out_dir
+            if isinstance(writer, PredictionWriter) and out_dtype:
+                writer.out_dtype = out_dtype
         callbacks.append(TestMetricsWriter())
         if config.get("logger") is True and not (importable("tensorboard") or importable("tensorboardX")):
             notice(f"logger: CSV files in {run_dir / 'lightning_logs'} (for TensorBoard: pip install "

@@ -28,6 +28,7 @@ RUN_OPTIONS = (
     ("--ckpt_path best|last|FILE", CKPT_PATH_HELP),
     ("--overwrite true", "fit: replace an earlier run's checkpoints in the run folder (default: refuse)"),
     ("--predict_output_dir DIR", "where predict writes its GeoTIFFs (default: <default_root_dir>/predictions)"),
+    ("--out_dtype T", "predict: class maps as T instead of uint8 (int16: TerraTorch's default, nodata -1)"),
     ("--float32_matmul_precision P", "highest (default) | high | medium: torch's float32 matmul precision"),
     ("--custom_modules_path DIR", "a folder of your modules, imported before the config is parsed"),
     ("--seed_everything N", "the random seed (default: a fresh one, saved in config.yaml)"),

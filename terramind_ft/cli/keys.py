@@ -20,6 +20,7 @@ from terramind_ft.io import read_yaml_mapping
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 TOP_LEVEL_KEYS = {"seed_everything", "trainer", "model", "data", "optimizer", "lr_scheduler", "predict_output_dir",
+                  "out_dtype",
                   "overwrite", "float32_matmul_precision", "custom_modules_path"}
 
 
@@ -111,8 +112,6 @@ def _method_keys() -> set[str]:
 
 # Options of TerraTorch's CLI that terramind-ft does not take, and what to do instead.
 TERRATORCH_CLI_OPTIONS = {
-    "out_dtype": "class maps are written as uint8 (nodata 255, with a colour table and the class names), "
-                 "probabilities and regression values as float32; remove it (gdal_translate -ot converts a file)",
     "output_file_prefix": "outputs are named <input name>_pred.tif (one per input, so several inputs never "
                           "overwrite each other); remove it and rename afterwards if needed",
     "deploy_config_file": "fit always writes config_deploy.yaml beside config.yaml in the run folder; remove it",

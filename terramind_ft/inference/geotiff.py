@@ -1,6 +1,7 @@
 """Conventions every GeoTIFF output shares (predict, streamed scenes, generate): one home for them.
 
-* class maps are uint8 with nodata :data:`CLASS_NODATA` and a colour table (:func:`class_colormap`);
+* class maps are uint8 with nodata :data:`CLASS_NODATA` and a colour table (:func:`class_colormap`); another
+  type on request (``--out_dtype``, TerraTorch's option: :func:`class_map_encoding`);
 * output names are ``<input stem><SUFFIX[kind]>.tif``;
 * :data:`WEIGHTS_TAG` says which weights made the output (``checkpoint <path>``, ``pretrained``, or
   ``untrained`` / ``random``: such an output looks real and is not).
@@ -9,6 +10,10 @@
 from __future__ import annotations
 
 import colorsys
+
+import numpy as np
+
+from terramind_ft.errors import ConfigError, InferenceError
 
 CLASS_NODATA = 255  # uint8 class maps hold at most 255 classes (0..254)
 SUFFIX = {"class_map": "_pred", "probabilities": "_probabilities", "logits": "_logits", "values": "_pred"}
@@ -36,3 +41,34 @@ def class_colormap(num_classes: int, nodata: int | None = CLASS_NODATA) -> dict[
 def weights_tags(provenance: str | None) -> dict[str, str]:
     """The tag dict for an output made by weights of ``provenance`` (empty when unknown)."""
     return {WEIGHTS_TAG: provenance} if provenance else {}
+
+
+# --out_dtype: the GeoTIFF types a class map or regression values may be written as (TerraTorch's option).
+OUT_DTYPES = ("uint8", "uint16", "int16", "int32", "float32", "float64")
+FLOAT_OUT_DTYPES = ("float32", "float64")
+COLORMAP_DTYPES = ("uint8", "uint16")  # GDAL writes colour tables for Byte and UInt16 bands only
+
+
+def check_out_dtype(out_dtype: str | None, task: str | None) -> None:
+    """Refuse an ``--out_dtype`` that is no GeoTIFF type here, or that would truncate regression values."""
+    if out_dtype is None:
+        return
+    if out_dtype not in OUT_DTYPES:
+        raise ConfigError(f"out_dtype must be one of {', '.join(OUT_DTYPES)}, got {out_dtype!r}", key="out_dtype")
+    if task == "regression" and out_dtype not in FLOAT_OUT_DTYPES:
+        raise ConfigError(f"out_dtype {out_dtype} would truncate regression values; use float32 (the default) or "
+                          "float64", key="out_dtype")
+
+
+def class_map_encoding(out_dtype: str | None, num_classes: int) -> tuple[str, int]:
+    """(dtype, nodata) of a class map of ``num_classes``: uint8 with nodata 255 by default; with ``out_dtype``,
+    that type with TerraTorch's nodata -1 (signed and float types) or the type's largest value (unsigned)."""
+    dtype = out_dtype or "uint8"
+    if dtype in FLOAT_OUT_DTYPES or np.issubdtype(np.dtype(dtype), np.signedinteger):
+        nodata, largest = -1, (np.iinfo(dtype).max if dtype not in FLOAT_OUT_DTYPES else 2 ** 24)
+    else:
+        nodata = largest = int(np.iinfo(dtype).max)
+    if num_classes > largest:
+        raise InferenceError(f"{num_classes} classes do not fit a {dtype} class map (nodata {nodata}); choose a "
+                             "wider --out_dtype")
+    return dtype, nodata

@@ -54,8 +54,11 @@ from terramind_ft.errors import (
 )
 from terramind_ft.inference.geotiff import (
     CLASS_NODATA,
+    COLORMAP_DTYPES,
+    FLOAT_OUT_DTYPES,
     SUFFIX,
     class_colormap,
+    class_map_encoding,
     weights_tags,
 )
 from terramind_ft.inference.tiles import scene_sources
@@ -385,6 +388,7 @@ def predict_scene(
     verbose: bool = True,
     gdal_cache_mb: int = 128,
     tags: Mapping[str, str] | None = None,
+    out_dtype: str | None = None,
     **kwargs: Any,
 ) -> SceneResult:
     """Predict a whole scene from rasters on disk and write the result as a georeferenced GeoTIFF.
@@ -414,7 +418,9 @@ def predict_scene(
     (default ``<output stem>_logits.tif``). ``task="regression"``: float32 values, nodata NaN.
     ``layout``: ``"cog"`` (Cloud-Optimised GeoTIFF with overviews) or ``"gtiff"`` (tiled GeoTIFF, internal
     overviews when ``overviews``). ``verbose`` shows a progress bar over rows of chips. ``gdal_cache_mb``
-    bounds GDAL's block cache (part of the process memory). ``kwargs`` go to ``model_forward``.
+    bounds GDAL's block cache (part of the process memory). ``out_dtype`` writes the class map (values) in
+    another type (TerraTorch's ``--out_dtype``; signed and float class maps get nodata -1). ``kwargs`` go to
+    ``model_forward``.
     """
     t0 = time.perf_counter()
     output_path = Path(output_path)
@@ -475,7 +481,7 @@ def predict_scene(
             out = _Outputs(stack=stack, ref=ref, task=task, num_classes=num_classes, class_names=class_names,
                            kinds=kinds, partials=partials, layout=layout, compress=compress,
                            overviews=overviews, tags=dict(tags or {}), staged=staged,
-                           sources={s.modality: s.path for s in opened})
+                           sources={s.modality: s.path for s in opened}, out_dtype=out_dtype)
             stream.run(out, verbose=verbose, desc=f"predict {output_path.name}")
             out.close()
             stack.close()  # sources and outputs closed before the conversion / rename
@@ -518,9 +524,12 @@ class _Outputs:
     tags: dict[str, str]
     staged: list[Path]
     sources: dict[str, str]
+    out_dtype: str | None = None  # of the class map / values (default uint8 / float32)
     writers: dict[str, _BlockWriter] = field(default_factory=dict)
     files: dict[Path, Path] = field(default_factory=dict)  # target -> file written now (partial or staged)
     nodata_pixels: int = 0
+    class_dtype: str = "uint8"
+    class_nodata: int = CLASS_NODATA
 
     @property
     def targets(self) -> list[Path]:
@@ -531,8 +540,7 @@ class _Outputs:
         if self.num_classes is not None and self.num_classes != classes and not (channels == 1 == self.num_classes):
             raise InferenceError(f"the model returns {channels} channel(s) per pixel but num_classes="
                                  f"{self.num_classes}; set num_classes to match the model head")
-        if classes > CLASS_NODATA:
-            raise InferenceError(f"{classes} classes do not fit a uint8 class map (at most {CLASS_NODATA})")
+        self.class_dtype, self.class_nodata = class_map_encoding(self.out_dtype, classes)
         names = self.class_names or [f"class_{k}" for k in range(classes)]
         if len(names) != classes:
             raise ConfigError(f"{len(names)} class names for a model with {classes} classes", key="class_names")
@@ -547,9 +555,11 @@ class _Outputs:
         provenance = {"software": "terramind-ft", "sources": json.dumps(self.sources), **self.tags}
         for kind, target in self.kinds.items():
             if kind == "class_map":
-                spec = dict(count=1, dtype="uint8", nodata=CLASS_NODATA, predictor=2)
+                spec = dict(count=1, dtype=self.class_dtype, nodata=self.class_nodata,
+                            predictor=3 if self.class_dtype in FLOAT_OUT_DTYPES else 2)
             else:
-                spec = dict(count=channels, dtype="float32", nodata=float("nan"), predictor=3)
+                dtype = self.out_dtype if kind == "values" and self.out_dtype in FLOAT_OUT_DTYPES else "float32"
+                spec = dict(count=channels, dtype=dtype, nodata=float("nan"), predictor=3)
             path = self.partials[target]
             if self.layout == "cog":
                 path = path.with_name(path.name + ".gtiff")
@@ -558,7 +568,8 @@ class _Outputs:
             dst = self.stack.enter_context(rasterio.open(path, "w", **common, **spec))
             dst.update_tags(**provenance)
             if kind == "class_map":
-                dst.write_colormap(1, class_colormap(len(names)))
+                if self.class_dtype in COLORMAP_DTYPES:
+                    dst.write_colormap(1, class_colormap(len(names), self.class_nodata))
                 dst.set_band_description(1, "class (" + ", ".join(f"{k}={n}" for k, n in enumerate(names)) + ")")
                 dst.update_tags(1, **{f"CLASS_{k}": n for k, n in enumerate(names)})
             if names:
@@ -579,10 +590,10 @@ class _Outputs:
         for kind, writer in self.writers.items():
             if kind == "class_map":
                 if logits.shape[0] == 1:
-                    rows = (logits[0] > 0).astype(np.uint8)[None]
+                    rows = (logits[0] > 0).astype(self.class_dtype)[None]
                 else:
-                    rows = class_ids(torch.from_numpy(logits), dim=0).numpy().astype(np.uint8)[None]
-                rows[:, invalid] = CLASS_NODATA
+                    rows = class_ids(torch.from_numpy(logits), dim=0).numpy().astype(self.class_dtype)[None]
+                rows[:, invalid] = self.class_nodata
             elif kind == "probabilities":
                 t = torch.from_numpy(logits)
                 rows = (torch.sigmoid(t) if logits.shape[0] == 1 else torch.softmax(t, dim=0)).numpy()
@@ -600,20 +611,19 @@ class _Outputs:
             writer.flush()
         if self.layout == "gtiff" and self.overviews:
             factors = overview_factors(self.ref.height, self.ref.width)
-            for writer in self.writers.values():
+            for kind, writer in self.writers.items():
                 dst = writer.dataset
                 if factors:
-                    method = Resampling.nearest if dst.dtypes[0] == "uint8" else Resampling.average
+                    method = Resampling.nearest if kind == "class_map" else Resampling.average
                     dst.build_overviews(factors, method)
                     dst.update_tags(ns="rio_overview", resampling=method.name)
 
 
 def _to_cog(out: _Outputs, compress: str) -> None:
     """Convert the staged tiled GeoTIFFs to Cloud-Optimised GeoTIFFs (GDAL's COG driver streams block-wise)."""
-    for target in out.targets:
+    for kind, target in out.kinds.items():
         staged = out.files[target]
-        with rasterio.open(staged) as src:
-            categorical = src.dtypes[0] == "uint8"
+        categorical = kind == "class_map"
         options = dict(driver="COG", compress=compress, blocksize=OUTPUT_BLOCK, BIGTIFF="IF_SAFER",
                        predictor="YES", overview_resampling="nearest" if categorical else "average")
         if not out.overviews:
@@ -857,7 +867,7 @@ def predict_scene_batch(task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
             probabilities_path=out_dir / f"{stem}{SUFFIX['probabilities']}.tif",
             write_logits="logits" in outputs, logits_path=out_dir / f"{stem}{SUFFIX['logits']}.tif",
             reference_modality=ref, device=task.device, verbose=True,
-            tags=weights_tags(getattr(task, "weights_provenance", None)),
+            tags=weights_tags(getattr(task, "weights_provenance", None)), out_dtype=getattr(writer, "out_dtype", None),
         )
         written[sources[ref]] = [str(p) for p in (result.output_path, result.probabilities_path, result.logits_path)
                                  if p is not None]

@@ -4,7 +4,7 @@ Every output copies CRS and transform from its input raster and must have exactl
 (a prediction of another shape is refused, never written with a wrong georeference). Outputs:
 
 * ``<stem>_pred.tif``: uint8 class map, nodata 255 where the input is nodata, a colour table, the class
-  names in the band description and in the ``CLASS_NAMES`` tag (JSON list);
+  names in the band description and in the ``CLASS_NAMES`` tag (JSON list); ``out_dtype`` another type;
 * ``<stem>_probabilities.tif`` / ``<stem>_logits.tif``: float32, one band per class named after it, NaN
   nodata (with ``output_on_inference: [prediction, probabilities]``);
 * regression: ``<stem>_pred.tif`` float32 values, NaN nodata; classification: one ``predictions.csv``.
@@ -28,7 +28,9 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from terramind_ft.errors import InferenceError
-from terramind_ft.inference.geotiff import CLASS_NODATA, SUFFIX, class_colormap, weights_tags
+from terramind_ft.inference.geotiff import (
+    COLORMAP_DTYPES, FLOAT_OUT_DTYPES, SUFFIX, class_colormap, class_map_encoding, weights_tags,
+)
 from terramind_ft.io import atomic_path, atomic_write_json
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,12 @@ def _write_geotiff(path: Path, profile: dict[str, Any], array: np.ndarray, *, de
 
 def write_prediction(path: str | Path, array: np.ndarray | torch.Tensor, reference: str | Path, *, kind: str,
                      class_names: Sequence[str] | None = None, nodata_mask: np.ndarray | None = None,
-                     tags: dict[str, str] | None = None) -> Path:
+                     tags: dict[str, str] | None = None, out_dtype: str | None = None) -> Path:
     """Write ``array`` (``[H, W]`` class map or values, ``[C, H, W]`` probabilities/logits) on ``reference``'s
     grid. ``kind``: class_map | probabilities | logits | values. ``nodata_mask`` (``[H, W]`` bool) marks
-    pixels written as nodata; ``tags`` are added to the file's metadata (e.g. :data:`WEIGHTS_TAG`)."""
+    pixels written as nodata; ``tags`` are added to the file's metadata (e.g. :data:`WEIGHTS_TAG`);
+    ``out_dtype`` is the type of a class map or of values (default uint8 / float32; probabilities and logits
+    stay float32)."""
     if isinstance(array, torch.Tensor):
         array = array.detach().cpu().numpy()
     array = np.asarray(array)
@@ -87,22 +91,23 @@ def write_prediction(path: str | Path, array: np.ndarray | torch.Tensor, referen
     names = [str(c) for c in (class_names or [])]
     if kind == "class_map":
         n = int(bands.max()) + 1 if bands.size else 0
-        if max(n, len(names)) > CLASS_NODATA:
-            raise InferenceError(f"{max(n, len(names))} classes do not fit a uint8 class map (nodata {CLASS_NODATA})")
-        out = bands.astype(np.uint8)
+        dtype, nodata = class_map_encoding(out_dtype, max(n, len(names)))
+        out = bands.astype(dtype)
         if mask is not None:
-            out[:, mask] = CLASS_NODATA
-        profile.update(dtype="uint8", nodata=CLASS_NODATA)
+            out[:, mask] = nodata
+        profile.update(dtype=dtype, nodata=nodata)
         legend = ", ".join(f"{i}={c}" for i, c in enumerate(names)) if names else "class index"
         return _write_geotiff(Path(path), profile, out, descriptions=[f"class ({legend})"],
-                              colormap=class_colormap(max(n, len(names))),
+                              colormap=class_colormap(max(n, len(names)), nodata) if dtype in COLORMAP_DTYPES
+                              else None,
                               tags={**({"CLASS_NAMES": json.dumps(names)} if names else {}), **(tags or {})})
     if kind not in ("probabilities", "logits", "values"):
         raise ValueError(f"unknown prediction kind {kind!r}")
-    out = bands.astype(np.float32)
+    dtype = out_dtype if kind == "values" and out_dtype in FLOAT_OUT_DTYPES else "float32"
+    out = bands.astype(dtype)
     if mask is not None:
         out[:, mask] = np.nan
-    profile.update(dtype="float32", nodata=float("nan"))
+    profile.update(dtype=dtype, nodata=float("nan"))
     descriptions = names if kind != "values" and len(names) == out.shape[0] else [f"{kind} {i}" for i in
                                                                                   range(out.shape[0])]
     return _write_geotiff(Path(path), profile, out, descriptions=descriptions, tags=tags)
@@ -116,12 +121,16 @@ class PredictionWriter(BasePredictionWriter):
             ``--predict_output_dir`` sets it).
         reference_modality: the modality whose input file supplies the grid and georeference (default:
             the first one of the batch).
+        out_dtype: the type of class maps / regression values (default uint8 with nodata 255 / float32; the
+            CLI's ``--out_dtype``, TerraTorch's option: signed and float class maps get nodata -1).
     """
 
-    def __init__(self, output_dir: str | None = None, reference_modality: str | None = None):
+    def __init__(self, output_dir: str | None = None, reference_modality: str | None = None,
+                 out_dtype: str | None = None):
         super().__init__(write_interval="batch")
         self.output_dir = output_dir
         self.reference_modality = reference_modality
+        self.out_dtype = out_dtype
         self.written: dict[str, list[str]] = {}
         self._rows: list[list[Any]] = []
         self._header: list[str] = []
@@ -174,7 +183,8 @@ class PredictionWriter(BasePredictionWriter):
                 path = out_dir / f"{stem}{SUFFIX[kind]}.tif"
                 self._claim(path, ref)
                 write_prediction(path, prediction[kind][i], ref, kind=kind, class_names=class_names, nodata_mask=mask,
-                                 tags=weights_tags(getattr(pl_module, "weights_provenance", None)))
+                                 tags=weights_tags(getattr(pl_module, "weights_provenance", None)),
+                                 out_dtype=self.out_dtype)
                 self.written.setdefault(ref, []).append(str(path))
                 log.info("wrote %s", path)
 

@@ -291,3 +291,27 @@ def test_band_selection_and_user_statistics(small_scene, tmp_path):
         raw = src.read([4, 3, 2, 8], window=((0, 64), (0, 64))).astype(np.float32)
     expected = (raw - np.float32([1000, 1000, 1000, 2000])[:, None, None]) / 500.0
     np.testing.assert_allclose(seen[0][0].numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("out_dtype", "nodata", "colours"), [("int16", -1, False), ("uint16", 65535, True),
+                                                               ("float32", -1, False)])
+def test_out_dtype_writes_the_same_classes_in_another_type(small_scene, tmp_path, out_dtype, nodata, colours):
+    """TerraTorch's --out_dtype: the class map in that type, with its nodata (-1 signed/float, the largest value
+    unsigned); the same classes as the default uint8 map, overviews by nearest neighbour still."""
+    default = predict_scene(cheap_model, small_scene.paths, tmp_path / "u8.tif", crop=64, stride=48, verbose=False)
+    other = predict_scene(cheap_model, small_scene.paths, tmp_path / f"{out_dtype}.tif", crop=64, stride=48,
+                          verbose=False, out_dtype=out_dtype, write_probabilities=True)
+    with rasterio.open(default.output_path) as a, rasterio.open(other.output_path) as b, \
+            rasterio.open(other.probabilities_path) as p:
+        assert b.dtypes[0] == out_dtype and b.nodata == nodata and p.dtypes[0] == "float32"
+        classes_a, classes_b = a.read(1), b.read(1)
+        assert (b.tags(ns="rio_overview").get("resampling") in (None, "nearest"))
+        has_colours = True
+        try:
+            b.colormap(1)
+        except ValueError:
+            has_colours = False
+        assert has_colours == colours
+    valid = classes_a != CLASS_NODATA
+    np.testing.assert_array_equal(classes_b[valid], classes_a[valid])
+    assert (classes_b[~valid] == nodata).all() and (~valid).any()

@@ -82,3 +82,40 @@ def test_writer_callback_names_outputs_and_refuses_collisions(tmp_path, source):
     pred["filename"] = {"S2L1C": [str(other)]}
     with pytest.raises(InferenceError, match="would both be written"):
         writer.write_on_batch_end(trainer, None, pred, None, None, 1)
+
+
+def test_out_dtype_of_in_memory_outputs_and_what_it_refuses(tmp_path):
+    """--out_dtype also reaches the in-memory writer (untiled predict); it never truncates regression values or
+    probabilities; a class count the type cannot hold is refused."""
+    from rasterio.transform import from_origin
+
+    from terramind_ft.errors import ConfigError, InferenceError
+    from terramind_ft.inference.geotiff import check_out_dtype
+    from terramind_ft.inference.writers import write_prediction
+
+    ref = tmp_path / "ref.tif"
+    with rasterio.open(ref, "w", driver="GTiff", width=16, height=16, count=1, dtype="float32", crs="EPSG:32633",
+                       transform=from_origin(0, 16, 1, 1)) as dst:
+        dst.write(np.zeros((1, 16, 16), np.float32))
+    mask = np.zeros((16, 16), bool)
+    mask[:2] = True
+    classes = np.tile(np.arange(16) % 3, (16, 1))
+    path = write_prediction(tmp_path / "c.tif", classes, ref, kind="class_map", nodata_mask=mask, out_dtype="int16")
+    with rasterio.open(path) as src:
+        out = src.read(1)
+        assert src.dtypes[0] == "int16" and src.nodata == -1
+    assert (out[:2] == -1).all() and (out[2:] == classes[2:]).all()
+    path = write_prediction(tmp_path / "v.tif", np.full((16, 16), 1.25), ref, kind="values", out_dtype="float64")
+    with rasterio.open(path) as src:
+        assert src.dtypes[0] == "float64"
+    path = write_prediction(tmp_path / "p.tif", np.full((3, 16, 16), 0.3), ref, kind="probabilities",
+                            out_dtype="int16")
+    with rasterio.open(path) as src:
+        assert src.dtypes[0] == "float32"
+    with pytest.raises(InferenceError, match="do not fit a uint8 class map"):
+        write_prediction(tmp_path / "x.tif", np.full((16, 16), 300), ref, kind="class_map", out_dtype="uint8")
+    with pytest.raises(ConfigError, match="would truncate regression values") as err:
+        check_out_dtype("int16", "regression")
+    assert err.value.key == "out_dtype"
+    with pytest.raises(ConfigError, match="out_dtype must be one of"):
+        check_out_dtype("int64", "segmentation")

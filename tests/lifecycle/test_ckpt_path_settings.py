@@ -259,3 +259,19 @@ def test_keys_given_as_a_whole_model_section_on_the_command_line_count_as_typed(
     assert given_init_keys(["fit", f"--model={section}", "--model.init_args.ignore_index=3"]) == {
         "loss", "lr", "ignore_index"}
     assert given_init_keys(["fit", "--data", "{init_args: {batch_size: 2}}"]) == set()
+
+
+def test_out_dtype_on_the_command_line_reaches_streamed_and_untiled_predictions(fitted, tmp_path):
+    """``--out_dtype int16`` (TerraTorch's predict option, and its default type): the class map is int16 with
+    nodata -1, tiled (streamed) or not; probabilities stay float32."""
+    tmp, cfg, roots = fitted
+    for name, extra in (("streamed", ["--model.init_args.tiled_inference_parameters", "{crop: 64, stride: 48}"]),
+                        ("whole", [])):
+        out = tmp_path / name
+        assert main(_predict_args(cfg, roots, out, "--out_dtype", "int16", *extra,
+                                  "--model.init_args.output_on_inference", "[prediction, probabilities]")) == 0
+        (pred,) = out.glob("*_pred.tif")
+        (prob,) = out.glob("*_probabilities.tif")
+        with rasterio.open(pred) as src, rasterio.open(prob) as p:
+            assert (src.dtypes[0], src.nodata, p.dtypes[0]) == ("int16", -1, "float32"), name
+            assert set(np.unique(src.read(1))) <= {-1, 0, 1}
