@@ -39,9 +39,6 @@ DATA_KEYS_AT_OUR_MEANING: dict[str, tuple[Any, str]] = {
     "sample_replace": (False, "sample_num_modalities draws modalities without replacement"),
     "channel_position": (-3, "files are read bands first (C, H, W), as GeoTIFFs store them"),
     "prefix": (None, "put the prefix in the split files' entries or in image_grep"),
-    "predict_dataset_bands": (None, "predict reads the bands of dataset_bands; use a predict config of its own for "
-                                    "files with other bands"),
-    "predict_output_bands": (None, "predict feeds the bands of output_bands; use a predict config of its own"),
 }
 # ... and those whose every value is fine here (a check that always runs, a switch of the same meaning).
 DATA_KEYS_DROPPED = {
@@ -64,7 +61,8 @@ NONGEO_TASKS = {**dict.fromkeys(NONGEO_SEGMENTATION, "segmentation"), **dict.fro
                 **dict.fromkeys(NONGEO_CLASSIFICATION, "classification")}
 NONGEO_RENAMED = {"img_grep": "image_grep", "allow_substring_split_file": "allow_substring_file_names",
                   "skip_file_checks": None}
-NONGEO_PER_MODALITY = ("dataset_bands", "output_bands", "means", "stds", "constant_scale")
+NONGEO_PER_MODALITY = ("dataset_bands", "output_bands", "means", "stds", "constant_scale", "predict_dataset_bands",
+                       "predict_output_bands")
 # MultiTemporalCropClassificationDataModule (TerraMind's official multi-temporal crop config) -> ours: the layout of
 # the ibm-nasa-geospatial/multi-temporal-crop-classification dataset (3 dates x 6 HLS bands per file, date after
 # date; labels 1..13 with 0 = no data), and the statistics TerraTorch's module standardises with (file units).

@@ -121,6 +121,11 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             An integer stands for a band without a name (TerraTorch's placeholder): it is read only if output_bands
             names it, and then needs means/stds.
         output_bands: per modality, the bands to feed the model (a subset of dataset_bands, any order).
+        predict_dataset_bands: per modality, the bands the predict files hold when they differ from the training
+            files' (e.g. every S2 band in new scenes, six of them in the chips): the model's bands (output_bands)
+            are taken from them, by name.
+        predict_output_bands: TerraTorch's companion key: the bands taken from the predict files; they must be the
+            model's (output_bands), in the same order.
         constant_scale: per modality, a factor the file values are multiplied by before standardisation (e.g.
             10000 for reflectances stored as 0..1, to reach the digital numbers of the pretraining statistics); means
             and stds are in the scaled units.
@@ -174,6 +179,8 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         allow_substring_file_names: bool = True,
         dataset_bands: dict[str, list[str | int]] | None = None,
         output_bands: dict[str, list[str | int]] | None = None,
+        predict_dataset_bands: dict[str, list[str | int]] | None = None,
+        predict_output_bands: dict[str, list[str | int]] | None = None,
         means: dict[str, list[float]] | None = None,
         stds: dict[str, list[float]] | None = None,
         constant_scale: dict[str, float] | None = None,
@@ -268,6 +275,8 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         self.specs = self._build_specs(dataset_bands or {}, output_bands or {}, means, stds)
         self._apply_constant_scale(constant_scale or {})
         self._apply_time_steps(time_steps or {}, time_layout)
+        self.predict_specs = self._build_predict_specs(predict_dataset_bands or {}, predict_output_bands or {},
+                                                       time_layout)
         self.bands = {m: list(s.bands) if s.bands else None for m, s in self.specs.items()}
         self.means = {m: list(s.mean) for m, s in self.specs.items()}
         self.stds = {m: list(s.std) for m, s in self.specs.items()}
@@ -444,6 +453,38 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                                     bands or None, tuple(mean), tuple(std))
         return specs
 
+    def split_specs(self, split: str) -> dict[str, ModalitySpec]:
+        """How the files of ``split`` are read: the predict files may hold other bands (predict_dataset_bands)."""
+        return self.predict_specs if split == "predict" else self.specs
+
+    def _build_predict_specs(self, dataset_bands: dict, output_bands: dict, layout: str | None
+                             ) -> dict[str, ModalitySpec]:
+        """The specs of the predict files: the training specs, except where predict_dataset_bands says what the
+        predict files hold; the model's bands are then found in them by name (standardised the same)."""
+        specs = dict(self.specs)
+        for name, wanted in output_bands.items():
+            m = self._configured_modality(name, "predict_output_bands")
+            model_bands = [_canonical_band(str(b)) for b in (self.specs[m].bands or ())]
+            if [_canonical_band(str(b)) for b in wanted] != model_bands:
+                raise ConfigError(f"predict_output_bands.{name} {list(wanted)} must be the model's bands, "
+                                  f"output_bands.{m} {list(self.specs[m].bands or ())}, in that order: the model "
+                                  "takes no others", key=f"{KEY}.predict_output_bands.{name}")
+        for name, file_bands in dataset_bands.items():
+            m = self._configured_modality(name, "predict_dataset_bands")
+            spec = self.specs[m]
+            canon = [_canonical_band(str(b)) for b in file_bands]
+            missing = [b for b in (spec.bands or ()) if _canonical_band(str(b)) not in canon]
+            if not spec.bands or missing:
+                raise ConfigError(f"predict_dataset_bands.{name} lacks the model's bands {missing or '(unnamed)'} "
+                                  f"(output_bands.{m}: {list(spec.bands or ())})", key=f"{KEY}.predict_dataset_bands.{name}")
+            chosen = [canon.index(_canonical_band(str(b))) for b in spec.bands]
+            per_date, steps = len(file_bands), spec.time_steps
+            if steps > 1:
+                chosen = ([t * per_date + c for t in range(steps) for c in chosen] if layout == "time_major" else
+                          [c * steps + t for t in range(steps) for c in chosen])
+            specs[m] = dataclasses.replace(spec, band_indices=tuple(chosen), expected_bands=per_date * steps)
+        return specs
+
     def _apply_time_steps(self, time_steps: dict[str, int], layout: str | None) -> None:
         """Bands-as-time: each modality with ``T`` time steps reads T x its bands, date by date."""
         if not time_steps:
@@ -614,10 +655,12 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                 except DataError as exc:
                     unreadable.append(str(exc))
                     continue
-                spec = self.specs[m]
+                spec = self.split_specs(split)[m]
                 count = headers[m].count
                 if spec.expected_bands is not None and count != spec.expected_bands:
-                    source = f"dataset_bands.{m}" if self._lookup(self.hparams.dataset_bands, m) else (
+                    given = self.hparams.predict_dataset_bands if split == "predict" and spec is not self.specs[m] \
+                        else self.hparams.dataset_bands
+                    source = f"dataset_bands.{m}" if self._lookup(given, m) else (
                         f"the {m} catalogue entry" if find_modality(m) else f"means.{m}")
                     mismatched.append(f"{path} (modality {m!r}) has {count} bands, expected {spec.expected_bands} "
                                       f"from {source}; set {KEY}.dataset_bands.{m} to the bands the files hold")
@@ -711,7 +754,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         if self.check_files:
             self._check_split(split)
         return MultiModalDataset(
-            records, self.specs, task=self.task if split != "predict" else None, split=split,
+            records, self.split_specs(split), task=self.task if split != "predict" else None, split=split,
             transform=Compose([]) if raw else (transform if transform is not None else self.transforms[split]),
             no_data_replace=self.no_data_replace, no_label_replace=self.no_label_replace,
             reduce_zero_label=self.reduce_zero_label, num_classes=self.num_classes,
@@ -766,7 +809,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         if self.streaming_predict:
             from terramind_ft.inference.scene import scene_dataloader
 
-            series = [m for m, spec in self.specs.items() if spec.time_steps > 1]
+            series = [m for m, spec in self.predict_specs.items() if spec.time_steps > 1]
             if series:
                 raise ConfigError(f"tiled (streamed) predict of time series ({', '.join(series)}) is not supported "
                                   "yet; predict chip-sized files without tiled_inference_parameters",

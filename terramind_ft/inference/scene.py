@@ -830,7 +830,8 @@ def _collate_scenes(items: list[dict[str, Any]]) -> dict[str, Any]:
 def scene_dataloader(datamodule: Any) -> torch.utils.data.DataLoader:
     """The predict loader of a streaming ``predict``: one scene (file references) per batch."""
     records = datamodule.records("predict")
-    dataset = SceneDataset(records, datamodule.specs, getattr(datamodule, "no_data_replace", 0.0))
+    specs = datamodule.split_specs("predict") if hasattr(datamodule, "split_specs") else datamodule.specs
+    dataset = SceneDataset(records, specs, getattr(datamodule, "no_data_replace", 0.0))
     return torch.utils.data.DataLoader(dataset, batch_size=1, shuffle=False, collate_fn=_collate_scenes)
 
 

@@ -13,7 +13,7 @@ import torch
 from terramind_ft.data.datamodule import GenericMultiModalDataModule
 from terramind_ft.data.raster import write_raster
 from terramind_ft.data.synthetic import make_classification, make_sen1floods11
-from terramind_ft.errors import DataError
+from terramind_ft.errors import ConfigError, DataError
 from terramind_ft.modalities import MODALITIES
 
 
@@ -316,3 +316,39 @@ def test_predict_split_and_exact_file_names(flood):
     dm.setup("predict")
     names = [Path(b["filename"]["S1GRD"][0]).name for b in dm.predict_dataloader()]
     assert names == [f"{p}_S1Hand.tif" for p in flood.prefixes["test"]]
+
+
+def test_predict_files_with_other_bands_feed_the_models_bands(tmp_path):
+    """Chips hold B02, B03, B04; new scenes hold all 13 S2L1C bands (predict_dataset_bands). Predict takes the
+    model's three bands from them by name, standardised as in training, in memory and when streamed."""
+    data = make_sen1floods11(tmp_path / "chips", size=16, splits={"train": 1, "predict": 1}, compress=None)
+    chip = Path(data.data_roots["S2L1C"]) / f"{data.prefixes['train'][0]}_S2Hand.tif"
+    scene = Path(data.data_roots["S2L1C"]) / f"{data.prefixes['predict'][0]}_S2Hand.tif"
+    with rasterio.open(chip) as src:
+        write_raster(chip, src.read()[[1, 2, 3]], crs=src.crs, transform=src.transform, compress=None)
+    with rasterio.open(scene) as src:
+        full = src.read().astype(np.float32)
+    all_bands = list(MODALITIES["S2L1C"].bands)
+    kwargs = data.datamodule_kwargs(dataset_bands={"S2L1C": ["B02", "B03", "B04"]}, batch_size=1,
+                                    predict_dataset_bands={"S2L1C": all_bands},
+                                    predict_output_bands={"S2L1C": ["BLUE", "GREEN", "RED"]})
+    kwargs["predict_data_root"] = data.data_roots
+    kwargs["predict_split"] = data.splits["predict"]
+    dm = GenericMultiModalDataModule(**kwargs)
+    dm.check(["train", "predict"])
+    expected = (full[[1, 2, 3]] - np.float32(MODALITIES["S2L1C"].mean[1:4])[:, None, None]) / \
+        np.float32(MODALITIES["S2L1C"].std[1:4])[:, None, None]
+    np.testing.assert_allclose(dm.make_dataset("predict")[0]["image"]["S2L1C"].numpy(), expected, rtol=1e-5)
+    assert dm.make_dataset("train")[0]["image"]["S2L1C"].shape[0] == 3
+
+    from terramind_ft.inference.scene import scene_dataloader
+
+    (batch,) = list(scene_dataloader(dm))
+    assert batch["scene"][0]["band_indexes"]["S2L1C"] == [2, 3, 4]
+
+    with pytest.raises(ConfigError, match=r"must be the model's bands, output_bands.S2L1C \['B02', 'B03', 'B04'\]"):
+        GenericMultiModalDataModule(**{**kwargs, "predict_output_bands": {"S2L1C": ["RED", "GREEN", "BLUE"]}})
+    with pytest.raises(ConfigError, match="lacks the model's bands") as err:
+        GenericMultiModalDataModule(**{**kwargs, "predict_output_bands": None,
+                                       "predict_dataset_bands": {"S2L1C": ["B01", "B02", "B03"]}})
+    assert err.value.key == "data.init_args.predict_dataset_bands.S2L1C"
