@@ -342,17 +342,6 @@ def test_nongeo_pixelwise_regression_config_fits_and_keeps_nan_targets_out_of_th
     assert target.dtype == torch.float32 and torch.isnan(target[:4]).all() and torch.isfinite(target[4:]).all()
 
 
-class HalvedCrossEntropy(torch.nn.Module):
-    """A loss of the user's module (TerraTorch's custom_loss)."""
-
-    def __init__(self, factor: float = 1.0):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, logits, target):
-        return self.factor * torch.nn.functional.cross_entropy(logits, target)
-
-
 def _eurosat_like(root, classes=("AnnualCrop", "Forest", "River"), per_class=3, size=32):
     """HLS-band chips in one folder per class (torchvision ImageFolder / EuroSAT layout), class-dependent values."""
     rng = np.random.default_rng(0)
@@ -391,11 +380,11 @@ def test_nongeo_classification_config_reads_labels_from_class_folders_and_fits(t
     assert "train_label_data_root" not in translated["data"]["init_args"]
     cfg = write(raw, tmp_path / "eurosat.yaml")
     # TerraTorch's custom loss arguments, typed on the command line
-    custom = ["--model.init_args.custom_loss=true", f"--model.init_args.loss={__name__}.HalvedCrossEntropy",
-              "--model.init_args.custom_loss_kwargs={factor: 0.5}"]
+    custom = ["--model.init_args.custom_loss=true", "--model.init_args.loss=custom_losses.ScaledCrossEntropy",
+              "--model.init_args.custom_loss_kwargs={scale: 0.5}"]
     assert main(["fit", "--config", cfg, *custom]) == 0
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
-    assert saved["custom_loss"] and saved["custom_loss_kwargs"] == {"factor": 0.5}
+    assert saved["custom_loss"] and saved["custom_loss_kwargs"] == {"scale": 0.5}
     assert main(["test", "--config", cfg, "--ckpt_path", "best"]) == 0
     assert main(["predict", "--config", cfg, "--ckpt_path", "best"]) == 0
     rows = (tmp_path / "run" / "predictions" / "predictions.csv").read_text().splitlines()

@@ -127,29 +127,10 @@ def test_predict_outputs_and_other_tasks(tmp_path):
     assert {"val/RMSE", "val/R2_Score", "train/RMSE_step"} <= set(t.callback_metrics)
 
 
-class ScaledCrossEntropy(torch.nn.Module):
-    """A loss of the user's, for custom_loss (TerraTorch's form)."""
-
-    def __init__(self, scale: float = 1.0):
-        super().__init__()
-        self.scale = scale
-
-    def forward(self, logits, target):
-        return self.scale * torch.nn.functional.cross_entropy(logits, target)
-
-
-class RecordingL1(torch.nn.Module):
-    seen: list = []
-
-    def forward(self, pred, target):
-        RecordingL1.seen.append(target.detach().clone())
-        return (pred - target).abs().mean()
-
-
 def test_a_custom_loss_class_is_built_with_its_kwargs_and_used():
     cls_args = {**{k: v for k, v in MODEL_ARGS.items() if k != "decoder_channels"}, "decoder": "IdentityDecoder",
                 "necks": [{"name": "AggregateTokens", "pooling": "mean"}], "num_classes": 3}
-    task = ClassificationTask(model_args=cls_args, loss=f"{__name__}.ScaledCrossEntropy", custom_loss=True,
+    task = ClassificationTask(model_args=cls_args, loss="custom_losses.ScaledCrossEntropy", custom_loss=True,
                               custom_loss_kwargs={"scale": 2.0})
     logits, target = torch.randn(4, 3), torch.tensor([0, 2, 1, 0])
     total, parts = task.loss_fn(logits, target)
@@ -159,8 +140,10 @@ def test_a_custom_loss_class_is_built_with_its_kwargs_and_used():
 
 def test_a_custom_regression_loss_sees_only_valid_pixels():
     args = {k: v for k, v in MODEL_ARGS.items() if k != "num_classes"}
-    task = PixelwiseRegressionTask(model_args=args, loss=f"{__name__}.RecordingL1", custom_loss=True, ignore_index=-1)
+    task = PixelwiseRegressionTask(model_args=args, loss="custom_losses.RecordingL1", custom_loss=True, ignore_index=-1)
     target = torch.tensor([[1.0, float("nan")], [-1.0, 4.0]])
+    from custom_losses import RecordingL1
+
     RecordingL1.seen.clear()
     task.loss_fn(torch.zeros(2, 2), target)
     assert RecordingL1.seen[0].tolist() == [1.0, 4.0]
@@ -169,9 +152,9 @@ def test_a_custom_regression_loss_sees_only_valid_pixels():
 @pytest.mark.parametrize(("kwargs", "key", "words"), [
     ({"loss": "no_such_module.Loss", "custom_loss": True}, "loss", "cannot import the custom loss"),
     ({"loss": "ce", "custom_loss": True}, "loss", "dotted path of a loss class"),
-    ({"loss": f"{__name__}.ScaledCrossEntropy", "custom_loss": True, "custom_loss_kwargs": {"scal": 2}},
+    ({"loss": "custom_losses.ScaledCrossEntropy", "custom_loss": True, "custom_loss_kwargs": {"scal": 2}},
      "custom_loss_kwargs", "unexpected keyword argument 'scal'"),
-    ({"loss": f"{__name__}.ScaledCrossEntropy", "custom_loss": True, "class_weights": [1.0, 2.0]},
+    ({"loss": "custom_losses.ScaledCrossEntropy", "custom_loss": True, "class_weights": [1.0, 2.0]},
      "class_weights", "give them in custom_loss_kwargs"),
     ({"loss": "ce", "custom_loss_kwargs": {"scale": 2}}, "custom_loss_kwargs", "without custom_loss: true"),
 ])
