@@ -170,7 +170,7 @@ def _map_temporal(init: dict[str, Any], config: dict[str, Any]) -> list[str]:
     """TerraTorch's ``expand_temporal_dimension: true`` (files of dates x bands) as ``time_steps``: the number of
     dates comes from ``backbone_temporal_n_timestamps``; the band order must be said (``time_layout``), since
     TerraTorch's own reshape once read it the other way round."""
-    from terramind_ft.data.datamodule import TIME_LAYOUTS
+    from terramind_ft.data.bands import TIME_LAYOUTS
 
     key = "data.init_args.expand_temporal_dimension"
     if "expand_temporal_dimension" not in init:

@@ -17,7 +17,6 @@ The parameter names are the ones TerraTorch users already write (``modalities``,
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import warnings
@@ -30,15 +29,18 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from terramind_ft.data.bands import (  # noqa: F401  (TIME_LAYOUTS: part of this module's interface)
+    TIME_LAYOUTS, apply_constant_scale, apply_time_steps, build_predict_specs, build_specs, canonical_band, lookup,
+)
 from terramind_ft.data.dataset import ModalitySpec, ModalityBatchSampler, MultiModalDataset
 from terramind_ft.data.files import (
     SPLITS, DataNotice, Grep, SampleRecord, discover, normalise_roots, parse_grep, parse_target,
 )
 from terramind_ft.data.raster import RasterHeader, cached_header, read_text_label, same_georeference
 from terramind_ft.data.transforms import Compose, build_transform
-from terramind_ft.errors import ConfigError, DataError, RasterMismatchError, check_known_keys, did_you_mean
+from terramind_ft.errors import ConfigError, DataError, RasterMismatchError, check_known_keys
 from terramind_ft.io import plain_hyperparameters
-from terramind_ft.modalities import S2_BAND_IDS, accepted_names, find_modality
+from terramind_ft.modalities import find_modality
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,6 @@ KEY = "data.init_args"
 MAX_LISTED = 10
 # Splits whose labels a stage needs.
 TEST_SET_KEYS = ("data_root", "label_data_root", "split")
-TIME_LAYOUTS = ("time_major", "band_major")
 STAGE_SPLITS = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("predict",)}
 
 
@@ -77,10 +78,6 @@ class LabelScan:
     def __str__(self) -> str:
         return (f"{self.split}: {self.samples} labels, {self.valid_pixels:,} valid pixels"
                 + (f", {len(self.problems)} with classes out of range" if self.problems else ""))
-
-
-def _canonical_band(name: str) -> str:
-    return S2_BAND_IDS.get(str(name).upper(), str(name).upper())
 
 
 class GenericMultiModalDataModule(L.LightningDataModule):
@@ -272,11 +269,11 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         self.label_grep = parse_grep(label_grep, key=f"{KEY}.label_grep", what="the label")
 
         # Bands and standardisation.
-        self.specs = self._build_specs(dataset_bands or {}, output_bands or {}, means, stds)
-        self._apply_constant_scale(constant_scale or {})
-        self._apply_time_steps(time_steps or {}, time_layout)
-        self.predict_specs = self._build_predict_specs(predict_dataset_bands or {}, predict_output_bands or {},
-                                                       time_layout)
+        self.specs = build_specs(self.modalities, dataset_bands or {}, output_bands or {}, means, stds)
+        apply_constant_scale(self.specs, self.modalities, constant_scale or {})
+        apply_time_steps(self.specs, self.modalities, time_steps or {}, time_layout)
+        self.predict_specs = build_predict_specs(self.specs, self.modalities, predict_dataset_bands or {},
+                                                 predict_output_bands or {}, time_layout)
         self.bands = {m: list(s.bands) if s.bands else None for m, s in self.specs.items()}
         self.means = {m: list(s.mean) for m, s in self.specs.items()}
         self.stds = {m: list(s.std) for m, s in self.specs.items()}
@@ -365,170 +362,12 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         return {m: parse_grep(image_grep[m], key=f"{KEY}.image_grep.{m}", what=f"modality {m!r}")
                 for m in self.modalities}
 
-    @staticmethod
-    def _lookup(table: dict[str, Any] | None, modality: str) -> Any:
-        """``table[modality]``, also accepting the catalogue name or an alias as the key."""
-        if not table:
-            return None
-        if modality in table:
-            return table[modality]
-        entry = find_modality(modality)
-        if entry is not None:
-            for k, v in table.items():
-                other = find_modality(k)
-                if other is not None and other.name == entry.name:
-                    return v
-        return None
-
-    def _configured_modality(self, name: str, option: str) -> str:
-        """The configured modality a per-modality option's key names (its name, catalogue name or an alias)."""
-        for m in self.modalities:
-            if self._lookup({name: True}, m) is not None:
-                return m
-        raise ConfigError(f"{option} names {name!r}, which is not one of {self.modalities}",
-                          key=f"{KEY}.{option}.{name}")
-
-    def _build_specs(self, dataset_bands, output_bands, means, stds) -> dict[str, ModalitySpec]:
-        specs = {}
-        for m in self.modalities:
-            entry = find_modality(m)
-            file_bands = self._lookup(dataset_bands, m)
-            out_bands = self._lookup(output_bands, m)
-            # integers are TerraTorch's placeholders for bands without a name: named by their number here
-            file_bands = [str(b) for b in file_bands] if file_bands is not None else None
-            out_bands = [str(b) for b in out_bands] if out_bands is not None else None
-            if file_bands is None and out_bands is not None:
-                if entry is None:
-                    raise ConfigError(f"output_bands for {m!r} need dataset_bands.{m} (the bands in the files)",
-                                      key=f"{KEY}.dataset_bands")
-                file_bands = list(entry.bands)
-            band_indices = None
-            if out_bands is not None:
-                canon = [_canonical_band(b) for b in file_bands]
-                band_indices = []
-                for b in out_bands:
-                    if _canonical_band(b) not in canon:
-                        raise ConfigError(f"output band {b!r} of {m!r} is not in dataset_bands {list(file_bands)}",
-                                          key=f"{KEY}.output_bands.{m}")
-                    band_indices.append(canon.index(_canonical_band(b)))
-            bands = tuple(out_bands or file_bands or (entry.bands if entry else ()))
-            expected = len(file_bands) if file_bands is not None else (entry.num_bands if entry else None)
-
-            mean, std = self._lookup(means, m), self._lookup(stds, m)
-            if (mean is None) != (std is None):
-                raise ConfigError(f"give both means.{m} and stds.{m}, or neither (pretraining statistics)",
-                                  key=f"{KEY}.{'stds' if std is None else 'means'}.{m}")
-            if mean is None:
-                if entry is None:
-                    raise ConfigError(f"{m!r} is not a TerraMind modality name.{did_you_mean(m, accepted_names())} A "
-                                      "modality of your own has no pretraining statistics: give "
-                                      f"means.{m} and stds.{m} (terramind-ft compute-statistics prints them)",
-                                      key=f"{KEY}.means.{m}")
-                idx = [entry.band_index(b) for b in bands]
-                unknown = [b for b, i in zip(bands, idx, strict=True) if i is None]
-                if unknown:
-                    raise ConfigError(f"bands {unknown} of {m!r} are not {entry.name} bands ({', '.join(entry.bands)}),"
-                                      f" so they have no pretraining statistics; give means.{m} and stds.{m}",
-                                      key=f"{KEY}.means.{m}")
-                mean = [entry.mean[i] if len(entry.mean) > 1 else entry.mean[0] for i in idx]
-                std = [entry.std[i] if len(entry.std) > 1 else entry.std[0] for i in idx]
-            else:
-                mean, std = [float(v) for v in mean], [float(v) for v in std]
-                n_out = len(bands) if bands else None
-                for name, values in (("means", mean), ("stds", std)):
-                    if n_out is not None and len(values) != n_out:
-                        if band_indices is not None and file_bands is not None and len(values) == len(file_bands):
-                            continue  # given per dataset band: selected below
-                        raise ConfigError(f"{len(values)} values for {n_out} bands of {m!r} ({', '.join(bands)})",
-                                          key=f"{KEY}.{name}.{m}")
-                if band_indices is not None and file_bands is not None and len(mean) == len(file_bands) != len(bands):
-                    mean = [mean[i] for i in band_indices]
-                if band_indices is not None and file_bands is not None and len(std) == len(file_bands) != len(bands):
-                    std = [std[i] for i in band_indices]
-                if expected is None:
-                    expected = len(mean)
-            if any(s <= 0 for s in std):
-                raise ConfigError(f"stds of {m!r} must be positive, got {std}", key=f"{KEY}.stds.{m}")
-            specs[m] = ModalitySpec(m, tuple(band_indices) if band_indices is not None else None, expected,
-                                    bands or None, tuple(mean), tuple(std))
-        return specs
-
     def split_specs(self, split: str) -> dict[str, ModalitySpec]:
         """How the files of ``split`` are read: the predict files may hold other bands (predict_dataset_bands)."""
         return self.predict_specs if split == "predict" else self.specs
 
-    def _build_predict_specs(self, dataset_bands: dict, output_bands: dict, layout: str | None
-                             ) -> dict[str, ModalitySpec]:
-        """The specs of the predict files: the training specs, except where predict_dataset_bands says what the
-        predict files hold; the model's bands are then found in them by name (standardised the same)."""
-        specs = dict(self.specs)
-        for name, wanted in output_bands.items():
-            m = self._configured_modality(name, "predict_output_bands")
-            model_bands = [_canonical_band(str(b)) for b in (self.specs[m].bands or ())]
-            if [_canonical_band(str(b)) for b in wanted] != model_bands:
-                raise ConfigError(f"predict_output_bands.{name} {list(wanted)} must be the model's bands, "
-                                  f"output_bands.{m} {list(self.specs[m].bands or ())}, in that order: the model "
-                                  "takes no others", key=f"{KEY}.predict_output_bands.{name}")
-        for name, file_bands in dataset_bands.items():
-            m = self._configured_modality(name, "predict_dataset_bands")
-            spec = self.specs[m]
-            canon = [_canonical_band(str(b)) for b in file_bands]
-            missing = [b for b in (spec.bands or ()) if _canonical_band(str(b)) not in canon]
-            if not spec.bands or missing:
-                raise ConfigError(f"predict_dataset_bands.{name} lacks the model's bands {missing or '(unnamed)'} "
-                                  f"(output_bands.{m}: {list(spec.bands or ())})", key=f"{KEY}.predict_dataset_bands.{name}")
-            chosen = [canon.index(_canonical_band(str(b))) for b in spec.bands]
-            per_date, steps = len(file_bands), spec.time_steps
-            if steps > 1:
-                chosen = ([t * per_date + c for t in range(steps) for c in chosen] if layout == "time_major" else
-                          [c * steps + t for t in range(steps) for c in chosen])
-            specs[m] = dataclasses.replace(spec, band_indices=tuple(chosen), expected_bands=per_date * steps)
-        return specs
-
-    def _apply_time_steps(self, time_steps: dict[str, int], layout: str | None) -> None:
-        """Bands-as-time: each modality with ``T`` time steps reads T x its bands, date by date."""
-        if not time_steps:
-            if layout is not None:
-                raise ConfigError("time_layout without time_steps: say how many dates each file holds, e.g. "
-                                  "time_steps: {S2L2A: 3}", key=f"{KEY}.time_steps")
-            return
-        if layout not in TIME_LAYOUTS:
-            raise ConfigError(f"time_steps needs time_layout, the order of the bands in the files: "
-                              f"'time_major' (all bands of date 1, then of date 2, ...) or 'band_major' (band 1 at "
-                              f"every date, then band 2, ...); got {layout!r}", key=f"{KEY}.time_layout")
-        for name, steps in time_steps.items():
-            m = self._configured_modality(name, "time_steps")
-            if not isinstance(steps, int) or steps < 1:
-                raise ConfigError(f"time_steps is a count of dates >= 1, got {steps!r}", key=f"{KEY}.time_steps.{name}")
-            if steps == 1:
-                continue
-            spec = self.specs[m]
-            per_date = spec.expected_bands
-            if per_date is None:
-                raise ConfigError(f"the bands of one date of {m!r} are not known: give dataset_bands.{m}",
-                                  key=f"{KEY}.dataset_bands.{m}")
-            chosen = list(spec.band_indices) if spec.band_indices is not None else list(range(per_date))
-            if layout == "time_major":
-                indices = [t * per_date + c for t in range(steps) for c in chosen]
-            else:
-                indices = [c * steps + t for t in range(steps) for c in chosen]
-            self.specs[m] = dataclasses.replace(spec, band_indices=tuple(indices), expected_bands=per_date * steps,
-                                                time_steps=steps)
-
-    def _apply_constant_scale(self, constant_scale: dict[str, float]) -> None:
-        """(x * s - mean) / std == (x - mean / s) / (std / s): the factor is folded into the statistics, so files
-        are read as they are and nodata is still recognised in their own units."""
-        for name, factor in constant_scale.items():
-            m = self._configured_modality(name, "constant_scale")
-            if not isinstance(factor, (int, float)) or factor <= 0:
-                raise ConfigError(f"constant_scale must be a positive number, got {factor!r}",
-                                  key=f"{KEY}.constant_scale.{name}")
-            spec = self.specs[m]
-            self.specs[m] = dataclasses.replace(spec, mean=tuple(v / factor for v in spec.mean),
-                                                std=tuple(v / factor for v in spec.std))
-
     def _default_rgb_indices(self) -> list[int]:
-        bands = [_canonical_band(b) for b in (self.specs[self.rgb_modality].bands or ())]
+        bands = [canonical_band(b) for b in (self.specs[self.rgb_modality].bands or ())]
         if all(c in bands for c in ("RED", "GREEN", "BLUE")):
             return [bands.index("RED"), bands.index("GREEN"), bands.index("BLUE")]
         n = self.specs[self.rgb_modality].num_bands
@@ -660,7 +499,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                 if spec.expected_bands is not None and count != spec.expected_bands:
                     given = self.hparams.predict_dataset_bands if split == "predict" and spec is not self.specs[m] \
                         else self.hparams.dataset_bands
-                    source = f"dataset_bands.{m}" if self._lookup(given, m) else (
+                    source = f"dataset_bands.{m}" if lookup(given, m) else (
                         f"the {m} catalogue entry" if find_modality(m) else f"means.{m}")
                     mismatched.append(f"{path} (modality {m!r}) has {count} bands, expected {spec.expected_bands} "
                                       f"from {source}; set {KEY}.dataset_bands.{m} to the bands the files hold")
