@@ -158,8 +158,22 @@ def run_reporting_errors(func: Callable[[], int], debug: bool = False) -> int:
     """Run ``func`` (a command's main); errors become one block on stderr and an exit code (see
     :data:`EXIT_CODES`). With ``debug`` (``--debug`` or ``TERRAMIND_FT_DEBUG=1``) errors are printed with their
     traceback first."""
-    if debug:
-        os.environ[DEBUG_ENV] = "1"  # commands that catch their own errors show tracebacks too
+    if not debug:
+        return _run_reporting_errors(func, debug)
+    # commands that catch their own errors show tracebacks too; for this call only (main() called from Python,
+    # e.g. a notebook, must not leave the next call in debug mode)
+    before = os.environ.get(DEBUG_ENV)
+    os.environ[DEBUG_ENV] = "1"
+    try:
+        return _run_reporting_errors(func, debug)
+    finally:
+        if before is None:
+            os.environ.pop(DEBUG_ENV, None)
+        else:
+            os.environ[DEBUG_ENV] = before
+
+
+def _run_reporting_errors(func: Callable[[], int], debug: bool) -> int:
     try:
         return int(func() or 0)
     except Interrupted as stop:

@@ -23,6 +23,9 @@ def test_a_data_error_is_one_block_and_debug_shows_the_traceback(tmp_path, capsy
     assert "Traceback" not in err and "--debug" in err
     assert main(["fit", "--config", cfg, "--debug"]) == 3
     assert "Traceback (most recent call last)" in capsys.readouterr().err
+    # --debug is for its own call: main() called again from Python (a notebook, a test) is back to one block
+    assert main(["fit", "--config", cfg]) == 3
+    assert "Traceback" not in capsys.readouterr().err
 
 
 def test_os_errors_name_the_path_and_the_free_space(tmp_path):
