@@ -396,3 +396,36 @@ def test_nongeo_classification_config_reads_labels_from_class_folders_and_fits(t
     assert targets == {"AnnualCrop": 0, "Forest": 1, "River": 2}
     with pytest.raises(ConfigError, match="class_folders: true gives one label per sample"):
         GenericMultiModalDataModule(modalities=["S2L2A"], task="segmentation", class_folders=True)
+
+
+def test_sen1floods11_nongeo_module_reads_the_dataset_as_published(tmp_path):
+    """TerraTorch's Sen1Floods11NonGeoDataModule (S2 only): mapped onto the dataset's own folders and split files
+    (the .csv of the published dataset when its .txt is absent), six bands x 0.0001 standardised with its
+    reflectance statistics; a config of it fits and predicts the test split."""
+    from terramind_ft.data.synthetic import make_sen1floods11
+
+    data = make_sen1floods11(tmp_path / "sen1floods11", size=64, layout="original",
+                             splits={"train": 2, "val": 1, "test": 1})
+    bands = ["BLUE", "GREEN", "RED", "NIR_NARROW", "SWIR_1", "SWIR_2"]
+    raw = yaml.safe_load(BURNSCARS.format(root=tmp_path, data=tmp_path))
+    raw["data"] = {"class_path": "terratorch.datamodules.Sen1Floods11NonGeoDataModule",
+                   "init_args": {"data_root": str(data.root), "batch_size": 2, "num_workers": 0, "bands": bands}}
+    model_args = raw["model"]["init_args"]["model_args"]
+    model_args.update(backbone_modalities=["S2L1C"], backbone_bands={"S2L1C": bands})
+    translated, notices = translate_terratorch(raw)
+    init = translated["data"]["init_args"]
+    assert init["train_split"].endswith("flood_train_data.csv") and init["val_split"].endswith("valid_data.csv")
+    assert init["constant_scale"] == {"S2L1C": 0.0001} and init["output_bands"] == {"S2L1C": bands}
+    assert init["means"]["S2L1C"][0] == 0.1412956
+    cfg = write(raw, tmp_path / "sen1floods11_nongeo.yaml")
+    assert main(["fit", "--config", cfg]) == 0
+    assert main(["predict", "--config", cfg, "--ckpt_path", "best"]) == 0
+    assert len(list((tmp_path / "run" / "predictions").glob("*_pred.tif"))) == 1
+
+    dm = GenericMultiModalDataModule(**init)
+    dm.setup("fit")
+    sample = dm.datasets["val"][0]
+    with rasterio.open(sample["filename"]["S2L1C"]) as src:
+        blue = src.read(2).astype(np.float32) * 0.0001
+    np.testing.assert_allclose(sample["image"]["S2L1C"][0].numpy(), (blue - 0.1412956) / 0.07406382, rtol=1e-4,
+                               atol=1e-5)

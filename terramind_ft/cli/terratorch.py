@@ -75,6 +75,21 @@ CROP_MEANS = {"BLUE": 494.905781, "GREEN": 815.239594, "RED": 924.335066, "NIR_N
 CROP_STDS = {"BLUE": 284.925432, "GREEN": 357.84876, "RED": 575.566823, "NIR_NARROW": 896.601013,
              "SWIR_1": 951.900334, "SWIR_2": 921.407808}
 CROP_DATES, CROP_CLASSES = 3, 13
+# Sen1Floods11NonGeoDataModule (TerraTorch's S2-only Sen1Floods11 module) -> ours: the dataset's own layout
+# (v1.1/data/flood_events/HandLabeled/{S2Hand,LabelHand}, v1.1/splits/flood_handlabeled/flood_<split>_data.txt)
+# and the module's reflectance statistics (file values x 0.0001).
+SEN1FLOODS11 = ("terratorch.datamodules.Sen1Floods11NonGeoDataModule",
+                "terratorch.datamodules.sen1floods11.Sen1Floods11NonGeoDataModule", "Sen1Floods11NonGeoDataModule")
+SEN1FLOODS11_MEANS = {
+    "COASTAL_AEROSOL": 0.16450718, "BLUE": 0.1412956, "GREEN": 0.13795798, "RED": 0.12353792,
+    "RED_EDGE_1": 0.1481099, "RED_EDGE_2": 0.23991728, "RED_EDGE_3": 0.28587557, "NIR_BROAD": 0.26345379,
+    "NIR_NARROW": 0.30902815, "WATER_VAPOR": 0.04911151, "CIRRUS": 0.00652506, "SWIR_1": 0.2044958,
+    "SWIR_2": 0.11912015}
+SEN1FLOODS11_STDS = {
+    "COASTAL_AEROSOL": 0.06977374, "BLUE": 0.07406382, "GREEN": 0.07370365, "RED": 0.08692279,
+    "RED_EDGE_1": 0.07778555, "RED_EDGE_2": 0.09105416, "RED_EDGE_3": 0.10690993, "NIR_BROAD": 0.10096586,
+    "NIR_NARROW": 0.11798815, "WATER_VAPOR": 0.03380113, "CIRRUS": 0.01463465, "SWIR_1": 0.09772074,
+    "SWIR_2": 0.07659938}
 
 TRANSFORM_ENTRY = re.compile(r"data\.init_args\.\w+_transform\[\d+\]$")
 # TerraTorch's auxiliary-head record: here a plain {name, decoder, decoder_args} mapping (its init_args).
@@ -104,6 +119,9 @@ def translate_terratorch(config: dict[str, Any], defaults: bool = True) -> tuple
     elif isinstance(data, dict) and data.get("class_path") in CROP_CLASSIFICATION:
         data["class_path"] = OUR_DATA_MODULE
         data["init_args"] = _crop_classification_to_multimodal(dict(data.get("init_args") or {}), config, notices)
+    elif isinstance(data, dict) and data.get("class_path") in SEN1FLOODS11:
+        data["class_path"] = OUR_DATA_MODULE
+        data["init_args"] = _sen1floods11_to_multimodal(dict(data.get("init_args") or {}), config, notices)
     for key, node in list(walk(config)):
         path = node.get("class_path")
         if not isinstance(path, str):
@@ -333,10 +351,65 @@ def _crop_classification_to_multimodal(init: dict[str, Any], config: dict[str, A
     return out
 
 
+def _sen1floods11_to_multimodal(init: dict[str, Any], config: dict[str, Any], notices: list[str]) -> dict[str, Any]:
+    """Sen1Floods11NonGeoDataModule's arguments as ours, on the dataset's layout under ``data_root``: the S2 chips
+    of ``v1.1/data/flood_events/HandLabeled/S2Hand`` with their ``LabelHand`` masks, split files
+    ``v1.1/splits/flood_handlabeled/flood_{train,valid,test}_data.txt`` (or the dataset's own ``.csv``). As in
+    TerraTorch, predict reads the test split; values x ``constant_scale`` (0.0001) are standardised with its
+    reflectance statistics."""
+    import os
+
+    key = "data.init_args"
+    module = "Sen1Floods11NonGeoDataModule"
+    root = init.pop("data_root", None)
+    if not isinstance(root, str) or not root:
+        raise ConfigError(f"{module} needs data_root: the folder holding v1.1/data/flood_events/HandLabeled and "
+                          "v1.1/splits/flood_handlabeled", key=f"{key}.data_root")
+    modality = _single_backbone_modality(config, module)
+    all_bands = list(SEN1FLOODS11_MEANS)
+    bands = list(init.pop("bands", None) or all_bands)
+    unknown = [b for b in bands if b not in all_bands]
+    if unknown:
+        raise ConfigError(f"bands {unknown} are not in the dataset's S2 files, which hold {all_bands}",
+                          key=f"{key}.bands")
+    if init.pop("use_metadata", False):
+        raise ConfigError("use_metadata: true (dates and locations as extra inputs) is not supported; set "
+                          "use_metadata: false", key=f"{key}.use_metadata")
+    if init.get("predict_transform") is not None:
+        raise ConfigError("predict never augments here; remove predict_transform", key=f"{key}.predict_transform")
+    init.pop("predict_transform", None)
+    hand = f"{root.rstrip('/')}/v1.1/data/flood_events/HandLabeled"
+    split_dir = f"{root.rstrip('/')}/v1.1/splits/flood_handlabeled"
+
+    def split_file(word: str) -> str:
+        txt = f"{split_dir}/flood_{word}_data.txt"
+        csv = txt[:-4] + ".csv"  # the dataset as published holds csv rows "<id>_S1Hand.tif,<id>_LabelHand.tif"
+        return csv if not os.path.exists(txt) and os.path.exists(csv) else txt
+
+    out: dict[str, Any] = {
+        "modalities": [modality], "task": "segmentation", "num_classes": 2,
+        "image_grep": "*_S2Hand.tif", "label_grep": "*_LabelHand.tif",
+        "dataset_bands": {modality: all_bands}, "output_bands": {modality: bands},
+        "constant_scale": {modality: init.pop("constant_scale", 0.0001)},
+        "means": {modality: [SEN1FLOODS11_MEANS[b] for b in bands]},
+        "stds": {modality: [SEN1FLOODS11_STDS[b] for b in bands]},
+        "no_data_replace": 0, "no_label_replace": -1,
+    }
+    for split, word in (("train", "train"), ("val", "valid"), ("test", "test")):
+        out[f"{split}_data_root"], out[f"{split}_label_data_root"] = f"{hand}/S2Hand", f"{hand}/LabelHand"
+        out[f"{split}_split"] = split_file(word)
+    out["predict_data_root"], out["predict_split"] = f"{hand}/S2Hand", split_file("test")
+    out.update(init)  # batch_size, num_workers, transforms, drop_last, no_data_replace, no_label_replace
+    notices.append(f"data.class_path: {module} -> {OUR_DATA_MODULE} ({modality}: {len(bands)} S2 bands x "
+                   f"{out['constant_scale'][modality]}, TerraTorch's statistics; {hand}, the test split also for "
+                   "predict, as in TerraTorch)")
+    return out
+
+
 # The data modules whose arguments translation rewrites into others (one data_root -> per-split folders, a band
 # list -> per-modality dicts): a dotted override of theirs must be applied before translation, or it would set
 # the old key after the new ones were derived from the file's value (and be silently ignored).
-RESTRUCTURED_DATA_MODULES = tuple(NONGEO_TASKS) + CROP_CLASSIFICATION
+RESTRUCTURED_DATA_MODULES = tuple(NONGEO_TASKS) + CROP_CLASSIFICATION + SEN1FLOODS11
 # model_args that translation reads to rewrite the data section (the modality name, the number of dates).
 TRANSLATION_READS = ("model.init_args.model_args.",)
 

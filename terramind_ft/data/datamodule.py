@@ -392,7 +392,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                               DataNotice, stacklevel=2)
             self._records[split] = discover(
                 split, modalities=self.modalities, roots=roots, image_greps=self.image_greps,
-                label_root=label_root, label_grep=self.label_grep if label_root else None,
+                label_root=label_root, label_grep=self.label_grep,  # the label grep also reads split entries
                 split_file=self.split_files.get(split), task=self.task if label_root else None,
                 class_names=self._given_class_names if self.class_folders else self.class_names,
                 allow_substring_file_names=self.allow_substring_file_names,

@@ -135,6 +135,17 @@ def derive_prefix(entry: str, greps: Sequence[Grep]) -> str:
     return stem if ext.lower() in (".tif", ".tiff", ".txt", ".npy", ".png", ".jp2", ".vrt") else name
 
 
+def _row_prefix(row: Sequence[str], greps: Sequence[Grep]) -> str:
+    """A split row's sample prefix: from the first cell that one of ``greps`` matches (Sen1Floods11's csv rows
+    ``X_S1Hand.tif,X_LabelHand.tif`` name the sample by its S1 file, which an S2-only config has no grep for:
+    the label cell names it then), else from the first cell."""
+    for cell in row:
+        name = cell.replace("\\", "/").rsplit("/", 1)[-1]
+        if any(g.suffix and g.suffix != "*" and (m := g.regex.fullmatch(name)) and m.group(1) for g in greps):
+            return derive_prefix(cell, greps)
+    return derive_prefix(row[0], greps)
+
+
 def read_split_file(path: str | os.PathLike, greps: Sequence[Grep], *, key: str) -> list[str]:
     """Sample prefixes listed in a txt (one per line) or csv (first column) split file, in file order."""
     path = Path(path)
@@ -146,7 +157,7 @@ def read_split_file(path: str | os.PathLike, greps: Sequence[Grep], *, key: str)
         rows = rows[1:]
     prefixes, seen, duplicates = [], set(), []
     for row in rows:
-        prefix = derive_prefix(row[0], greps)
+        prefix = _row_prefix(row, greps)
         if prefix in seen:
             duplicates.append(prefix)
             continue

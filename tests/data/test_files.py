@@ -243,3 +243,13 @@ def test_class_folder_problems_are_listed_not_dropped(tmp_path):
     with pytest.raises(ConfigError, match=r"sorted order, \['A', 'B'\]") as err:
         discover("train", split_file=None, class_names=["B", "A"], **common)
     assert err.value.key == "data.init_args.class_names"
+
+
+def test_a_csv_row_is_named_by_the_cell_a_grep_knows(tmp_path):
+    """Sen1Floods11's published rows name the sample by its S1 file; an S2-only config has no grep for that, so
+    the label cell names it (before: the prefix came out as 'X_S1Hand' and every file was 'missing')."""
+    split = tmp_path / "flood_test_data.csv"
+    split.write_text("Bolivia_1_S1Hand.tif,Bolivia_1_LabelHand.tif\nGhana_2_S1Hand.tif,Ghana_2_LabelHand.tif\n")
+    greps = [parse_grep("*_S2Hand.tif", key="k", what="S2L1C"), parse_grep("*_LabelHand.tif", key="k", what="label")]
+    assert read_split_file(split, greps, key="k") == ["Bolivia_1", "Ghana_2"]
+    assert read_split_file(split, greps[:1], key="k") == ["Bolivia_1_S1Hand", "Ghana_2_S1Hand"]  # no grep knows it
