@@ -294,6 +294,29 @@ def _single_backbone_modality(config: dict[str, Any], data_module: str) -> str:
     return str(backbone_modalities[0])
 
 
+def _dataset_module_basics(init: dict[str, Any], config: dict[str, Any], module: str, file_bands: list[str],
+                           root_hint: str) -> tuple[str, str, list[str]]:
+    """What the dataset-specific modules (crop classification, Sen1Floods11) share: their ``data_root`` (popped),
+    the modality (the backbone's only input) and the ``bands`` taken from the files (popped); and the keys they
+    take that we refuse (``use_metadata: true``, a ``predict_transform``)."""
+    key = "data.init_args"
+    root = init.pop("data_root", None)
+    if not isinstance(root, str) or not root:
+        raise ConfigError(f"{module} needs data_root: {root_hint}", key=f"{key}.data_root")
+    modality = _single_backbone_modality(config, module)
+    bands = list(init.pop("bands", None) or file_bands)
+    unknown = [b for b in bands if b not in file_bands]
+    if unknown:
+        raise ConfigError(f"bands {unknown} are not in the dataset's files, which hold {file_bands}",
+                          key=f"{key}.bands")
+    if init.pop("use_metadata", False):
+        raise ConfigError("use_metadata: true (dates and locations as extra inputs) is not supported; set "
+                          "use_metadata: false", key=f"{key}.use_metadata")
+    if init.pop("predict_transform", None) is not None:
+        raise ConfigError("predict never augments here; remove predict_transform", key=f"{key}.predict_transform")
+    return root, modality, bands
+
+
 def _crop_classification_to_multimodal(init: dict[str, Any], config: dict[str, Any],
                                        notices: list[str]) -> dict[str, Any]:
     """MultiTemporalCropClassificationDataModule's arguments as ours, on the dataset's own layout:
@@ -302,29 +325,14 @@ def _crop_classification_to_multimodal(init: dict[str, Any], config: dict[str, A
     test and predict read the validation chips (the dataset has no test split); a ``--data.init_args.
     predict_data_root`` given on top predicts other files."""
     key = "data.init_args"
-    module = "MultiTemporalCropClassificationDataModule"
-    root = init.pop("data_root", None)
-    if not isinstance(root, str) or not root:
-        raise ConfigError(f"{module} needs data_root: the folder holding training_chips/, validation_chips/ and "
-                          "training_data.txt / validation_data.txt", key=f"{key}.data_root")
-    modality = _single_backbone_modality(config, module)
-    bands = list(init.pop("bands", None) or CROP_BANDS)
-    unknown = [b for b in bands if b not in CROP_BANDS]
-    if unknown:
-        raise ConfigError(f"bands {unknown} are not in the dataset's files, which hold {list(CROP_BANDS)}",
-                          key=f"{key}.bands")
-    if init.pop("use_metadata", False):
-        raise ConfigError("use_metadata: true (dates and locations as extra inputs) is not supported; the "
-                          "TemporalWrapper backbone does not read them: set use_metadata: false",
-                          key=f"{key}.use_metadata")
+    root, modality, bands = _dataset_module_basics(
+        init, config, "MultiTemporalCropClassificationDataModule", list(CROP_BANDS),
+        "the folder holding training_chips/, validation_chips/ and training_data.txt / validation_data.txt")
     init.pop("metadata_file_name", None)  # read only with use_metadata
     if not init.pop("expand_temporal_dimension", True):
         raise ConfigError("expand_temporal_dimension: false reads the 18 bands of 3 dates as one image, of which "
                           "TerraTorch then keeps the first date's; set it true with model_args.backbone_use_temporal",
                           key=f"{key}.expand_temporal_dimension")
-    if init.get("predict_transform") is not None:
-        raise ConfigError("predict never augments here; remove predict_transform", key=f"{key}.predict_transform")
-    init.pop("predict_transform", None)
     model_args = (((config.get("model") or {}).get("init_args") or {}).get("model_args") or {})
     dates = model_args.get("backbone_temporal_n_timestamps") or CROP_DATES
     chips = {split: f"{root.rstrip('/')}/{folder}_chips" for split, folder in (("train", "training"),
@@ -345,7 +353,8 @@ def _crop_classification_to_multimodal(init: dict[str, Any], config: dict[str, A
     # no split file: files given with --data.init_args.predict_data_root are predicted whatever their names
     out["predict_data_root"] = chips["val"]
     out.update(init)  # batch_size, num_workers, transforms, drop_last, no_data_replace, no_label_replace, ...
-    notices.append(f"data.class_path: {module} -> {OUR_DATA_MODULE} ({modality}, {dates} dates x {len(bands)} HLS "
+    notices.append(f"data.class_path: MultiTemporalCropClassificationDataModule -> {OUR_DATA_MODULE} ({modality}, "
+                   f"{dates} dates x {len(bands)} HLS "
                    f"bands, date after date; {chips['train']} and {chips['val']}, the validation chips also for "
                    "test and predict, as in TerraTorch)")
     return out
@@ -359,25 +368,10 @@ def _sen1floods11_to_multimodal(init: dict[str, Any], config: dict[str, Any], no
     reflectance statistics."""
     import os
 
-    key = "data.init_args"
     module = "Sen1Floods11NonGeoDataModule"
-    root = init.pop("data_root", None)
-    if not isinstance(root, str) or not root:
-        raise ConfigError(f"{module} needs data_root: the folder holding v1.1/data/flood_events/HandLabeled and "
-                          "v1.1/splits/flood_handlabeled", key=f"{key}.data_root")
-    modality = _single_backbone_modality(config, module)
-    all_bands = list(SEN1FLOODS11_MEANS)
-    bands = list(init.pop("bands", None) or all_bands)
-    unknown = [b for b in bands if b not in all_bands]
-    if unknown:
-        raise ConfigError(f"bands {unknown} are not in the dataset's S2 files, which hold {all_bands}",
-                          key=f"{key}.bands")
-    if init.pop("use_metadata", False):
-        raise ConfigError("use_metadata: true (dates and locations as extra inputs) is not supported; set "
-                          "use_metadata: false", key=f"{key}.use_metadata")
-    if init.get("predict_transform") is not None:
-        raise ConfigError("predict never augments here; remove predict_transform", key=f"{key}.predict_transform")
-    init.pop("predict_transform", None)
+    root, modality, bands = _dataset_module_basics(
+        init, config, module, list(SEN1FLOODS11_MEANS),
+        "the folder holding v1.1/data/flood_events/HandLabeled and v1.1/splits/flood_handlabeled")
     hand = f"{root.rstrip('/')}/v1.1/data/flood_events/HandLabeled"
     split_dir = f"{root.rstrip('/')}/v1.1/splits/flood_handlabeled"
 
@@ -389,7 +383,7 @@ def _sen1floods11_to_multimodal(init: dict[str, Any], config: dict[str, Any], no
     out: dict[str, Any] = {
         "modalities": [modality], "task": "segmentation", "num_classes": 2,
         "image_grep": "*_S2Hand.tif", "label_grep": "*_LabelHand.tif",
-        "dataset_bands": {modality: all_bands}, "output_bands": {modality: bands},
+        "dataset_bands": {modality: list(SEN1FLOODS11_MEANS)}, "output_bands": {modality: bands},
         "constant_scale": {modality: init.pop("constant_scale", 0.0001)},
         "means": {modality: [SEN1FLOODS11_MEANS[b] for b in bands]},
         "stds": {modality: [SEN1FLOODS11_STDS[b] for b in bands]},
