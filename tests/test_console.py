@@ -69,3 +69,16 @@ def test_the_progress_bar_shows_the_monitored_metric(tmp_path):
     cli = build_cli(["fit", "--config", write(config, tmp_path / "c.yaml")], run=False)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     assert "val/mIoU" in cli.trainer.progress_bar_metrics and "val/loss" in cli.trainer.progress_bar_metrics
+
+
+def test_the_random_weight_note_quotes_the_flood_figure_for_segmentation_only():
+    """A flood mIoU is no yardstick for a classification score: that note names no number."""
+    from terramind_ft.cli.app import random_start_note
+    from terramind_ft.tasks import ClassificationTask
+
+    task = ClassificationTask(model_args={
+        "backbone": "terramind_v1_tiny", "backbone_pretrained": False, "backbone_modalities": ["S2L2A"],
+        "necks": [{"name": "AggregateTokens", "pooling": "mean"}], "decoder": "IdentityDecoder", "num_classes": 3})
+    note = random_start_note(task)
+    assert note is not None and "started from random weights" in note and "backbone_pretrained: true" in note
+    assert "0.906" not in note and "Sen1Floods11" not in note

@@ -515,9 +515,11 @@ class TerraMindCLI(LightningCLI):
             log.info(note)
 
 
-# What pretrained weights give, to set a random-weight run's score against: the TerraMind paper's fine-tuning figure
-# on Sen1Floods11 (test split, PANGAEA protocol, mIoU over 2 classes).
-PRETRAINED_REFERENCE = "TerraMind v1 base fine-tuned on Sen1Floods11 reaches test mIoU 0.906 (the paper's figure)"
+# What pretrained weights give, to set a random-weight segmentation run's score against: the TerraMind paper's
+# fine-tuning figure on Sen1Floods11 (test split, PANGAEA protocol, mIoU over 2 classes). Other tasks get no number:
+# a flood mIoU says nothing about a classification or regression score.
+PRETRAINED_REFERENCE = ("for scale, TerraMind v1 base fine-tuned on Sen1Floods11 reaches test mIoU 0.906 (the "
+                        "paper's figure)")
 
 
 def random_start_note(task: Any, resumed: bool = False) -> str | None:
@@ -529,8 +531,9 @@ def random_start_note(task: Any, resumed: bool = False) -> str | None:
     size = getattr(encoder, "size", None)
     repo = getattr(size, "hf_repo_id", None)
     source = f"the Hugging Face repo {repo}" if repo else "Hugging Face"
+    reference = f"{PRETRAINED_REFERENCE}. " if getattr(task, "task", None) == "segmentation" else ""
     return (f"note: the backbone started from random weights, so these scores say little about TerraMind; "
-            f"{PRETRAINED_REFERENCE}. Start from the pretrained weights with "
+            f"{reference}Start from the pretrained weights with "
             f"model.init_args.model_args.backbone_pretrained: true (downloads from {source}, once) or "
             "backbone_ckpt_path: a local .pt/.safetensors file")
 
