@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("terramind_ft.cli")
@@ -46,6 +47,40 @@ def config_paths(args: list[str]) -> list[tuple[int, str]]:
             out.append((i + 1, args[i + 1]))
         elif a.startswith("--config="):
             out.append((i, a.split("=", 1)[1]))
+    return out
+
+
+@dataclass(frozen=True)
+class CommandLineOption:
+    """One ``--key=value``, ``--key value`` or ``--switch`` of a command line (``-c/--config`` excluded)."""
+
+    index: int  # where it starts in the argument list
+    width: int  # 2 when the value is the next argument
+    key: str
+    value: str | None  # None for a switch
+
+
+def command_line_options(args: list[str]) -> list[CommandLineOption]:
+    """Every option of ``args`` but the config files, in order: one parser for every reader of the command line
+    (key checks, the keys a user typed, TerraTorch configs' overrides)."""
+    out: list[CommandLineOption] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg in ("-c", "--config"):
+            i += 2
+            continue
+        if not arg.startswith("--") or arg.startswith("--config="):
+            i += 1
+            continue
+        key, eq, value = arg[2:].partition("=")
+        if eq:
+            out.append(CommandLineOption(i, 1, key, value))
+        elif i + 1 < len(args) and not args[i + 1].startswith("--"):
+            out.append(CommandLineOption(i, 2, key, args[i + 1]))
+        else:
+            out.append(CommandLineOption(i, 1, key, None))
+        i += out[-1].width
     return out
 
 

@@ -13,7 +13,7 @@ from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningCLI
 
 import terramind_ft.tasks
-from terramind_ft.cli.config import config_paths, importable, walk
+from terramind_ft.cli.config import command_line_options, config_paths, importable, walk
 from terramind_ft.errors import ConfigError, did_you_mean
 from terramind_ft.inference.writers import PredictionWriter
 from terramind_ft.io import read_yaml_mapping
@@ -168,14 +168,8 @@ CLI_FLAGS = {"print_config", "version", "help", "debug"}  # command-line switche
 
 def _override_pairs(args: list[str]) -> list[str]:
     """The dotted keys of ``--key=value`` / ``--key value`` overrides on a command line (no ``--config``)."""
-    keys = []
-    for a in args:
-        if not a.startswith("--") or a in ("--config", "-c") or a.startswith("--config="):
-            continue
-        key = a[2:].split("=", 1)[0]
-        if key and not key.endswith("+") and "help" not in key and key not in CLI_FLAGS:
-            keys.append(key)
-    return keys
+    return [o.key for o in command_line_options(args)
+            if o.key and not o.key.endswith("+") and "help" not in o.key and o.key not in CLI_FLAGS]
 
 
 def check_override_keys(args: list[str], config: dict[str, Any], subcommand: str | None) -> None:
@@ -242,18 +236,14 @@ def _section_values(args: list[str], section: str) -> list[Any]:
     import yaml
 
     values = []
-    for i, arg in enumerate(args):
-        if arg == f"--{section}" and i + 1 < len(args):
-            text = args[i + 1]
-        elif arg.startswith(f"--{section}="):
-            text = arg.split("=", 1)[1]
-        else:
+    for option in command_line_options(args):
+        if option.key != section or option.value is None:
             continue
-        if os.path.isfile(text):
-            values.append(read_yaml_mapping(text, key=section))
+        if os.path.isfile(option.value):
+            values.append(read_yaml_mapping(option.value, key=section))
             continue
         try:
-            values.append(yaml.safe_load(text))
+            values.append(yaml.safe_load(option.value))
         except yaml.YAMLError:
             continue  # jsonargparse reports what it cannot read
     return values

@@ -10,7 +10,7 @@ import copy
 import re
 from typing import Any
 
-from terramind_ft.cli.config import importable, walk
+from terramind_ft.cli.config import command_line_options, importable, walk
 from terramind_ft.errors import ConfigError
 
 # TerraTorch / Lightning class paths -> ours (or None: dropped with a notice). Matched on the full path and on
@@ -196,7 +196,7 @@ def _map_temporal(init: dict[str, Any], config: dict[str, Any]) -> list[str]:
     if not init["expand_temporal_dimension"]:  # one date per sample: what we read anyway
         init.pop("expand_temporal_dimension")
         return [f"{key}: false is what terramind-ft does; dropped"]
-    model_args = (((config.get("model") or {}).get("init_args") or {}).get("model_args") or {})
+    model_args = _model_args(config)
     dates = model_args.get("backbone_temporal_n_timestamps")
     if not isinstance(dates, int) or dates < 1:
         raise ConfigError("expand_temporal_dimension: true needs the number of dates: set model_args."
@@ -282,9 +282,14 @@ def _nongeo_to_multimodal(init: dict[str, Any], config: dict[str, Any], task: st
     return out
 
 
+def _model_args(config: dict[str, Any]) -> dict[str, Any]:
+    """The config's ``model.init_args.model_args`` (empty when it has none): what the data mapping reads."""
+    return ((config.get("model") or {}).get("init_args") or {}).get("model_args") or {}
+
+
 def _single_backbone_modality(config: dict[str, Any], data_module: str) -> str:
     """The backbone's only input (model_args.backbone_modalities): the modality of a one-modality data module."""
-    model_args = (((config.get("model") or {}).get("init_args") or {}).get("model_args") or {})
+    model_args = _model_args(config)
     backbone_modalities = model_args.get("backbone_modalities") or (model_args.get("backbone_kwargs") or {}).get(
         "modalities")
     if not backbone_modalities or len(backbone_modalities) != 1:
@@ -333,7 +338,7 @@ def _crop_classification_to_multimodal(init: dict[str, Any], config: dict[str, A
         raise ConfigError("expand_temporal_dimension: false reads the 18 bands of 3 dates as one image, of which "
                           "TerraTorch then keeps the first date's; set it true with model_args.backbone_use_temporal",
                           key=f"{key}.expand_temporal_dimension")
-    model_args = (((config.get("model") or {}).get("init_args") or {}).get("model_args") or {})
+    model_args = _model_args(config)
     dates = model_args.get("backbone_temporal_n_timestamps") or CROP_DATES
     chips = {split: f"{root.rstrip('/')}/{folder}_chips" for split, folder in (("train", "training"),
                                                                                  ("val", "validation"))}
@@ -428,27 +433,16 @@ def with_command_line_overrides(raws: list[dict[str, Any]], args: list[str]) -> 
         for raw in raws for _, node in walk(raw))
     if not from_terratorch:
         return args
-    kept: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        key, value, width = None, None, 1
-        if arg.startswith("--") and not arg.startswith("--config"):
-            key, eq, value = arg[2:].partition("=")
-            if not eq:
-                if i + 1 < len(args) and not args[i + 1].startswith("--"):
-                    value, width = args[i + 1], 2
-                else:
-                    key = None  # a switch, not an override
-        if key and restructured and key.startswith("data.init_args."):
-            _set_dotted(data_owner, key, yaml.safe_load(value))
-            i += width
-            continue
-        if key and key.startswith(TRANSLATION_READS) and last_with("model") is not None:
-            _set_dotted(last_with("model"), key, yaml.safe_load(value))  # also stays on the command line
-        kept.extend(args[i:i + width])
-        i += width
-    return kept
+    consumed: set[int] = set()
+    for option in command_line_options(args):
+        if option.value is None:
+            continue  # a switch, not an override
+        if restructured and option.key.startswith("data.init_args."):
+            _set_dotted(data_owner, option.key, yaml.safe_load(option.value))
+            consumed.update(range(option.index, option.index + option.width))
+        elif option.key.startswith(TRANSLATION_READS) and (model_owner := last_with("model")) is not None:
+            _set_dotted(model_owner, option.key, yaml.safe_load(option.value))  # also stays on the command line
+    return [arg for i, arg in enumerate(args) if i not in consumed]
 
 
 def _set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
