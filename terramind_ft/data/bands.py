@@ -25,6 +25,19 @@ def canonical_band(name: str) -> str:
     return S2_BAND_IDS.get(str(name).upper(), str(name).upper())
 
 
+def find_bands(file_bands: Sequence[Any], wanted: Sequence[Any]) -> tuple[list[int], list[Any]]:
+    """(indices in ``file_bands`` of the ``wanted`` bands found there, by canonical name; the wanted bands that are
+    not there)."""
+    canon = [canonical_band(str(b)) for b in file_bands]
+    found, missing = [], []
+    for b in wanted:
+        if canonical_band(str(b)) in canon:
+            found.append(canon.index(canonical_band(str(b))))
+        else:
+            missing.append(b)
+    return found, missing
+
+
 def lookup(table: dict[str, Any] | None, modality: str) -> Any:
     """``table[modality]``, also accepting the catalogue name or an alias as the key."""
     if not table:
@@ -68,13 +81,10 @@ def build_specs(modalities: Sequence[str], dataset_bands: dict, output_bands: di
             file_bands = list(entry.bands)
         band_indices = None
         if out_bands is not None:
-            canon = [canonical_band(b) for b in file_bands]
-            band_indices = []
-            for b in out_bands:
-                if canonical_band(b) not in canon:
-                    raise ConfigError(f"output band {b!r} of {m!r} is not in dataset_bands {list(file_bands)}",
-                                      key=f"{KEY}.output_bands.{m}")
-                band_indices.append(canon.index(canonical_band(b)))
+            band_indices, missing = find_bands(file_bands, out_bands)
+            if missing:
+                raise ConfigError(f"output band {missing[0]!r} of {m!r} is not in dataset_bands {list(file_bands)}",
+                                  key=f"{KEY}.output_bands.{m}")
         bands = tuple(out_bands or file_bands or (entry.bands if entry else ()))
         expected = len(file_bands) if file_bands is not None else (entry.num_bands if entry else None)
 
@@ -133,13 +143,11 @@ def build_predict_specs(specs: dict[str, ModalitySpec], modalities: Sequence[str
     for name, file_bands in dataset_bands.items():
         m = configured_modality(modalities, name, "predict_dataset_bands")
         spec = training[m]
-        canon = [canonical_band(str(b)) for b in file_bands]
-        missing = [b for b in (spec.bands or ()) if canonical_band(str(b)) not in canon]
+        chosen, missing = find_bands(file_bands, spec.bands or ())
         if not spec.bands or missing:
             raise ConfigError(f"predict_dataset_bands.{name} lacks the model's bands {missing or '(unnamed)'} "
                               f"(output_bands.{m}: {list(spec.bands or ())})",
                               key=f"{KEY}.predict_dataset_bands.{name}")
-        chosen = [canon.index(canonical_band(str(b))) for b in spec.bands]
         per_date, steps = len(file_bands), spec.time_steps
         if steps > 1:
             chosen = dated_band_indices(chosen, per_date, steps, layout)

@@ -18,7 +18,6 @@ The parameter names are the ones TerraTorch users already write (``modalities``,
 from __future__ import annotations
 
 import logging
-import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -34,7 +33,7 @@ from terramind_ft.data.bands import (  # noqa: F401  (TIME_LAYOUTS: part of this
 )
 from terramind_ft.data.dataset import ModalitySpec, ModalityBatchSampler, MultiModalDataset
 from terramind_ft.data.files import (
-    SPLITS, DataNotice, Grep, SampleRecord, discover, normalise_roots, parse_grep, parse_target,
+    SPLITS, DataNotice, Grep, SampleRecord, class_folder_names, discover, normalise_roots, parse_grep, parse_target,
 )
 from terramind_ft.data.raster import RasterHeader, cached_header, read_text_label, same_georeference
 from terramind_ft.data.transforms import Compose, build_transform
@@ -407,7 +406,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         """The class folders of ``split`` (those of its first modality's root) name the classes when class_names
         does not, and must not outnumber num_classes."""
         root = self.roots[split][self.modalities[0]]
-        names = sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+        names = class_folder_names(root)
         if self.num_classes is not None and len(names) > self.num_classes:
             raise ConfigError(f"{split}: {root} holds {len(names)} class folders ({', '.join(names)}), more than "
                               f"num_classes={self.num_classes}", key=f"{KEY}.num_classes")
@@ -497,12 +496,12 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                 spec = self.split_specs(split)[m]
                 count = headers[m].count
                 if spec.expected_bands is not None and count != spec.expected_bands:
-                    given = self.hparams.predict_dataset_bands if split == "predict" and spec is not self.specs[m] \
-                        else self.hparams.dataset_bands
-                    source = f"dataset_bands.{m}" if lookup(given, m) else (
+                    option = ("predict_dataset_bands" if split == "predict"
+                              and lookup(self.hparams.predict_dataset_bands, m) else "dataset_bands")
+                    source = f"{option}.{m}" if lookup(self.hparams[option], m) else (
                         f"the {m} catalogue entry" if find_modality(m) else f"means.{m}")
                     mismatched.append(f"{path} (modality {m!r}) has {count} bands, expected {spec.expected_bands} "
-                                      f"from {source}; set {KEY}.dataset_bands.{m} to the bands the files hold")
+                                      f"from {source}; set {KEY}.{option}.{m} to the bands the files hold")
                 elif spec.band_indices is not None and max(spec.band_indices) >= count:
                     mismatched.append(f"{path} (modality {m!r}) has {count} bands; output_bands.{m} needs band "
                                       f"{max(spec.band_indices) + 1}")

@@ -24,6 +24,7 @@ import glob
 import os
 import re
 import warnings
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,15 +123,28 @@ def _read_rows(path: Path, key: str) -> list[list[str]]:
     return [r for r in rows if r and r[0] and not r[0].startswith("#")]
 
 
-def derive_prefix(entry: str, greps: Sequence[Grep]) -> str:
-    """The sample prefix of a split entry: strip the folder, then the first (longest) matching grep suffix or,
-    failing that, a raster/text extension."""
-    name = entry.replace("\\", "/").rsplit("/", 1)[-1]
+def _file_name(entry: str) -> str:
+    return entry.replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _grep_prefix(entry: str, greps: Sequence[Grep]) -> str | None:
+    """The prefix before the first (longest) grep suffix that the entry's file name ends with, or None."""
+    name = _file_name(entry)
     for grep in sorted(greps, key=lambda g: len(g.suffix), reverse=True):
         if grep.suffix and grep.suffix != "*":
             match = grep.regex.fullmatch(name)
             if match and match.group(1):
                 return match.group(1)
+    return None
+
+
+def derive_prefix(entry: str, greps: Sequence[Grep]) -> str:
+    """The sample prefix of a split entry: strip the folder, then the first (longest) matching grep suffix or,
+    failing that, a raster/text extension."""
+    prefix = _grep_prefix(entry, greps)
+    if prefix is not None:
+        return prefix
+    name = _file_name(entry)
     stem, ext = os.path.splitext(name)
     return stem if ext.lower() in (".tif", ".tiff", ".txt", ".npy", ".png", ".jp2", ".vrt") else name
 
@@ -140,9 +154,9 @@ def _row_prefix(row: Sequence[str], greps: Sequence[Grep]) -> str:
     ``X_S1Hand.tif,X_LabelHand.tif`` name the sample by its S1 file, which an S2-only config has no grep for:
     the label cell names it then), else from the first cell."""
     for cell in row:
-        name = cell.replace("\\", "/").rsplit("/", 1)[-1]
-        if any(g.suffix and g.suffix != "*" and (m := g.regex.fullmatch(name)) and m.group(1) for g in greps):
-            return derive_prefix(cell, greps)
+        prefix = _grep_prefix(cell, greps)
+        if prefix is not None:
+            return prefix
     return derive_prefix(row[0], greps)
 
 
@@ -356,6 +370,11 @@ def discover(
     return records
 
 
+def class_folder_names(root: str) -> list[str]:
+    """The class folders of a ``class_folders`` data root, sorted: their order gives the class indices."""
+    return sorted(d for d in os.listdir(root) if os.path.isdir(os.path.join(root, d)))
+
+
 def _class_folder_samples(split: str, roots: Mapping[str, str], image_greps: Mapping[str, Grep],
                           split_file: str | None, class_names: Sequence[str] | None,
                           allow_substring_file_names: bool, key_prefix: str) -> list[SampleRecord]:
@@ -367,7 +386,7 @@ def _class_folder_samples(split: str, roots: Mapping[str, str], image_greps: Map
     first_modality, first_root = next(iter(roots.items()))
     if not os.path.isdir(first_root):
         raise DataNotFoundError(f"{root_key}.{first_modality}: folder {first_root} does not exist")
-    classes = sorted(d for d in os.listdir(first_root) if os.path.isdir(os.path.join(first_root, d)))
+    classes = class_folder_names(first_root)
     if not classes:
         raise DataNotFoundError(f"{root_key}.{first_modality}: {first_root} holds no class folders; class_folders: "
                                 "true reads <root>/<class name>/<sample files>")
@@ -382,9 +401,9 @@ def _class_folder_samples(split: str, roots: Mapping[str, str], image_greps: Map
     records: list[SampleRecord] = []
     problems: list[str] = []
     for index, name in enumerate(classes):
-        prefixes = folders[(first_modality, name)].prefixes()
-        if entries is not None:
-            prefixes = [p for p in entries if folders[(first_modality, name)].find(p, allow_substring_file_names)]
+        first = folders[(first_modality, name)]
+        prefixes = first.prefixes() if entries is None else [
+            p for p in entries if first.find(p, allow_substring_file_names)]
         for prefix in prefixes:
             files: dict[str, str] = {}
             for m in roots:
@@ -397,9 +416,7 @@ def _class_folder_samples(split: str, roots: Mapping[str, str], image_greps: Map
                                     f"{folder.searched(prefix, allow_substring_file_names)}")
             records.append(SampleRecord(f"{name}/{prefix}", files, os.path.join(first_root, name), index))
     if entries is not None:
-        counts: dict[str, int] = {}
-        for record in records:
-            counts[record.prefix.split("/", 1)[1]] = counts.get(record.prefix.split("/", 1)[1], 0) + 1
+        counts = Counter(record.prefix.split("/", 1)[1] for record in records)
         problems += [f"sample {p!r}: in no class folder of {first_root}" for p in entries if p not in counts]
         problems += [f"sample {p!r}: in {n} class folders of {first_root}" for p, n in counts.items() if n > 1]
     if problems:
