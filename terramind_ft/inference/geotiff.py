@@ -72,3 +72,9 @@ def class_map_encoding(out_dtype: str | None, num_classes: int) -> tuple[str, in
         raise InferenceError(f"{num_classes} classes do not fit a {dtype} class map (nodata {nodata}); choose a "
                              "wider --out_dtype")
     return dtype, nodata
+
+
+def float_output_dtype(kind: str, out_dtype: str | None) -> str:
+    """The type of a float output: regression values take a float ``out_dtype``; probabilities and logits are
+    always float32 (an integer type would truncate them)."""
+    return out_dtype if kind == "values" and out_dtype in FLOAT_OUT_DTYPES else "float32"

@@ -59,6 +59,7 @@ from terramind_ft.inference.geotiff import (
     SUFFIX,
     class_colormap,
     class_map_encoding,
+    float_output_dtype,
     weights_tags,
 )
 from terramind_ft.inference.tiles import scene_sources
@@ -558,8 +559,8 @@ class _Outputs:
                 spec = dict(count=1, dtype=self.class_dtype, nodata=self.class_nodata,
                             predictor=3 if self.class_dtype in FLOAT_OUT_DTYPES else 2)
             else:
-                dtype = self.out_dtype if kind == "values" and self.out_dtype in FLOAT_OUT_DTYPES else "float32"
-                spec = dict(count=channels, dtype=dtype, nodata=float("nan"), predictor=3)
+                spec = dict(count=channels, dtype=float_output_dtype(kind, self.out_dtype), nodata=float("nan"),
+                            predictor=3)
             path = self.partials[target]
             if self.layout == "cog":
                 path = path.with_name(path.name + ".gtiff")

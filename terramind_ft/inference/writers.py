@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 
 from terramind_ft.errors import InferenceError
 from terramind_ft.inference.geotiff import (
-    COLORMAP_DTYPES, FLOAT_OUT_DTYPES, SUFFIX, class_colormap, class_map_encoding, weights_tags,
+    COLORMAP_DTYPES, SUFFIX, class_colormap, class_map_encoding, float_output_dtype, weights_tags,
 )
 from terramind_ft.io import atomic_path, atomic_write_json
 
@@ -103,7 +103,7 @@ def write_prediction(path: str | Path, array: np.ndarray | torch.Tensor, referen
                               tags={**({"CLASS_NAMES": json.dumps(names)} if names else {}), **(tags or {})})
     if kind not in ("probabilities", "logits", "values"):
         raise ValueError(f"unknown prediction kind {kind!r}")
-    dtype = out_dtype if kind == "values" and out_dtype in FLOAT_OUT_DTYPES else "float32"
+    dtype = float_output_dtype(kind, out_dtype)
     out = bands.astype(dtype)
     if mask is not None:
         out[:, mask] = np.nan
