@@ -112,3 +112,13 @@ FULL_MODEL_REGISTRY = Registry("full model")
 NECK_REGISTRY = Registry("neck")
 DECODER_REGISTRY = Registry("decoder")
 HEAD_REGISTRY = Registry("head")
+
+
+def import_dotted(path: str, key: str | None, what: str = "", hint: str = "") -> Any:
+    """The object a dotted path names (``my_package.MyLoss``); a path that does not import is a
+    :class:`ConfigError` at ``key``, saying ``what`` it was meant to be and ``hint`` (how to make it importable)."""
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ConfigError(f"cannot import {what}{path!r}: {err}{hint}", key=key) from None

@@ -34,6 +34,7 @@ from terramind_ft.inference.tiling import TilingParameters, run_tiled
 from terramind_ft.io import plain_hyperparameters
 from terramind_ft.models.factory import MODEL_FACTORIES, build_model, without_weight_sources
 from terramind_ft.ops import class_ids
+from terramind_ft.registry import import_dotted
 from terramind_ft.tasks import metrics as M
 from terramind_ft.tasks.losses import build_custom_loss, build_loss
 
@@ -47,11 +48,7 @@ EXTREME_STANDARDISED = 1e3
 def _optim_class(name: str, module: Any, key: str) -> type:
     """A class from ``torch.optim`` (or its lr_scheduler module) by name or dotted path."""
     if "." in name:
-        mod, _, cls = name.rpartition(".")
-        try:
-            return getattr(__import__(mod, fromlist=[cls]), cls)
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(f"cannot import {name!r}: {err}", key=key) from None
+        return import_dotted(name, key)
     choices = [n for n in dir(module) if n[:1].isupper()]
     if name not in choices:
         raise ConfigError(f"unknown {name!r}.{did_you_mean(name, choices)} Valid: {', '.join(choices)}", key=key)

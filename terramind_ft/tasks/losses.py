@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from terramind_ft.errors import ConfigError, did_you_mean
+from terramind_ft.registry import import_dotted
 
 SEGMENTATION_LOSSES = ("ce", "dice", "focal", "jaccard", "lovasz")
 CLASSIFICATION_LOSSES = ("ce", "focal")
@@ -102,6 +103,14 @@ class _SmpLoss(nn.Module):
         return self.loss(logits.float(), target)
 
 
+def _valid_targets(target: torch.Tensor, ignore_index: int | float | None) -> torch.Tensor:
+    """Regression target pixels a loss may see: finite and not ``ignore_index``."""
+    valid = torch.isfinite(target)
+    if ignore_index is not None:
+        valid &= target != ignore_index
+    return valid
+
+
 class MaskedRegressionLoss(nn.Module):
     """mse / mae / rmse / huber over pixels whose target is finite and not ``ignore_index``."""
 
@@ -111,9 +120,7 @@ class MaskedRegressionLoss(nn.Module):
         self.ignore_index = ignore_index
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        valid = torch.isfinite(target)
-        if self.ignore_index is not None:
-            valid &= target != self.ignore_index
+        valid = _valid_targets(target, self.ignore_index)
         if not valid.any():
             return _zero_like(pred)
         p, t = pred[valid].float(), target[valid].float()
@@ -184,9 +191,7 @@ class CustomLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if self.task == "regression":
-            valid = torch.isfinite(target)
-            if self.ignore_index is not None:
-                valid &= target != self.ignore_index
+            valid = _valid_targets(target, self.ignore_index)
             if not valid.any():
                 return _zero_like(pred)
             pred, target = pred[valid], target[valid]
@@ -196,8 +201,6 @@ class CustomLoss(nn.Module):
 def build_custom_loss(path: Any, kwargs: dict[str, Any] | None, task: str, ignore_index: int | None,
                       class_weights: Sequence[float] | None) -> CombinedLoss:
     """``loss: my_package.MyLoss`` with ``custom_loss: true``: the class, built with ``custom_loss_kwargs``."""
-    import importlib
-
     key = "model.init_args.loss"
     if not isinstance(path, str) or "." not in path:
         raise ConfigError(f"with custom_loss: true, loss is the dotted path of a loss class (my_package.MyLoss), "
@@ -205,12 +208,9 @@ def build_custom_loss(path: Any, kwargs: dict[str, Any] | None, task: str, ignor
     if class_weights is not None:
         raise ConfigError("class_weights do not reach a custom loss: give them in custom_loss_kwargs",
                           key="model.init_args.class_weights")
-    module_name, _, class_name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"cannot import the custom loss {path}: {err}. Put its module on PYTHONPATH or in the "
-                          "folder of custom_modules_path", key=key) from None
+    class_name = path.rpartition(".")[2]
+    cls = import_dotted(path, key, what="the custom loss ",
+                        hint=". Put its module on PYTHONPATH or in the folder of custom_modules_path")
     if kwargs is not None and not isinstance(kwargs, dict):
         raise ConfigError(f"custom_loss_kwargs is a mapping of {path}'s arguments, got {kwargs!r}",
                           key="model.init_args.custom_loss_kwargs")
