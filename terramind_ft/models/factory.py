@@ -26,8 +26,8 @@ padded, split between both sides as TerraTorch does, and the output is cropped b
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -289,10 +289,10 @@ def _decoder_and_head(task: str, decoder_name: str | nn.Module, decoder_kw: dict
     else:
         decoder_cls = DECODER_REGISTRY.get(decoder_name, key=f"{key}.{decoder_key}")
         _check_prefixed(decoder_cls, decoder_kw, "decoder", f"decoder {decoder_name!r}", key, {"embed_dim"})
-        if getattr(decoder_cls, "includes_head", False) and "num_classes" not in decoder_kw:
-            return _decoder_as_head(task, decoder_name, decoder_cls, decoder_kw, head_kw, channels, num_classes,
-                                    key), nn.Identity()
         if getattr(decoder_cls, "includes_head", False):
+            if "num_classes" not in decoder_kw:
+                return _decoder_as_head(task, decoder_name, decoder_cls, decoder_kw, head_kw, channels,
+                                        num_classes, key), nn.Identity()
             # TerraTorch 1.2.11 builds such a decoder by name only when given decoder_num_classes, and then puts
             # the task's head after it (its factory reads includes_head off the registry, not the class). The
             # same here, so its configs build its network and its checkpoints load.

@@ -1,7 +1,8 @@
 """LinearDecoder: one transposed convolution from a feature map straight to class logits (linear probing).
 
 It is its own head (``includes_head``): the factory gives it ``num_classes`` and puts no head after it, as
-TerraTorch's EncoderDecoderFactory does, so the parameter names (``decoder.conv``) are TerraTorch's.
+TerraTorch means it to (the parameter names, ``decoder.conv``, are TerraTorch's). With ``decoder_num_classes``
+the task's head follows it, which is what TerraTorch 1.2.11's factory builds (models/factory.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class LinearDecoder(nn.Module):
 
     includes_head = True
 
-    def __init__(self, embed_dim: Sequence[int], num_classes: int, upsampling_size: int | None = None, in_index: int = -1):
+    def __init__(self, embed_dim: Sequence[int], num_classes: int, upsampling_size: int | None = None,
+                 in_index: int = -1):
         super().__init__()
         if not isinstance(upsampling_size, int) or upsampling_size < 1:
             raise ConfigError(f"LinearDecoder needs an integer upsampling_size >= 1 (the patch size, e.g. 16, "
