@@ -3,6 +3,7 @@ paths; a logger whose package is missing names the extra to install."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -82,3 +83,29 @@ def test_the_random_weight_note_quotes_the_flood_figure_for_segmentation_only():
     note = random_start_note(task)
     assert note is not None and "started from random weights" in note and "backbone_pretrained: true" in note
     assert "0.906" not in note and "Sen1Floods11" not in note
+
+
+def test_a_torchvision_built_for_another_torch_is_an_install_error_with_the_fix(tmp_path):
+    """PyPI's torchvision is a CUDA build: next to PyTorch's CPU torch its first import (by Lightning, through
+    torchmetrics) raises "operator torchvision::nms does not exist". Here a torchvision that raises that on import
+    stands in for it, first on the path, as a user's broken environment has it."""
+    fake = tmp_path / "site" / "torchvision"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text('raise RuntimeError("operator torchvision::nms does not exist")\n')
+    config = write(sen1floods11_config(tmp_path), tmp_path / "c.yaml")
+    env = {**os.environ, "PYTHONPATH": str(fake.parent)}
+    result = subprocess.run([sys.executable, "-m", "terramind_ft.cli", "fit", "--config", config], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 7, result.stderr[-2000:]
+    assert "terramind-ft: install error: torchvision" in result.stderr
+    assert "does not work with torch" in result.stderr
+    assert "pip install --force-reinstall torch torchvision --index-url https://download.pytorch.org/whl/cpu" \
+        in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_other_runtime_errors_stay_unexpected_errors():
+    from terramind_ft.cli.report import format_error
+
+    assert format_error(RuntimeError("operator foo::bar does not exist")) == (
+        "terramind-ft: unexpected error: RuntimeError: operator foo::bar does not exist", 1)

@@ -40,6 +40,7 @@ EXIT_CODES = {
     "checkpoint error": 4,
     "training or inference error": 5,
     "disk or permission error": 6,
+    "install error": 7,
 }
 # and 128 + N when signal N stopped the run: 130 for SIGINT (Ctrl-C), 143 for SIGTERM
 
@@ -138,10 +139,39 @@ def _clean_message(err: BaseException) -> str:
     return text
 
 
+def _installed_version(distribution: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+def describe_broken_torchvision(err: BaseException) -> str | None:
+    """The install error behind ``operator torchvision::nms does not exist``, or None for any other error.
+
+    torchvision's compiled operators load only with the torch build they were compiled against. PyPI's Linux
+    torchvision is a CUDA build: next to PyTorch's CPU build of torch (or a torch of another release) its
+    operators fail to load, and the first ``import torchvision`` (by Lightning, torchmetrics, timm) raises this.
+    """
+    message = str(err)
+    if not (isinstance(err, RuntimeError) and "operator torchvision::" in message and "does not exist" in message):
+        return None
+    return (f"torchvision {_installed_version('torchvision')} does not work with torch "
+            f"{_installed_version('torch')}: its compiled operators are built for another torch build (PyPI's "
+            "CUDA torchvision next to PyTorch's CPU torch, or two different releases). Install both from one "
+            "index, e.g. on a CPU-only machine: pip install --force-reinstall torch torchvision --index-url "
+            "https://download.pytorch.org/whl/cpu (README, Install)")
+
+
 def format_error(err: BaseException) -> tuple[str, int]:
     """(the block to print, exit code) for an error that ends a command."""
     if isinstance(err, OSError) and not isinstance(err, TerraMindFTError):
         return f"terramind-ft: disk error: {describe_os_error(err)}", 6
+    broken_install = describe_broken_torchvision(err)
+    if broken_install:
+        return f"terramind-ft: install error: {broken_install}", 7
     kind, code = _kind(err)
     message = _clean_message(err)
     if kind == "error":

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-from affine import Affine
-from rasterio.transform import from_origin
+from rasterio.transform import Affine, from_origin
 
 from terramind_ft.data.raster import write_raster
 from terramind_ft.modalities import MODALITIES
