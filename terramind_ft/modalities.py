@@ -68,6 +68,9 @@ class Modality:
     class_names: tuple[str, ...] | None = None
     aliases: tuple[str, ...] = field(default_factory=tuple)
     patch_size: int = PATCH_SIZE
+    # A sample can be uniform for real (flat terrain at sea level): a tiny spread of its values then says nothing
+    # about their units (terramind_ft.data.value_scale).
+    may_be_flat: bool = False
 
     @property
     def num_bands(self) -> int:
@@ -148,7 +151,7 @@ MODALITIES: dict[str, Modality] = {
             units="elevation in metres", value_range=(-500.0, 9000.0),
             mean=(670.665,), std=(951.272,),
             pixel_key="untok_dem@224", token_key="tok_dem@224", vocab_size=15360, fsq_levels=_FSQ_DIVAE,
-            tokenizer="DEM", aliases=("DEM",),
+            tokenizer="DEM", aliases=("DEM",), may_be_flat=True,
         ),
         Modality(
             name="NDVI", kind="token", bands=("NDVI",),

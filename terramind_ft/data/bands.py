@@ -194,7 +194,7 @@ def apply_constant_scale(specs: dict[str, ModalitySpec], modalities: Sequence[st
                               key=f"{KEY}.constant_scale.{name}")
         spec = specs[m]
         specs[m] = dataclasses.replace(spec, mean=tuple(v / factor for v in spec.mean),
-                                       std=tuple(v / factor for v in spec.std))
+                                       std=tuple(v / factor for v in spec.std), constant_scale=float(factor))
 
 
 def dated_band_indices(chosen: Sequence[int], per_date: int, steps: int, layout: str | None) -> list[int]:
@@ -203,3 +203,31 @@ def dated_band_indices(chosen: Sequence[int], per_date: int, steps: int, layout:
     if layout == "time_major":
         return [t * per_date + c for t in range(steps) for c in chosen]
     return [c * steps + t for t in range(steps) for c in chosen]
+
+
+def described_band_problem(path: str, modality: str, descriptions: Sequence[str | None], spec: ModalitySpec,
+                           dataset_bands: Sequence[Any] | None, option: str = "dataset_bands") -> str | None:
+    """A file whose GeoTIFF band descriptions name its bands in another order than the config reads them.
+
+    Judged only when every description is a band name of the modality (catalogue names and ids such as B04 =
+    RED, or the names in ``dataset_bands``): descriptions such as ``"bands"`` or ``"Band 1"`` say nothing.
+    """
+    if spec.time_steps > 1 or not spec.bands:
+        return None
+    entry = find_modality(modality)
+    known = {canonical_band(b) for b in (entry.bands if entry else ())}
+    known |= {canonical_band(str(b)) for b in (dataset_bands or ())}
+    described = [canonical_band(d) if d else None for d in descriptions]
+    if not known or not all(d in known for d in described) or len(set(described)) != len(described):
+        return None
+    read = spec.band_indices if spec.band_indices is not None else range(len(spec.bands))
+    wrong = [(i, name) for i, name in zip(read, spec.bands, strict=True)
+             if i < len(described) and canonical_band(str(name)) != described[i]]
+    if not wrong:
+        return None
+    i, name = wrong[0]
+    return (f"{path} (modality {modality!r}) names its bands {list(descriptions)} (GeoTIFF band descriptions), "
+            f"but the config reads its band {i + 1} as {name!r}, which the file calls {descriptions[i]!r} "
+            f"({len(wrong)} of {len(spec.bands)} bands differ); set {KEY}.{option}.{modality} to the file's "
+            f"order, {list(descriptions)}, and {KEY}.output_bands.{modality} to the bands the model takes, "
+            f"{list(spec.bands)}")

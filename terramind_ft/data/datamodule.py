@@ -29,7 +29,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from terramind_ft.data.bands import (  # noqa: F401  (TIME_LAYOUTS: part of this module's interface)
-    TIME_LAYOUTS, apply_constant_scale, apply_time_steps, build_predict_specs, build_specs, canonical_band, lookup,
+    TIME_LAYOUTS, apply_constant_scale, apply_time_steps, build_predict_specs, build_specs, canonical_band,
+    described_band_problem, lookup,
 )
 from terramind_ft.data.dataset import ModalitySpec, ModalityBatchSampler, MultiModalDataset
 from terramind_ft.data.files import (
@@ -37,6 +38,7 @@ from terramind_ft.data.files import (
 )
 from terramind_ft.data.raster import RasterHeader, cached_header, read_text_label, same_georeference
 from terramind_ft.data.transforms import Compose, build_transform
+from terramind_ft.data.value_scale import check_value_scale
 from terramind_ft.errors import ConfigError, DataError, RasterMismatchError, check_known_keys
 from terramind_ft.io import plain_hyperparameters
 from terramind_ft.modalities import find_modality
@@ -505,6 +507,13 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                 elif spec.band_indices is not None and max(spec.band_indices) >= count:
                     mismatched.append(f"{path} (modality {m!r}) has {count} bands; output_bands.{m} needs band "
                                       f"{max(spec.band_indices) + 1}")
+                else:
+                    option = ("predict_dataset_bands" if split == "predict"
+                              and lookup(self.hparams.predict_dataset_bands, m) else "dataset_bands")
+                    problem = described_band_problem(path, m, headers[m].descriptions, spec,
+                                                     lookup(self.hparams[option], m), option)
+                    if problem:
+                        mismatched.append(problem)
             label_header = None
             target = record.target
             if record.label_file and record.target is None:
@@ -613,6 +622,8 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                 raise ConfigError(f"stage {stage!r} needs {split} data", key=f"{KEY}.{split}_data_root")
             self.datasets[split] = self.make_dataset(split)
             log.info("%s: %d samples", split, len(self.datasets[split]))
+            if split != "val" or "train" not in splits:  # val comes from the train data's source
+                check_value_scale(self.datasets[split], split)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:

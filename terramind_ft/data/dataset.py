@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from rasterio.windows import Window
 from torch.utils.data import BatchSampler, Dataset, Sampler
 
 from terramind_ft.data.files import SampleRecord, parse_target
@@ -43,6 +44,9 @@ class ModalitySpec:
     # Time steps held in one file (bands-as-time); band_indices then lists the file bands time step by time step,
     # and the modality is read as [C, T, H, W].
     time_steps: int = 1
+    # data.init_args.constant_scale of the modality, already folded into mean and std (which are in file units);
+    # kept to say values and statistics in the units the user configured
+    constant_scale: float = 1.0
 
     @property
     def num_bands(self) -> int:
@@ -96,13 +100,16 @@ class MultiModalDataset(Dataset):
 
     # ------------------------------------------------------------------------------------------- reading
 
-    def _read_modality(self, record: SampleRecord, modality: str) -> tuple[np.ndarray, np.ndarray]:
+    def read_modality(self, record: SampleRecord, modality: str, *, window: Window | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """One modality of ``record`` in file units (its bands, ``[C, H, W]`` or ``[C, T, H, W]``) and its
+        invalid mask; ``window`` reads a part of the file."""
         spec = self.specs[modality]
         path = record.files[modality]
         if spec.band_indices is not None:
-            data, invalid = read_raster(path, modality, bands=list(spec.band_indices))
+            data, invalid = read_raster(path, modality, bands=list(spec.band_indices), window=window)
         else:
-            data, invalid = read_raster(path, modality)
+            data, invalid = read_raster(path, modality, window=window)
             if spec.expected_bands is not None and data.shape[0] != spec.expected_bands:
                 raise RasterMismatchError(
                     f"{path} (modality {modality!r}) has {data.shape[0]} bands, expected {spec.expected_bands}; "
@@ -179,7 +186,7 @@ class MultiModalDataset(Dataset):
         invalid_pixels: dict[str, np.ndarray] = {}
         shape: tuple[int, int] | None = None
         for m in modalities:
-            data, invalid = self._read_modality(record, m)
+            data, invalid = self.read_modality(record, m)
             if shape is None:
                 shape, first = data.shape[-2:], m
             elif data.shape[-2:] != shape:

@@ -393,7 +393,8 @@ def _class_folder_samples(split: str, roots: Mapping[str, str], image_greps: Map
     if class_names is not None and list(class_names) != classes:
         raise ConfigError(f"class_names {list(class_names)} must be the class folders of {first_root} in sorted "
                           f"order, {classes}: their order gives the class indices (as in torchvision's ImageFolder "
-                          "and TerraTorch), so a checkpoint's classes keep their meaning", key=f"{key_prefix}.class_names")
+                          "and TerraTorch), so a checkpoint's classes keep their meaning",
+                          key=f"{key_prefix}.class_names")
     folders = {(m, c): _Folder(os.path.join(root, c), image_greps[m], what=f"modality {m!r}, class {c!r}",
                                key=f"{root_key}.{m}") for m, root in roots.items() for c in classes}
     entries = read_split_file(split_file, list(image_greps.values()), key=f"{key_prefix}.{split}_split") \
@@ -442,7 +443,8 @@ def _one_sample_of_files(split: str, files: Mapping[str, str], image_greps: Mapp
                                 "modality (one scene), or one folder per modality")
     if split_file:
         raise ConfigError(f"{split_file} lists samples of folders, but {root_key} names one file per modality: "
-                          f"set {key_prefix}.{split}_split: null, or give the folders", key=f"{key_prefix}.{split}_split")
+                          f"set {key_prefix}.{split}_split: null, or give the folders",
+                          key=f"{key_prefix}.{split}_split")
     first_modality, first = next(iter(files.items()))
     name = os.path.basename(first)
     match = image_greps[first_modality].regex.fullmatch(name) if first_modality in image_greps else None

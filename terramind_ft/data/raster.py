@@ -40,6 +40,7 @@ class RasterHeader:
     transform: tuple[float, ...] | None  # affine (a, b, c, d, e, f); None when not georeferenced
     nodata: tuple[float | None, ...]  # declared nodata per band
     descriptions: tuple[str | None, ...]
+    block: tuple[int, int] = (1, 1)  # (rows, columns) of the first band's blocks: tiles, or strips of whole rows
 
     @property
     def georeferenced(self) -> bool:
@@ -75,6 +76,7 @@ def read_header(path: str | Path, modality: str | None = None, *, verify_last_bl
                 path=path, count=src.count, height=src.height, width=src.width, dtype=src.dtypes[0], crs=crs,
                 transform=tuple(src.transform)[:6] if georef else None,
                 nodata=tuple(src.nodatavals), descriptions=tuple(src.descriptions),
+                block=tuple(src.block_shapes[0]) if src.count else (1, 1),
             )
             if verify_last_block:
                 src.read(window=Window(src.width - 1, src.height - 1, 1, 1))

@@ -29,6 +29,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -44,7 +45,9 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
+from terramind_ft.data.files import DataNotice
 from terramind_ft.data.raster import invalid_float_values
+from terramind_ft.data.value_scale import centre_window, scale_mismatch
 from terramind_ft.errors import (
     ConfigError,
     DataError,
@@ -285,6 +288,28 @@ def _open_sources(sources: Mapping[str, str | Path], reference: str, stack: Exit
     return opened, ref
 
 
+def _note_value_scale(sources: Sequence[_Source]) -> None:
+    """A notice for each source whose values are on another scale than its standardisation (0..1 reflectances
+    against the pretraining statistics, ...; :mod:`terramind_ft.data.value_scale`), judged on a centre window."""
+    for source in sources:
+        reader = source.reader
+        window = centre_window(reader.height, reader.width, tuple(reader.block_shapes[0]))
+        raw = reader.read(source.indexes, window=window)
+        invalid = np.zeros(raw.shape, bool)
+        for c in range(raw.shape[0]):
+            band = source.invalid_band(raw, c)
+            if band is not None:
+                invalid[c] = band
+        entry = find_modality(source.modality)
+        bands = entry.bands if entry is not None and len(entry.bands) == raw.shape[0] else None
+        problem = scale_mismatch(raw.astype(np.float64), invalid, source.mean.tolist(), source.std.tolist(),
+                                 bands=bands, may_be_flat=bool(entry and entry.may_be_flat))
+        if problem:
+            warnings.warn(f"scene {source.path} (modality {source.modality!r}): {problem}. Scale the file's values, "
+                          f"or standardise with statistics of such files (means[{source.modality!r}] / "
+                          f"stds[{source.modality!r}])", DataNotice, stacklevel=3)
+
+
 def _check_overlap(src: Any, ref: Any, modality: str, reference: str) -> None:
     from rasterio.warp import transform_bounds
 
@@ -390,6 +415,7 @@ def predict_scene(
     gdal_cache_mb: int = 128,
     tags: Mapping[str, str] | None = None,
     out_dtype: str | None = None,
+    check_values: bool = True,
     **kwargs: Any,
 ) -> SceneResult:
     """Predict a whole scene from rasters on disk and write the result as a georeferenced GeoTIFF.
@@ -420,8 +446,9 @@ def predict_scene(
     ``layout``: ``"cog"`` (Cloud-Optimised GeoTIFF with overviews) or ``"gtiff"`` (tiled GeoTIFF, internal
     overviews when ``overviews``). ``verbose`` shows a progress bar over rows of chips. ``gdal_cache_mb``
     bounds GDAL's block cache (part of the process memory). ``out_dtype`` writes the class map (values) in
-    another type (TerraTorch's ``--out_dtype``; signed and float class maps get nodata -1). ``kwargs`` go to
-    ``model_forward``.
+    another type (TerraTorch's ``--out_dtype``; signed and float class maps get nodata -1). ``check_values``:
+    a notice when a source's values are on another scale than its statistics (0..1 reflectances against the
+    pretraining statistics; :mod:`terramind_ft.data.value_scale`). ``kwargs`` go to ``model_forward``.
     """
     t0 = time.perf_counter()
     output_path = Path(output_path)
@@ -474,6 +501,8 @@ def predict_scene(
             stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 1024 * 1024))
             opened, ref = _open_sources(sources, reference, stack, means, stds, band_indexes, nodata, resampling,
                                         align)
+            if check_values:
+                _note_value_scale(opened)
             stream = _Stream(
                 model_forward=model_forward, sources=opened, params=params, height=ref.height, width=ref.width,
                 device=torch.device(device) if device is not None else torch.device("cpu"), kwargs=kwargs,
@@ -870,6 +899,7 @@ def predict_scene_batch(task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
             write_logits="logits" in outputs, logits_path=out_dir / f"{stem}{SUFFIX['logits']}.tif",
             reference_modality=ref, device=task.device, verbose=True,
             tags=weights_tags(getattr(task, "weights_provenance", None)), out_dtype=getattr(writer, "out_dtype", None),
+            check_values=False,  # the data module's setup checked these files against the same statistics
         )
         written[sources[ref]] = [str(p) for p in (result.output_path, result.probabilities_path, result.logits_path)
                                  if p is not None]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import rasterio
+import torch
 from affine import Affine
 
 from terramind_ft.data.datamodule import GenericMultiModalDataModule
@@ -213,3 +214,52 @@ def test_missing_labels_and_split_file(flood):
     with pytest.raises(ConfigError, match="needs test data") as err:
         dm.setup("test")
     assert err.value.key == "data.init_args.test_data_root"
+
+
+def _describe(path, descriptions):
+    with rasterio.open(path) as src:
+        array, crs, transform, nodata = src.read(), src.crs, src.transform, src.nodata
+    write_raster(path, array, crs=crs, transform=transform, nodata=nodata, compress=None,
+                 descriptions=list(descriptions))
+
+
+S2L1C_IDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12"]
+
+
+def test_band_descriptions_in_another_order_than_the_config_reads_are_named_with_the_fix(fresh_flood):
+    """A file exported with B8A last (as some tools sort band names) has 13 bands like any L1C file: only its
+    band descriptions say that bands 9 to 13 are not where the catalogue order puts them."""
+    path = _file(fresh_flood, "S2L1C", "train", 1)
+    exported = [b for b in S2L1C_IDS if b != "B8A"] + ["B8A"]
+    with rasterio.open(path) as src:
+        array = src.read()
+    order = [S2L1C_IDS.index(b) for b in exported]
+    _rewrite(path, lambda a, c, t: (a[order], c, t))
+    _describe(path, exported)
+    with pytest.raises(RasterMismatchError) as err:
+        GenericMultiModalDataModule(**fresh_flood.datamodule_kwargs()).check(["train"])
+    message = str(err.value)
+    assert f"{path} (modality 'S2L1C') names its bands" in message
+    assert "reads its band 9 as 'NIR_NARROW', which the file calls 'B09' (5 of 13 bands differ)" in message
+    assert "data.init_args.dataset_bands.S2L1C to the file's order" in message
+
+    # the fix it names: the model gets the catalogue order again, by name
+    kwargs = fresh_flood.datamodule_kwargs(dataset_bands={"S2L1C": exported},
+                                           output_bands={"S2L1C": S2L1C_IDS})
+    dm = GenericMultiModalDataModule(**kwargs)
+    dm.check(["train"])
+    fixed = dm.make_dataset("train", raw=True)
+    index = [r.prefix for r in fixed.records].index(fresh_flood.prefixes["train"][1])
+    assert torch.equal(fixed[index]["image"]["S2L1C"], torch.from_numpy(array.astype("float32")))
+
+
+def test_descriptions_that_name_no_band_or_agree_pass(fresh_flood):
+    path = _file(fresh_flood, "S2L1C", "train", 0)
+    _describe(path, ["bands"] * 13)  # as the TerraMesh chips have them
+    GenericMultiModalDataModule(**fresh_flood.datamodule_kwargs()).check(["train"])
+    _describe(path, S2L1C_IDS)
+    GenericMultiModalDataModule(**fresh_flood.datamodule_kwargs()).check(["train"])
+    s1 = _file(fresh_flood, "S1GRD", "train", 0)
+    _describe(s1, ["VH", "VV"])  # swapped polarisations are caught for S1 as well
+    with pytest.raises(RasterMismatchError, match=r"reads its band 1 as 'VV', which the file calls 'VH'"):
+        GenericMultiModalDataModule(**fresh_flood.datamodule_kwargs()).check(["train"])

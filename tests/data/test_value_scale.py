@@ -1,0 +1,186 @@
+"""Values on another scale than their statistics get a notice naming the modality, a file and the fix; data in
+the right units (the real TerraMesh chips, every modality) get none."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rasterio
+
+from terramind_ft.data.datamodule import GenericMultiModalDataModule
+from terramind_ft.data.files import DataNotice
+from terramind_ft.data.value_scale import scale_mismatch
+from terramind_ft.modalities import LULC_CLASSES, get_modality
+
+REPO = Path(__file__).resolve().parents[2]
+PIXEL_MODALITIES = ("S2L1C", "S2L2A", "S2RGB", "S1RTC", "DEM", "NDVI")
+
+
+def _read(path: Path) -> np.ndarray:
+    with rasterio.open(path) as src:
+        return src.read().astype(np.float64)
+
+
+def _mismatch(values: np.ndarray, modality: str) -> str | None:
+    m = get_modality(modality)
+    return scale_mismatch(values, np.zeros(values.shape, bool), m.mean, m.std, bands=m.bands,
+                          may_be_flat=m.may_be_flat)
+
+
+@pytest.mark.parametrize("modality", PIXEL_MODALITIES)
+def test_real_chips_in_their_units_pass(terramesh_dir, modality):
+    for path in sorted((terramesh_dir / modality).glob("*.tif")):
+        assert _mismatch(_read(path), modality) is None, path
+
+
+def test_reflectances_stored_as_zero_to_one_are_named_with_the_factor(terramesh_dir):
+    for path in sorted((terramesh_dir / "S2L2A").glob("*.tif")):
+        problem = _mismatch(_read(path) / 10000, "S2L2A")
+        assert problem and "1e4 times smaller" in problem and "0..1" in problem, path
+
+
+def test_digital_numbers_against_reflectance_statistics_are_named(terramesh_dir):
+    m = get_modality("S2L1C")
+    path = sorted((terramesh_dir / "S2L1C").glob("*.tif"))[0]
+    values = _read(path)
+    problem = scale_mismatch(values, np.zeros(values.shape, bool), [v / 1e4 for v in m.mean],
+                             [v / 1e4 for v in m.std], bands=m.bands)
+    assert problem and "1e4 times larger" in problem
+
+
+def test_linear_backscatter_against_db_statistics_is_named(terramesh_dir):
+    for path in sorted((terramesh_dir / "S1RTC").glob("*.tif")):
+        problem = _mismatch(10 ** (_read(path) / 10), "S1RTC")
+        assert problem and "linear backscatter" in problem and "10 * log10" in problem, path
+
+
+def test_a_flat_dem_is_not_a_scale_problem_but_a_flat_s2_chip_in_reflectance_is():
+    flat = np.full((1, 64, 64), 3.0) + np.random.default_rng(0).normal(0, 0.5, (1, 64, 64))  # coast, metres
+    assert _mismatch(flat, "DEM") is None
+    water = np.random.default_rng(1).normal(0.03, 0.005, (12, 64, 64))  # open water as 0..1 reflectance
+    assert "smaller" in _mismatch(water, "S2L2A")
+
+
+def test_constant_and_nodata_only_bands_give_no_verdict():
+    m = get_modality("S2L2A")
+    constant = np.zeros((12, 32, 32))
+    assert _mismatch(constant, "S2L2A") is None  # nothing to judge (zero-filled)
+    values = np.random.default_rng(0).normal(0.1, 0.05, (12, 32, 32))
+    assert scale_mismatch(values, np.ones(values.shape, bool), m.mean, m.std) is None  # all nodata
+
+
+def _module(root: Path, tmp_path: Path, **extra) -> GenericMultiModalDataModule:
+    roots = {"S2L2A": str(root / "S2L2A"), "S1RTC": str(root / "S1RTC")}
+    chips = sorted(p.stem for p in (root / "S2L2A").glob("*.tif"))
+    split = tmp_path / "train.txt"
+    split.write_text("\n".join(chips) + "\n")
+    kwargs = dict(task="segmentation", modalities=["S2L2A", "S1RTC"], image_grep="*.tif", label_grep="*.tif",
+                  train_data_root=roots, train_label_data_root=str(REPO / "examples/terramesh/LULC"),
+                  train_split=str(split), predict_data_root=roots, num_classes=10, class_names=list(LULC_CLASSES),
+                  batch_size=2)
+    kwargs.update(extra)
+    return GenericMultiModalDataModule(**kwargs)
+
+
+def _rescaled_copy(tmp_path: Path, factor: float) -> Path:
+    """examples/terramesh with S2L2A as float32 reflectances x ``factor`` (0..1 for 1e-4); S1RTC as it is."""
+    root = tmp_path / "data"
+    for modality in ("S2L2A", "S1RTC"):
+        (root / modality).mkdir(parents=True)
+        for path in sorted((REPO / "examples/terramesh" / modality).glob("*.tif")):
+            with rasterio.open(path) as src:
+                profile, values = src.profile, src.read()
+            if modality == "S2L2A":
+                values = (values * factor).astype(np.float32)
+                profile.update(dtype="float32")
+            with rasterio.open(root / modality / path.name, "w", **profile) as dst:
+                dst.write(values)
+    return root
+
+
+def _scale_notices(record) -> list[str]:
+    return [str(w.message) for w in record if issubclass(w.category, DataNotice) and "scale" in str(w.message)]
+
+
+def test_setup_names_the_modality_a_file_and_the_key_that_fixes_it(tmp_path):
+    root = _rescaled_copy(tmp_path, 1e-4)
+    with pytest.warns(DataNotice) as record:
+        _module(root, tmp_path).setup("fit")
+    notices = _scale_notices(record)
+    assert len(notices) == 1, notices  # S2L2A only: S1RTC is in dB as its statistics
+    notice = notices[0]
+    assert notice.startswith("train modality 'S2L2A' (3 sample(s), e.g. ") and str(root / "S2L2A") in notice
+    assert "data.init_args.constant_scale.S2L2A" in notice and "compute-statistics" in notice
+
+
+def test_the_configured_constant_scale_silences_it_and_predict_files_are_checked_too(tmp_path):
+    root = _rescaled_copy(tmp_path, 1e-4)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        _module(root, tmp_path, constant_scale={"S2L2A": 10000}).setup("fit")
+    assert _scale_notices(record) == []
+    # the model was trained on the right units; new scenes in 0..1 are caught at predict
+    with pytest.warns(DataNotice) as record:
+        _module(REPO / "examples/terramesh", tmp_path, predict_data_root={
+            "S2L2A": str(root / "S2L2A"), "S1RTC": str(root / "S1RTC")}).setup("predict")
+    assert [n.split(" (")[0] for n in _scale_notices(record)] == ["predict modality 'S2L2A'"]
+
+
+def test_predict_scene_notes_a_scene_in_other_units_once(tmp_path):
+    import torch
+
+    from terramind_ft.data.synthetic import make_scene
+    from terramind_ft.inference.scene import predict_scene
+
+    scene = make_scene(tmp_path / "scene", height=96, width=96, label=False)
+
+    def model(inputs):
+        return torch.zeros(inputs["S2L2A"].shape[0], 2, *inputs["S2L2A"].shape[-2:])
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        predict_scene(model, scene.paths, tmp_path / "right.tif", crop=64, stride=48, verbose=False)
+    assert _scale_notices(record) == []  # the generated scene is in the catalogue's units
+    reflectance = tmp_path / "S2L2A_0to1.tif"
+    with rasterio.open(scene.paths["S2L2A"]) as src:
+        profile, values = src.profile, src.read()
+    profile.update(dtype="float32", nodata=None)
+    with rasterio.open(reflectance, "w", **profile) as dst:
+        dst.write((values / 1e4).astype(np.float32))
+    with pytest.warns(DataNotice) as record:
+        predict_scene(model, {**scene.paths, "S2L2A": reflectance}, tmp_path / "wrong.tif", crop=64, stride=48,
+                      verbose=False)
+    notices = _scale_notices(record)
+    assert len(notices) == 1 and notices[0].startswith(f"scene {reflectance} (modality 'S2L2A'): ")
+    assert "1e4 times smaller" in notices[0] and "means['S2L2A']" in notices[0]
+
+
+def test_check_on_the_quickstart_with_reflectances_in_zero_to_one_says_so_before_training(tmp_path, capsys):
+    """The user's path: their S2 chips hold 0..1 reflectances; ``terramind-ft check`` (and fit) names it."""
+    import yaml
+
+    from terramind_ft.cli import main
+
+    root = _rescaled_copy(tmp_path, 1e-4)
+    config = yaml.safe_load((REPO / "configs/quickstart.yaml").read_text())
+    data = config["data"]["init_args"]
+    for split in ("train", "val", "test", "predict"):
+        data[f"{split}_data_root"] = {"S2L2A": str(root / "S2L2A"), "S1RTC": str(root / "S1RTC")}
+    for key, value in list(data.items()):
+        if isinstance(value, str) and value.startswith("examples/"):
+            data[key] = str(REPO / value)
+    path = tmp_path / "quickstart.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.warns(DataNotice) as record:
+        assert main(["check", "--config", str(path)]) == 0
+    notices = _scale_notices(record)
+    assert [n.split(" (")[0] for n in notices] == ["train modality 'S2L2A'"], notices  # val: train's source
+    assert "1e4 times smaller" in notices[0] and "data.init_args.constant_scale.S2L2A" in notices[0]
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        assert main(["check", "--config", str(path), "--data.init_args.constant_scale", "{S2L2A: 10000}"]) == 0
+    assert _scale_notices(record) == []
+    assert "[check] passed" in capsys.readouterr().out
