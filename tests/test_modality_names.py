@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from terramind_ft.errors import UnknownNameError
@@ -45,3 +47,20 @@ def test_the_data_module_refuses_a_misspelt_modality_with_its_key(tmp_path):
         GenericMultiModalDataModule(modalities=["S2L2A", "S1_RTC"], task="segmentation", batch_size=1,
                                     train_data_root={"S2L2A": str(tmp_path), "S1_RTC": str(tmp_path)})
     assert "S1_RTC" in str(err.value) and "S1RTC" in str(err.value)
+
+
+def units_table() -> str:
+    """The README's table of what the pretraining statistics expect, rendered from the catalogue."""
+    from terramind_ft.modalities import MODALITIES
+
+    rows = ["| Modality | Also accepted | Bands | Values the statistics are in |", "|---|---|---|---|"]
+    for m in MODALITIES.values():
+        aliases = ", ".join(f"`{a}`" for a in m.aliases if a != m.name) or "-"
+        bands = f"{len(m.bands)}: {', '.join(m.bands)}" if m.kind == "pixel" else f"{len(m.bands)} ({m.kind})"
+        rows.append(f"| `{m.name}` | {aliases} | {bands} | {m.units} |")
+    return "\n".join(rows) + "\n"
+
+
+def test_the_readme_units_table_is_the_catalogue():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert units_table() in readme, "README's units table differs from terramind_ft/modalities.py:\n" + units_table()
