@@ -4,7 +4,8 @@ Stops at the first real problem and reports it with its config key (``model.init
 decoder_channel: ... Did you mean 'decoder_channels'?``) instead of a page of jsonargparse union errors.
 Steps: read + translate the config (TerraTorch class paths), check every key, instantiate model / data /
 trainer, check that every ``monitor`` key (checkpoint, early stopping, LR scheduler) is a metric the task
-logs, run the datamodule's checks (file discovery, raster headers), read every label (classes out of range,
+logs, run the datamodule's checks (file discovery, raster headers), compare each split's values with its
+statistics (0..1 reflectances against the pretraining statistics, ...: warnings), read every label (classes out of range,
 splits without a valid label pixel), then one training batch (forward, loss,
 backward) and one validation batch (metrics). Exit code 0 when all pass, 1 on a problem, 2 on bad usage.
 """
@@ -14,13 +15,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from typing import Any
 
 import torch
 
 from terramind_ft.errors import ConfigError, DataError, TerraMindFTError
 
-STEPS = ("config", "monitors", "data", "labels", "train batch", "val batch")
+STEPS = ("config", "monitors", "data", "values", "labels", "train batch", "val batch")
 
 
 def _say(step: str, message: str) -> None:
@@ -75,6 +77,26 @@ def run_batches(cli: Any) -> None:
     _say("val batch", f"{len(names)} metrics ({shown}, ...)")
 
 
+def _check_values(dm: Any) -> int:
+    """The ``[values]`` step: each split's values against its statistics; returns the number of warnings said."""
+    from terramind_ft.data.value_scale import check_value_scale
+
+    splits = [s for s in ("train", "test", "predict") if s in dm.configured_splits()]
+    if not splits and "val" in dm.configured_splits():
+        splits = ["val"]
+    said = 0
+    for split in splits:
+        if split not in dm.value_scale_problems:
+            dataset = dm.datasets.get(split) or dm.make_dataset(split)
+            dm.value_scale_problems[split] = check_value_scale(dataset, split)
+        for problem in dm.value_scale_problems[split]:
+            _say("values", f"warning: {problem}")
+            said += 1
+    if not said:
+        _say("values", f"{', '.join(splits)}: values on the scale of their statistics")
+    return said
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="terramind-ft check", usage="terramind-ft check --config X.yaml [--skip-data] [--KEY=VALUE ...]",
@@ -87,6 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     args, overrides = parser.parse_known_args(argv)
     cli_args = [a for c in args.config for a in ("--config", c)] + overrides
 
+    from terramind_ft.data.value_scale import ValueScaleNotice
+
+    with warnings.catch_warnings():
+        # said once, in the [values] step, with the other splits' (instead of as a notice during setup)
+        warnings.filterwarnings("ignore", category=ValueScaleNotice)
+        return _check(args, cli_args)
+
+
+def _check(args: argparse.Namespace, cli_args: list[str]) -> int:
     from terramind_ft.cli.app import build_cli
     from terramind_ft.cli.preflight import check_monitors
 
@@ -120,6 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             report = dm.check()
             for line in str(report).splitlines():
                 _say(step, line)
+        warnings_said = 0
+        if hasattr(dm, "value_scale_problems"):
+            step = "values"
+            warnings_said += _check_values(dm)
         if callable(getattr(dm, "scan_labels", None)):
             step = "labels"
             for split in [s for s in ("train", "val", "test") if s in dm.configured_splits()]:
@@ -132,6 +167,9 @@ def main(argv: list[str] | None = None) -> int:
                     _say(step, f"warning: the {split} split has no valid label pixel: its metrics will be NaN")
         step = "train batch"
         run_batches(cli)
+        if warnings_said:
+            _say("check", f"passed, with {warnings_said} warning(s) above: read them before training")
+            return 0
     except ConfigError as err:
         print(f"[{step}] FAILED: config error at {err}", flush=True)
         return 1

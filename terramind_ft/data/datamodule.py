@@ -308,6 +308,8 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         # inference); see streaming_predict.
         self.stream_predict = False
         self.datasets: dict[str, MultiModalDataset] = {}
+        # split -> the modalities on another scale than their statistics (terramind_ft.data.value_scale)
+        self.value_scale_problems: dict[str, list[str]] = {}
 
     # ------------------------------------------------------------------------------------------ config
 
@@ -623,7 +625,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
             self.datasets[split] = self.make_dataset(split)
             log.info("%s: %d samples", split, len(self.datasets[split]))
             if split != "val" or "train" not in splits:  # val comes from the train data's source
-                check_value_scale(self.datasets[split], split)
+                self.value_scale_problems[split] = check_value_scale(self.datasets[split], split)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if split not in self.datasets:

@@ -95,12 +95,18 @@ def centre_window(height: int, width: int, block: tuple[int, int]) -> Window:
     return Window(col, row, cols, rows)
 
 
-def check_value_scale(dataset, split: str) -> None:
-    """One :class:`DataNotice` per modality of ``dataset`` (a :class:`MultiModalDataset`) whose values do not
-    match its statistics, judged on up to :data:`SAMPLES` samples of ``split``."""
+class ValueScaleNotice(DataNotice):
+    """A modality's values are on another scale than its statistics (``terramind-ft check`` lists these in its
+    ``[values]`` step instead)."""
+
+
+def check_value_scale(dataset, split: str) -> list[str]:
+    """The modalities of ``dataset`` (a :class:`MultiModalDataset`) whose values do not match their statistics,
+    judged on up to :data:`SAMPLES` samples of ``split``: one :class:`ValueScaleNotice` each, and their messages."""
     records = dataset.records
+    problems: list[str] = []
     if not records:
-        return
+        return problems
     picks = sorted({0, len(records) // 2, len(records) - 1})[:SAMPLES]
     for modality, spec in dataset.specs.items():
         chunks, masks, files = [], [], []
@@ -123,8 +129,9 @@ def check_value_scale(dataset, split: str) -> None:
                                  bands=spec.bands, may_be_flat=bool(catalogued and catalogued.may_be_flat))
         if problem:
             scaled = f", values x constant_scale {scale:g}" if scale != 1.0 else ""
-            warnings.warn(
+            problems.append(
                 f"{split} modality {modality!r} ({len(files)} sample(s), e.g. {files[0]}{scaled}): {problem}. "
                 f"Scale the files' values with {KEY}.constant_scale.{modality}, or standardise with statistics of "
-                f"these files ({KEY}.means.{modality} / stds.{modality}; terramind-ft compute-statistics prints them)",
-                DataNotice, stacklevel=2)
+                f"these files ({KEY}.means.{modality} / stds.{modality}; terramind-ft compute-statistics prints them)")
+            warnings.warn(problems[-1], ValueScaleNotice, stacklevel=2)
+    return problems
