@@ -168,7 +168,7 @@ def _embed_tiles(datamodule: Any, records: list[Any], encoder: Any, writer: Embe
         scene = scene_sources(datamodule.specs, record, getattr(datamodule, "no_data_replace", 0.0))
         tiles = SceneTiles(scene["sources"], tile, means=scene["means"], stds=scene["stds"],
                            band_indexes=scene["band_indexes"], nodata_fill=scene["nodata_fill"],
-                           reference_modality=first)
+                           linear_to_db=scene["linear_to_db"], reference_modality=first)
         stem, path = Path(record.files[first]).stem, str(record.files[first])
         pending: list[Any] = []
 

@@ -94,7 +94,8 @@ def _stream_scene(model: WaterLogits, dm: Any, dataset: Any, record: Any, output
     first = dm.modalities[0]
     target = output / f"{Path(record.files[first]).stem}_water.tif"
     predict_scene(model, scene["sources"], target, means=scene["means"], stds=scene["stds"],
-                  band_indexes=scene["band_indexes"], nodata_fill=scene["nodata_fill"], crop=tile,
+                  band_indexes=scene["band_indexes"], nodata_fill=scene["nodata_fill"],
+                  linear_to_db=scene["linear_to_db"], crop=tile,
                   stride=max(16, tile * 3 // 4), batch_size=dm.batch_size, task="segmentation",
                   class_names=class_names, layout="gtiff", overviews=False, device=device, verbose=True,
                   reference_modality=first, tags=tags)

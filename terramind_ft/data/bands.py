@@ -197,6 +197,15 @@ def apply_constant_scale(specs: dict[str, ModalitySpec], modalities: Sequence[st
                                        std=tuple(v / factor for v in spec.std), constant_scale=float(factor))
 
 
+def apply_linear_to_db(specs: dict[str, ModalitySpec], modalities: Sequence[str], names: Sequence[str]) -> None:
+    """Modalities whose files hold linear backscatter: read as dB (the unit of TerraMind's S1 statistics)."""
+    if isinstance(names, str):
+        raise ConfigError(f"is a list of modalities, e.g. [{names}]", key=f"{KEY}.linear_to_db")
+    for name in names:
+        m = configured_modality(modalities, name, "linear_to_db")
+        specs[m] = dataclasses.replace(specs[m], linear_to_db=True)
+
+
 def dated_band_indices(chosen: Sequence[int], per_date: int, steps: int, layout: str | None) -> list[int]:
     """The file band indices of bands ``chosen`` (indices within one date of ``per_date`` bands) at each of
     ``steps`` dates: date by date, in the file's ``layout`` (time_major = T C, band_major = C T)."""

@@ -29,8 +29,8 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from terramind_ft.data.bands import (  # noqa: F401  (TIME_LAYOUTS: part of this module's interface)
-    TIME_LAYOUTS, apply_constant_scale, apply_time_steps, build_predict_specs, build_specs, canonical_band,
-    described_band_problem, lookup,
+    TIME_LAYOUTS, apply_constant_scale, apply_linear_to_db, apply_time_steps, build_predict_specs, build_specs,
+    canonical_band, described_band_problem, lookup,
 )
 from terramind_ft.data.dataset import ModalitySpec, ModalityBatchSampler, MultiModalDataset
 from terramind_ft.data.files import (
@@ -127,6 +127,9 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         constant_scale: per modality, a factor the file values are multiplied by before standardisation (e.g.
             10000 for reflectances stored as 0..1, to reach the digital numbers of the pretraining statistics); means
             and stds are in the scaled units.
+        linear_to_db: modalities whose files hold linear backscatter (power, e.g. Planetary Computer's
+            Sentinel-1 RTC): read as ``10 * log10(value)``, the dB of TerraMind's S1 statistics; values <= 0 are
+            nodata.
         means / stds: per modality, per output band (or per dataset band); default: TerraMind pretraining
             statistics. Keys of modalities not in ``modalities`` are ignored.
         no_data_replace: value that NaN and declared-nodata pixels get **after** standardisation (0 = mean).
@@ -182,6 +185,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         means: dict[str, list[float]] | None = None,
         stds: dict[str, list[float]] | None = None,
         constant_scale: dict[str, float] | None = None,
+        linear_to_db: list[str] | None = None,
         no_data_replace: float | None = 0.0,
         no_label_replace: int | None = -1,
         reduce_zero_label: bool = False,
@@ -272,6 +276,7 @@ class GenericMultiModalDataModule(L.LightningDataModule):
         # Bands and standardisation.
         self.specs = build_specs(self.modalities, dataset_bands or {}, output_bands or {}, means, stds)
         apply_constant_scale(self.specs, self.modalities, constant_scale or {})
+        apply_linear_to_db(self.specs, self.modalities, linear_to_db or [])
         apply_time_steps(self.specs, self.modalities, time_steps or {}, time_layout)
         self.predict_specs = build_predict_specs(self.specs, self.modalities, predict_dataset_bands or {},
                                                  predict_output_bands or {}, time_layout)

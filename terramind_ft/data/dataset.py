@@ -24,7 +24,7 @@ from rasterio.windows import Window
 from torch.utils.data import BatchSampler, Dataset, Sampler
 
 from terramind_ft.data.files import SampleRecord, parse_target
-from terramind_ft.data.raster import read_raster, read_text_label
+from terramind_ft.data.raster import read_raster, read_text_label, to_decibels
 from terramind_ft.data.transforms import Compose
 from terramind_ft.errors import DataError, RasterMismatchError
 
@@ -47,6 +47,8 @@ class ModalitySpec:
     # data.init_args.constant_scale of the modality, already folded into mean and std (which are in file units);
     # kept to say values and statistics in the units the user configured
     constant_scale: float = 1.0
+    # the files hold linear backscatter (power): read as 10 * log10(value), values <= 0 invalid
+    linear_to_db: bool = False
 
     @property
     def num_bands(self) -> int:
@@ -114,6 +116,8 @@ class MultiModalDataset(Dataset):
                 raise RasterMismatchError(
                     f"{path} (modality {modality!r}) has {data.shape[0]} bands, expected {spec.expected_bands}; "
                     f"set data.init_args.dataset_bands.{modality} to the bands the files hold")
+        if spec.linear_to_db:
+            to_decibels(data, invalid)
         if spec.time_steps > 1:  # read time step by time step: [T*C, H, W] -> [C, T, H, W]
             t = spec.time_steps
             data = np.ascontiguousarray(data.reshape(t, -1, *data.shape[-2:]).transpose(1, 0, 2, 3))

@@ -147,6 +147,15 @@ def read_raster(
     return data, invalid
 
 
+def to_decibels(values: np.ndarray, invalid: np.ndarray) -> None:
+    """Linear backscatter (power) -> dB in place, ``10 * log10(value)``; values <= 0 (often the nodata of linear
+    products) have no logarithm and become invalid. ``values`` is float32, ``invalid`` its bool mask."""
+    with np.errstate(invalid="ignore"):
+        invalid |= ~(values > 0)  # NaN compares False as well
+    np.log10(values, out=values, where=~invalid)
+    values[~invalid] *= 10.0
+
+
 def read_text_label(path: str | Path) -> str:
     """The stripped content of a one-value text label file."""
     try:

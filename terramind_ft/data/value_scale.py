@@ -18,6 +18,8 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from rasterio.windows import Window
@@ -38,8 +40,20 @@ SMALL_SPREAD = 0.01
 LARGE_LEVEL = 50.0
 
 
+@dataclass(frozen=True)
+class ScaleProblem:
+    """What :func:`scale_mismatch` found: ``kind`` picks the fix (``larger`` / ``smaller``: a factor or statistics
+    of one's own; ``linear``: read linear backscatter as dB)."""
+
+    kind: Literal["larger", "smaller", "linear"]
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def scale_mismatch(values: np.ndarray, invalid: np.ndarray, mean: Sequence[float], std: Sequence[float], *,
-                   bands: Sequence[str] | None = None, may_be_flat: bool = False) -> str | None:
+                   bands: Sequence[str] | None = None, may_be_flat: bool = False) -> ScaleProblem | None:
     """What is wrong with the scale of ``values`` (``[C, ...]`` in file units) against per-band ``mean``/``std``
     of the same units, or None. ``may_be_flat``: a uniform sample is real for this modality (flat terrain)."""
     values = values.reshape(values.shape[0], -1)
@@ -62,17 +76,19 @@ def scale_mismatch(values: np.ndarray, invalid: np.ndarray, mean: Sequence[float
                                                                                         float(j[3].std())))
                                     for j in judged]))
     if np.median([j[2] for j in judged]) > LARGE_LEVEL:
-        return (f"its values lie {np.median([j[2] for j in judged]):.3g} standard deviations from the statistics' "
-                f"mean ({example}): they are on a scale about {_power_of_ten(1 / factor)} times larger than the "
-                "statistics, e.g. digital numbers (reflectance x 10000) against statistics of 0..1 reflectances")
+        return ScaleProblem("larger", f"its values lie {np.median([j[2] for j in judged]):.3g} standard deviations "
+                            f"from the statistics' mean ({example}): they are on a scale about "
+                            f"{_power_of_ten(1 / factor)} times larger than the statistics, e.g. digital numbers "
+                            "(reflectance x 10000) against statistics of 0..1 reflectances")
     if all(m < 0 for m in mean) and np.mean([(j[3] >= 0).mean() for j in judged]) > 0.99:
-        return (f"the statistics are centred below zero (dB backscatter; {example}) but its values are all "
-                "positive: linear backscatter? Convert the files to dB (10 * log10(value))")
+        return ScaleProblem("linear", f"the statistics are centred below zero (dB backscatter; {example}) but its "
+                            "values are all positive: linear backscatter, which the model takes as 10 * log10(value)")
     spreads = [j[1] for j in judged]
     if not may_be_flat and sum(s > 0 for s in spreads) * 2 > len(spreads) and np.median(spreads) < SMALL_SPREAD:
-        return (f"its values span only {np.median(spreads):.2g} of the statistics' standard deviation ({example}): "
-                f"they are on a scale about {_power_of_ten(factor)} times smaller than the statistics, e.g. "
-                "reflectances stored as 0..1 against statistics of reflectance x 10000 (TerraMind's)")
+        return ScaleProblem("smaller", f"its values span only {np.median(spreads):.2g} of the statistics' standard "
+                            f"deviation ({example}): they are on a scale about {_power_of_ten(factor)} times smaller "
+                            "than the statistics, e.g. reflectances stored as 0..1 against statistics of reflectance "
+                            "x 10000 (TerraMind's)")
     return None
 
 
@@ -129,9 +145,11 @@ def check_value_scale(dataset, split: str) -> list[str]:
                                  bands=spec.bands, may_be_flat=bool(catalogued and catalogued.may_be_flat))
         if problem:
             scaled = f", values x constant_scale {scale:g}" if scale != 1.0 else ""
+            fix = (f"Read them as dB with {KEY}.linear_to_db: [{modality}]" if problem.kind == "linear"
+                   else f"Scale the files' values with {KEY}.constant_scale.{modality}")
             problems.append(
                 f"{split} modality {modality!r} ({len(files)} sample(s), e.g. {files[0]}{scaled}): {problem}. "
-                f"Scale the files' values with {KEY}.constant_scale.{modality}, or standardise with statistics of "
-                f"these files ({KEY}.means.{modality} / stds.{modality}; terramind-ft compute-statistics prints them)")
+                f"{fix}, or standardise with statistics of these files ({KEY}.means.{modality} / stds.{modality}; "
+                "terramind-ft compute-statistics prints them)")
             warnings.warn(problems[-1], ValueScaleNotice, stacklevel=2)
     return problems

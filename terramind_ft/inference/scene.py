@@ -45,9 +45,8 @@ from rasterio.errors import RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
-from terramind_ft.data.files import DataNotice
-from terramind_ft.data.raster import invalid_float_values
-from terramind_ft.data.value_scale import centre_window, scale_mismatch
+from terramind_ft.data.raster import invalid_float_values, to_decibels
+from terramind_ft.data.value_scale import ValueScaleNotice, centre_window, scale_mismatch
 from terramind_ft.errors import (
     ConfigError,
     DataError,
@@ -118,6 +117,7 @@ class _Source:
     alpha_index: int | None = None  # band of the WarpedVRT alpha mask
     dataset_mask: bool = False  # the file carries a per-dataset (internal) mask
     warped: bool = False
+    linear_to_db: bool = False  # linear backscatter in the file: standardised as 10 * log10(value)
 
     def read_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Raw values ``[C, len(rows), W]`` (file dtype) of the image rows ``rows`` (any order, repeats allowed)
@@ -148,6 +148,10 @@ class _Source:
         if value is not None and not math.isnan(value):
             equal = raw[c] == np.asarray(value).astype(raw.dtype)  # compare in the file dtype: exact
             invalid = equal if invalid is None else invalid | equal
+        if self.linear_to_db:  # no logarithm
+            with np.errstate(invalid="ignore"):
+                non_positive = ~(raw[c] > 0)
+            invalid = non_positive if invalid is None else invalid | non_positive
         return invalid
 
     def standardise(self, chip: np.ndarray, masked: np.ndarray, fill: float, out: np.ndarray | None = None,
@@ -157,10 +161,16 @@ class _Source:
         band's invalid pixels are also OR-ed into ``invalid`` ``[h, w]`` when it is given."""
         if out is None:
             out = np.empty(chip.shape, np.float32)
-        np.subtract(chip, self.mean[:, None, None], out=out, casting="unsafe")
+        values = chip
+        if self.linear_to_db:
+            with np.errstate(invalid="ignore", divide="ignore"):  # values <= 0 are invalid below
+                np.log10(chip, out=out, casting="unsafe")
+            out *= 10.0
+            values = out
+        np.subtract(values, self.mean[:, None, None], out=out, casting="unsafe")
         out /= self.std[:, None, None]
         for c in range(chip.shape[0]):
-            band = self.invalid_band(chip, c)
+            band = self.invalid_band(chip, c)  # judged on the file's values (nodata, <= 0 for dB)
             if band is not None:
                 np.putmask(out[c], band, fill)
                 if invalid is not None:
@@ -202,9 +212,13 @@ def _same_grid(a: Any, b: Any) -> bool:
 def _open_sources(sources: Mapping[str, str | Path], reference: str, stack: ExitStack,
                   means: Mapping[str, Sequence[float]] | None, stds: Mapping[str, Sequence[float]] | None,
                   band_indexes: Mapping[str, Sequence[int]] | None, nodata: Mapping[str, float | None] | None,
-                  resampling: Mapping[str, str] | None, align: bool, require_georeference: bool = True
-                  ) -> tuple[list[_Source], Any]:
+                  resampling: Mapping[str, str] | None, align: bool, require_georeference: bool = True,
+                  linear_to_db: Sequence[str] | None = None) -> tuple[list[_Source], Any]:
     means, stds = dict(means or {}), dict(stds or {})
+    unknown = set(linear_to_db or ()) - set(sources)
+    if unknown:
+        raise ConfigError(f"has modalities {sorted(unknown)} that are not in sources {sorted(sources)}",
+                          key="linear_to_db")
     band_indexes, nodata, resampling = dict(band_indexes or {}), dict(nodata or {}), dict(resampling or {})
     for what, mapping in (("means", means), ("stds", stds), ("band_indexes", band_indexes), ("nodata", nodata),
                           ("resampling", resampling)):
@@ -250,7 +264,8 @@ def _open_sources(sources: Mapping[str, str | Path], reference: str, stack: Exit
         nodata_values = [src.nodatavals[i - 1] for i in indexes] if declared == "file" else [declared] * len(indexes)
         source = _Source(modality=modality, path=src.name, reader=src, indexes=indexes,
                          nodata=[None if v is None else float(v) for v in nodata_values],
-                         mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32))
+                         mean=np.asarray(mean, np.float32), std=np.asarray(std, np.float32),
+                         linear_to_db=modality in (linear_to_db or ()))
         flags = src.mask_flag_enums[indexes[0] - 1]
         source.dataset_mask = MaskFlags.per_dataset in flags and MaskFlags.nodata not in flags
         if src is not ref and not _same_grid(src, ref):
@@ -300,14 +315,19 @@ def _note_value_scale(sources: Sequence[_Source]) -> None:
             band = source.invalid_band(raw, c)
             if band is not None:
                 invalid[c] = band
+        values = raw.astype(np.float32)
+        if source.linear_to_db:
+            to_decibels(values, invalid)
         entry = find_modality(source.modality)
         bands = entry.bands if entry is not None and len(entry.bands) == raw.shape[0] else None
-        problem = scale_mismatch(raw.astype(np.float64), invalid, source.mean.tolist(), source.std.tolist(),
+        problem = scale_mismatch(values, invalid, source.mean.tolist(), source.std.tolist(),
                                  bands=bands, may_be_flat=bool(entry and entry.may_be_flat))
         if problem:
-            warnings.warn(f"scene {source.path} (modality {source.modality!r}): {problem}. Scale the file's values, "
-                          f"or standardise with statistics of such files (means[{source.modality!r}] / "
-                          f"stds[{source.modality!r}])", DataNotice, stacklevel=3)
+            fix = (f"Pass linear_to_db=[{source.modality!r}]" if problem.kind == "linear"
+                   else "Scale the file's values")
+            warnings.warn(f"scene {source.path} (modality {source.modality!r}): {problem}. {fix}, or standardise "
+                          f"with statistics of such files (means[{source.modality!r}] / stds[{source.modality!r}])",
+                          ValueScaleNotice, stacklevel=3)
 
 
 def _check_overlap(src: Any, ref: Any, modality: str, reference: str) -> None:
@@ -416,6 +436,7 @@ def predict_scene(
     tags: Mapping[str, str] | None = None,
     out_dtype: str | None = None,
     check_values: bool = True,
+    linear_to_db: Sequence[str] | None = None,
     **kwargs: Any,
 ) -> SceneResult:
     """Predict a whole scene from rasters on disk and write the result as a georeferenced GeoTIFF.
@@ -448,7 +469,9 @@ def predict_scene(
     bounds GDAL's block cache (part of the process memory). ``out_dtype`` writes the class map (values) in
     another type (TerraTorch's ``--out_dtype``; signed and float class maps get nodata -1). ``check_values``:
     a notice when a source's values are on another scale than its statistics (0..1 reflectances against the
-    pretraining statistics; :mod:`terramind_ft.data.value_scale`). ``kwargs`` go to ``model_forward``.
+    pretraining statistics; :mod:`terramind_ft.data.value_scale`). ``linear_to_db``: modalities whose files hold
+    linear backscatter, standardised as ``10 * log10(value)`` (values <= 0 are nodata). ``kwargs`` go to
+    ``model_forward``.
     """
     t0 = time.perf_counter()
     output_path = Path(output_path)
@@ -500,7 +523,7 @@ def predict_scene(
         with ExitStack() as stack:
             stack.enter_context(rasterio.Env(GDAL_CACHEMAX=gdal_cache_mb * 1024 * 1024))
             opened, ref = _open_sources(sources, reference, stack, means, stds, band_indexes, nodata, resampling,
-                                        align)
+                                        align, linear_to_db=linear_to_db)
             if check_values:
                 _note_value_scale(opened)
             stream = _Stream(
@@ -893,6 +916,7 @@ def predict_scene_batch(task: Any, batch: Mapping[str, Any]) -> dict[str, Any]:
         result = predict_scene(
             task.forward, sources, output, means=scene["means"], stds=scene["stds"],
             band_indexes=scene["band_indexes"] or None, nodata_fill=scene["nodata_fill"], tiling=task.tiling,
+            linear_to_db=scene.get("linear_to_db"),
             task=pixel_task, class_names=task.class_names if pixel_task == "segmentation" else None,
             write_probabilities="probabilities" in outputs,
             probabilities_path=out_dir / f"{stem}{SUFFIX['probabilities']}.tif",

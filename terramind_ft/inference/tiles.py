@@ -30,9 +30,10 @@ def scene_sources(specs: Mapping[str, Any], record: Any, nodata_fill: float | No
     standardised as the data module does (``specs``: the data module's per-modality specs)."""
     files = {m: str(p) for m, p in record.files.items()}
     band_indexes = {m: [i + 1 for i in specs[m].band_indices] for m in files if specs[m].band_indices is not None}
+    linear_to_db = [m for m in files if getattr(specs[m], "linear_to_db", False)]
     return {"sources": files, "means": {m: list(specs[m].mean) for m in files},
             "stds": {m: list(specs[m].std) for m in files}, "band_indexes": band_indexes or None,
-            "nodata_fill": nodata_fill}
+            "nodata_fill": nodata_fill, "linear_to_db": linear_to_db or None}
 
 
 def tile_windows(height: int, width: int, tile: int) -> list[tuple[int, int, int, int]]:
@@ -68,7 +69,7 @@ class SceneTile:
 class SceneTiles:
     """Iterate over the tiles of a scene (see the module docstring).
 
-    ``sources``, ``means``, ``stds``, ``band_indexes`` (1-based) and ``reference_modality`` as for
+    ``sources``, ``means``, ``stds``, ``band_indexes`` (1-based), ``linear_to_db`` and ``reference_modality`` as for
     :func:`~terramind_ft.inference.scene.predict_scene`. ``require_georeference=False`` accepts a reference
     raster without CRS (its modalities must then share its pixel grid; bounds are in pixel units).
     """
@@ -77,13 +78,15 @@ class SceneTiles:
                  means: Mapping[str, Sequence[float]] | None = None,
                  stds: Mapping[str, Sequence[float]] | None = None,
                  band_indexes: Mapping[str, Sequence[int]] | None = None, nodata_fill: float | None = 0.0,
-                 reference_modality: str | None = None, require_georeference: bool = True):
+                 reference_modality: str | None = None, require_georeference: bool = True,
+                 linear_to_db: Sequence[str] | None = None):
         self.sources = {m: str(p) for m, p in sources.items()}
         self.tile = int(tile)
         self.means, self.stds, self.band_indexes = means, stds, band_indexes
         self.nodata_fill = float("nan") if nodata_fill is None else float(nodata_fill)  # None keeps NaN
         self.reference = reference_modality or next(iter(self.sources))
         self.require_georeference = require_georeference  # False: plain pixel grids (bounds in pixel units)
+        self.linear_to_db = list(linear_to_db or ())
         self.peak_strip_bytes = 0
         import rasterio
 
@@ -105,7 +108,8 @@ class SceneTiles:
         with ExitStack() as stack:
             stack.enter_context(rasterio.Env())
             opened, _ = _open_sources(self.sources, self.reference, stack, self.means, self.stds,
-                                      self.band_indexes, None, None, True, self.require_georeference)
+                                      self.band_indexes, None, None, True, self.require_georeference,
+                                      linear_to_db=self.linear_to_db)
             for row, windows in by_row.items():
                 rows = np.arange(row, row + windows[0][2])
                 strips = [(src, *src.read_rows(rows)) for src in opened]

@@ -12,7 +12,7 @@ import rasterio
 
 from terramind_ft.data.datamodule import GenericMultiModalDataModule
 from terramind_ft.data.files import DataNotice
-from terramind_ft.data.value_scale import scale_mismatch
+from terramind_ft.data.value_scale import ValueScaleNotice, scale_mismatch
 from terramind_ft.modalities import LULC_CLASSES, get_modality
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,8 +26,9 @@ def _read(path: Path) -> np.ndarray:
 
 def _mismatch(values: np.ndarray, modality: str) -> str | None:
     m = get_modality(modality)
-    return scale_mismatch(values, np.zeros(values.shape, bool), m.mean, m.std, bands=m.bands,
-                          may_be_flat=m.may_be_flat)
+    problem = scale_mismatch(values, np.zeros(values.shape, bool), m.mean, m.std, bands=m.bands,
+                             may_be_flat=m.may_be_flat)
+    return None if problem is None else str(problem)
 
 
 @pytest.mark.parametrize("modality", PIXEL_MODALITIES)
@@ -48,13 +49,13 @@ def test_digital_numbers_against_reflectance_statistics_are_named(terramesh_dir)
     values = _read(path)
     problem = scale_mismatch(values, np.zeros(values.shape, bool), [v / 1e4 for v in m.mean],
                              [v / 1e4 for v in m.std], bands=m.bands)
-    assert problem and "1e4 times larger" in problem
+    assert problem.kind == "larger" and "1e4 times larger" in str(problem)
 
 
 def test_linear_backscatter_against_db_statistics_is_named(terramesh_dir):
     for path in sorted((terramesh_dir / "S1RTC").glob("*.tif")):
         problem = _mismatch(10 ** (_read(path) / 10), "S1RTC")
-        assert problem and "linear backscatter" in problem and "10 * log10" in problem, path
+        assert problem and "linear backscatter, which the model takes as 10 * log10(value)" in problem, path
 
 
 def test_a_flat_dem_is_not_a_scale_problem_but_a_flat_s2_chip_in_reflectance_is():
@@ -102,7 +103,7 @@ def _rescaled_copy(tmp_path: Path, factor: float) -> Path:
 
 
 def _scale_notices(record) -> list[str]:
-    return [str(w.message) for w in record if issubclass(w.category, DataNotice) and "scale" in str(w.message)]
+    return [str(w.message) for w in record if issubclass(w.category, ValueScaleNotice)]
 
 
 def test_setup_names_the_modality_a_file_and_the_key_that_fixes_it(tmp_path):
@@ -187,3 +188,88 @@ def test_check_on_the_quickstart_with_reflectances_in_zero_to_one_says_so_before
     out = capsys.readouterr().out
     assert "[values] train, test, predict: values on the scale of their statistics" in out
     assert out.rstrip().endswith("[check] passed")
+
+
+def _linear_s1_copy(tmp_path: Path) -> Path:
+    """examples/terramesh with S1RTC as linear backscatter (10 ** (dB / 10)), one pixel 0 (a linear nodata)."""
+    root = tmp_path / "linear"
+    for modality in ("S2L2A", "S1RTC"):
+        (root / modality).mkdir(parents=True)
+        for path in sorted((REPO / "examples/terramesh" / modality).glob("*.tif")):
+            with rasterio.open(path) as src:
+                profile, values = src.profile, src.read()
+            if modality == "S1RTC":
+                values = (10 ** (values / 10)).astype(np.float32)
+                values[:, 0, 0] = 0.0
+                profile.update(dtype="float32")
+            with rasterio.open(root / modality / path.name, "w", **profile) as dst:
+                dst.write(values)
+    return root
+
+
+def test_linear_to_db_reads_linear_backscatter_as_the_db_the_statistics_are_in(tmp_path):
+    import torch
+
+    root = _linear_s1_copy(tmp_path)
+    with pytest.warns(DataNotice) as record:
+        _module(root, tmp_path).setup("fit")
+    assert [n.split(" (")[0] for n in _scale_notices(record)] == ["train modality 'S1RTC'"]
+    assert "linear backscatter" in _scale_notices(record)[0]
+    assert "Read them as dB with data.init_args.linear_to_db: [S1RTC]" in _scale_notices(record)[0]
+
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        converted = _module(root, tmp_path, linear_to_db=["S1RTC"])
+        converted.setup("fit")
+    assert _scale_notices(record) == []
+    original = _module(REPO / "examples/terramesh", tmp_path)
+    original.setup("fit")
+    for i in range(len(original.datasets["train"])):
+        a, b = original.datasets["train"][i], converted.datasets["train"][i]
+        assert b["nodata"][0, 0] and not a["nodata"][0, 0]  # the 0 of the linear file: no logarithm, nodata
+        valid = ~b["nodata"]
+        torch.testing.assert_close(b["image"]["S1RTC"][:, valid], a["image"]["S1RTC"][:, valid], atol=1e-4,
+                                   rtol=0)
+    # a streamed predict (tiled_inference_parameters) reads the predict files the same way
+    from terramind_ft.inference.tiles import scene_sources
+
+    record = converted.records("predict")[0]
+    assert scene_sources(converted.split_specs("predict"), record, 0.0)["linear_to_db"] == ["S1RTC"]
+
+
+def test_linear_to_db_streams_a_scene_like_its_db_twin(tmp_path):
+    import torch
+
+    from terramind_ft.data.synthetic import make_scene
+    from terramind_ft.inference.scene import predict_scene
+
+    scene = make_scene(tmp_path / "scene", height=80, width=96, label=False)
+    linear = tmp_path / "S1GRD_linear.tif"
+    with rasterio.open(scene.paths["S1GRD"]) as src:
+        profile, values = src.profile, src.read()
+    with rasterio.open(linear, "w", **profile) as dst:
+        dst.write(np.where(np.isfinite(values), 10 ** (values / 10), values).astype(profile["dtype"]))
+    torch.manual_seed(0)
+    net = torch.nn.Conv2d(14, 2, 3, padding=1)
+
+    def model(inputs):
+        return net(torch.cat([inputs["S2L2A"], inputs["S1GRD"]], 1))
+
+    outputs = {}
+    for name, sources, extra in (("db", scene.paths, {}),
+                                 ("linear", {**scene.paths, "S1GRD": linear}, {"linear_to_db": ["S1GRD"]})):
+        out = tmp_path / f"{name}.tif"
+        with torch.no_grad():
+            predict_scene(model, sources, out, crop=64, stride=48, verbose=False, write_logits=True, **extra)
+        with rasterio.open(tmp_path / f"{name}_logits.tif") as src:
+            outputs[name] = src.read()
+    np.testing.assert_allclose(outputs["linear"], outputs["db"], atol=1e-4)
+
+
+def test_linear_to_db_names_configured_modalities_only(tmp_path):
+    from terramind_ft.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"data.init_args.linear_to_db.S1GRD: linear_to_db names 'S1GRD'"):
+        _module(REPO / "examples/terramesh", tmp_path, linear_to_db=["S1GRD"])
+    with pytest.raises(ConfigError, match=r"data.init_args.linear_to_db: is a list of modalities, e.g. \[S1RTC\]"):
+        _module(REPO / "examples/terramesh", tmp_path, linear_to_db="S1RTC")
