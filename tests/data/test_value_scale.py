@@ -86,20 +86,24 @@ def _module(root: Path, tmp_path: Path, **extra) -> GenericMultiModalDataModule:
     return GenericMultiModalDataModule(**kwargs)
 
 
-def _rescaled_copy(tmp_path: Path, factor: float) -> Path:
-    """examples/terramesh with S2L2A as float32 reflectances x ``factor`` (0..1 for 1e-4); S1RTC as it is."""
-    root = tmp_path / "data"
-    for modality in ("S2L2A", "S1RTC"):
-        (root / modality).mkdir(parents=True)
-        for path in sorted((REPO / "examples/terramesh" / modality).glob("*.tif")):
+def _converted_copy(root: Path, modality: str, convert) -> Path:
+    """examples/terramesh with ``modality`` rewritten as float32 ``convert(values)``; the other modality as it is."""
+    for name in ("S2L2A", "S1RTC"):
+        (root / name).mkdir(parents=True)
+        for path in sorted((REPO / "examples/terramesh" / name).glob("*.tif")):
             with rasterio.open(path) as src:
                 profile, values = src.profile, src.read()
-            if modality == "S2L2A":
-                values = (values * factor).astype(np.float32)
+            if name == modality:
+                values = convert(values).astype(np.float32)
                 profile.update(dtype="float32")
-            with rasterio.open(root / modality / path.name, "w", **profile) as dst:
+            with rasterio.open(root / name / path.name, "w", **profile) as dst:
                 dst.write(values)
     return root
+
+
+def _rescaled_copy(tmp_path: Path, factor: float) -> Path:
+    """S2L2A as reflectances x ``factor`` (0..1 for 1e-4)."""
+    return _converted_copy(tmp_path / "data", "S2L2A", lambda values: values * factor)
 
 
 def _scale_notices(record) -> list[str]:
@@ -191,20 +195,14 @@ def test_check_on_the_quickstart_with_reflectances_in_zero_to_one_says_so_before
 
 
 def _linear_s1_copy(tmp_path: Path) -> Path:
-    """examples/terramesh with S1RTC as linear backscatter (10 ** (dB / 10)), one pixel 0 (a linear nodata)."""
-    root = tmp_path / "linear"
-    for modality in ("S2L2A", "S1RTC"):
-        (root / modality).mkdir(parents=True)
-        for path in sorted((REPO / "examples/terramesh" / modality).glob("*.tif")):
-            with rasterio.open(path) as src:
-                profile, values = src.profile, src.read()
-            if modality == "S1RTC":
-                values = (10 ** (values / 10)).astype(np.float32)
-                values[:, 0, 0] = 0.0
-                profile.update(dtype="float32")
-            with rasterio.open(root / modality / path.name, "w", **profile) as dst:
-                dst.write(values)
-    return root
+    """S1RTC as linear backscatter (10 ** (dB / 10)), one pixel 0 (a linear product's nodata)."""
+
+    def linear(values):
+        values = 10 ** (values / 10)
+        values[:, 0, 0] = 0.0
+        return values
+
+    return _converted_copy(tmp_path / "linear", "S1RTC", linear)
 
 
 def test_linear_to_db_reads_linear_backscatter_as_the_db_the_statistics_are_in(tmp_path):
