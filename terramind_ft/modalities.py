@@ -100,6 +100,11 @@ class Modality:
         band = S2_BAND_IDS.get(band.upper(), band.upper())
         return self.bands.index(band) if band in self.bands else None
 
+    @property
+    def in_decibels(self) -> bool:
+        """Values (and statistics) in dB: backscatter, which linear products hold as power instead."""
+        return "dB" in self.units.split()
+
 
 _FSQ_DIVAE = (8, 8, 8, 6, 5)  # 15360 codes
 _FSQ_LULC = (7, 5, 5, 5, 5)  # 4375 codes

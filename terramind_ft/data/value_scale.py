@@ -53,9 +53,11 @@ class ScaleProblem:
 
 
 def scale_mismatch(values: np.ndarray, invalid: np.ndarray, mean: Sequence[float], std: Sequence[float], *,
-                   bands: Sequence[str] | None = None, may_be_flat: bool = False) -> ScaleProblem | None:
+                   bands: Sequence[str] | None = None, may_be_flat: bool = False,
+                   decibels: bool = False) -> ScaleProblem | None:
     """What is wrong with the scale of ``values`` (``[C, ...]`` in file units) against per-band ``mean``/``std``
-    of the same units, or None. ``may_be_flat``: a uniform sample is real for this modality (flat terrain)."""
+    of the same units, or None. ``may_be_flat``: a uniform sample is real for this modality (flat terrain);
+    ``decibels``: the statistics are dB backscatter, so values that are all positive are linear power."""
     values = values.reshape(values.shape[0], -1)
     invalid = invalid.reshape(invalid.shape[0], -1)
     judged = []  # (band index, spread of the standardised values, median |standardised|, valid values)
@@ -80,7 +82,7 @@ def scale_mismatch(values: np.ndarray, invalid: np.ndarray, mean: Sequence[float
                             f"from the statistics' mean ({example}): they are on a scale about "
                             f"{_power_of_ten(1 / factor)} times larger than the statistics, e.g. digital numbers "
                             "(reflectance x 10000) against statistics of 0..1 reflectances")
-    if all(m < 0 for m in mean) and np.mean([(j[3] >= 0).mean() for j in judged]) > 0.99:
+    if decibels and all(m < 0 for m in mean) and np.mean([(j[3] >= 0).mean() for j in judged]) > 0.99:
         return ScaleProblem("linear", f"the statistics are centred below zero (dB backscatter; {example}) but its "
                             "values are all positive: linear backscatter, which the model takes as 10 * log10(value)")
     spreads = [j[1] for j in judged]
@@ -142,7 +144,8 @@ def check_value_scale(dataset, split: str) -> list[str]:
         scale = spec.constant_scale  # values and statistics as the model sees them (the test is scale-free)
         problem = scale_mismatch(np.concatenate(chunks, axis=1) * scale, np.concatenate(masks, axis=1),
                                  [v * scale for v in spec.mean], [v * scale for v in spec.std],
-                                 bands=spec.bands, may_be_flat=bool(catalogued and catalogued.may_be_flat))
+                                 bands=spec.bands, may_be_flat=bool(catalogued and catalogued.may_be_flat),
+                                 decibels=bool(catalogued and catalogued.in_decibels))
         if problem:
             scaled = f", values x constant_scale {scale:g}" if scale != 1.0 else ""
             fix = (f"Read them as dB with {KEY}.linear_to_db: [{modality}]" if problem.kind == "linear"

@@ -321,7 +321,8 @@ def _note_value_scale(sources: Sequence[_Source]) -> None:
         entry = find_modality(source.modality)
         bands = entry.bands if entry is not None and len(entry.bands) == raw.shape[0] else None
         problem = scale_mismatch(values, invalid, source.mean.tolist(), source.std.tolist(),
-                                 bands=bands, may_be_flat=bool(entry and entry.may_be_flat))
+                                 bands=bands, may_be_flat=bool(entry and entry.may_be_flat),
+                                 decibels=bool(entry and entry.in_decibels))
         if problem:
             fix = (f"Pass linear_to_db=[{source.modality!r}]" if problem.kind == "linear"
                    else "Scale the file's values")

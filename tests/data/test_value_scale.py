@@ -13,7 +13,7 @@ import rasterio
 from terramind_ft.data.datamodule import GenericMultiModalDataModule
 from terramind_ft.data.files import DataNotice
 from terramind_ft.data.value_scale import ValueScaleNotice, scale_mismatch
-from terramind_ft.modalities import LULC_CLASSES, get_modality
+from terramind_ft.modalities import LULC_CLASSES, MODALITIES, get_modality
 
 REPO = Path(__file__).resolve().parents[2]
 PIXEL_MODALITIES = ("S2L1C", "S2L2A", "S2RGB", "S1RTC", "DEM", "NDVI")
@@ -27,7 +27,7 @@ def _read(path: Path) -> np.ndarray:
 def _mismatch(values: np.ndarray, modality: str) -> str | None:
     m = get_modality(modality)
     problem = scale_mismatch(values, np.zeros(values.shape, bool), m.mean, m.std, bands=m.bands,
-                             may_be_flat=m.may_be_flat)
+                             may_be_flat=m.may_be_flat, decibels=m.in_decibels)
     return None if problem is None else str(problem)
 
 
@@ -56,6 +56,14 @@ def test_linear_backscatter_against_db_statistics_is_named(terramesh_dir):
     for path in sorted((terramesh_dir / "S1RTC").glob("*.tif")):
         problem = _mismatch(10 ** (_read(path) / 10), "S1RTC")
         assert problem and "linear backscatter, which the model takes as 10 * log10(value)" in problem, path
+
+
+def test_positive_values_against_negative_statistics_are_linear_backscatter_only_for_db_modalities():
+    """Temperatures in degrees C of a summer chip against statistics of a year (mean below zero) are fine."""
+    summer = np.random.default_rng(0).normal(12.0, 4.0, (1, 64, 64)).clip(0.5)
+    assert scale_mismatch(summer, np.zeros(summer.shape, bool), [-3.0], [9.0]) is None
+    assert scale_mismatch(summer, np.zeros(summer.shape, bool), [-3.0], [9.0], decibels=True).kind == "linear"
+    assert [m.name for m in MODALITIES.values() if m.in_decibels] == ["S1GRD", "S1RTC"]
 
 
 def test_a_flat_dem_is_not_a_scale_problem_but_a_flat_s2_chip_in_reflectance_is():
