@@ -99,3 +99,49 @@ def test_names_the_scene_and_modality_that_is_missing(terramesh_dir, tmp_path, c
                  "--outputs", "LULC", "--output-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 3 and "has no raster for modality" in err and "S1RTC" in err
+
+
+@pytest.mark.slow  # three generations at 224 px
+def test_linear_backscatter_is_named_and_read_as_db_with_the_flag(terramesh_dir, tmp_path, capsys):
+    """S1 RTC from Planetary Computer is linear power; TerraMind's statistics are dB."""
+    from terramind_ft.data.value_scale import ValueScaleNotice
+
+    linear = tmp_path / "S1RTC_linear.tif"
+    with rasterio.open(terramesh_dir / "S1RTC" / f"{CHIP}.tif") as src:
+        profile, db = src.profile, src.read()
+    profile.update(dtype="float32")
+    with rasterio.open(linear, "w", **profile) as dst:
+        dst.write((10 ** (db / 10)).astype(np.float32))
+    s2 = f"S2L2A={terramesh_dir / 'S2L2A' / f'{CHIP}.tif'}"
+    common = [*RANDOM, "--outputs", "LULC", "--temperature", "0", "--no-preview"]
+
+    def classes(out):
+        with rasterio.open(out / f"{CHIP}_LULC.tif") as dst:
+            return dst.read(1)
+
+    assert main(["generate", *common, "--inputs", s2, f"S1RTC={terramesh_dir / 'S1RTC' / f'{CHIP}.tif'}",
+                 "--output-dir", str(tmp_path / "db")]) == 0
+    (tmp_path / "in").mkdir()
+    shutil.copy(linear, tmp_path / "in" / f"{CHIP}.tif")
+    with pytest.warns(ValueScaleNotice, match=r"linear backscatter.*; pass --linear-to-db S1RTC"):
+        assert main(["generate", *common, "--inputs", s2, f"S1RTC={tmp_path / 'in' / f'{CHIP}.tif'}",
+                     "--output-dir", str(tmp_path / "unflagged")]) == 0
+    assert main(["generate", *common, "--inputs", s2, f"S1RTC={tmp_path / 'in' / f'{CHIP}.tif'}",
+                 "--linear-to-db", "S1RTC", "--output-dir", str(tmp_path / "flagged")]) == 0
+    assert (classes(tmp_path / "flagged") == classes(tmp_path / "db")).mean() > 0.999
+    assert main(["generate", *common, "--inputs", s2, "--linear-to-db", "S2L2A",
+                 "--output-dir", str(tmp_path / "x")]) == 2
+    assert "--linear-to-db: S2L2A is not in dB" in capsys.readouterr().err
+
+
+def test_the_same_command_gives_the_same_outputs_with_random_weights(terramesh_dir, tmp_path):
+    """--seed "makes a run reproducible": the random weights were drawn unseeded, so two runs of one command in a
+    process (a notebook, this suite) generated different maps."""
+    maps = []
+    for run in ("first", "second"):
+        out = tmp_path / run
+        assert main(["generate", *RANDOM, "--inputs", f"S2L2A={terramesh_dir / 'S2L2A' / f'{CHIP}.tif'}",
+                     "--outputs", "LULC", "--no-preview", "--output-dir", str(out)]) == 0
+        with rasterio.open(out / f"{CHIP}_LULC.tif") as dst:
+            maps.append(dst.read(1))
+    assert np.array_equal(maps[0], maps[1])

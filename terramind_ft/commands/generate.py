@@ -122,6 +122,9 @@ def add_scene_arguments(p: argparse.ArgumentParser, required: bool = True) -> No
                    help="MOD=FILE or MOD=FOLDER per input modality, or one FOLDER with modality sub-folders")
     p.add_argument("--modalities", nargs="+", metavar="MOD",
                    help="input modalities to take from a FOLDER given without MOD= (default: S2L2A)")
+    p.add_argument("--linear-to-db", nargs="+", default=[], metavar="MOD",
+                   help="input modalities whose files hold linear backscatter (power, e.g. Planetary Computer's "
+                        "S1 RTC): read as 10 * log10(value), the dB of TerraMind's statistics")
 
 
 def add_weight_arguments(p: argparse.ArgumentParser, default_model: str) -> None:
@@ -209,9 +212,25 @@ def scene_inputs(args: argparse.Namespace) -> tuple[dict[str, dict[str, Path]], 
     """What a scene command (generate, geolocate) starts from: the scenes of ``--inputs``, their modalities,
     the output folder (created) and the device."""
     scenes = discover_scenes(args.inputs, args.modalities)
+    modalities = list(next(iter(scenes.values())))
+    args.linear_to_db = _linear_to_db(getattr(args, "linear_to_db", []), modalities)
     out_dir = Path(args.output_dir).expanduser()
     out_dir.mkdir(parents=True, exist_ok=True)
-    return scenes, list(next(iter(scenes.values()))), out_dir, _device(args.device)
+    return scenes, modalities, out_dir, _device(args.device)
+
+
+def _linear_to_db(names: Sequence[str], modalities: Sequence[str]) -> list[str]:
+    """The canonical names of ``--linear-to-db``: input modalities whose statistics are in dB."""
+    chosen = []
+    for name in names:
+        modality = _modality(name, "--linear-to-db")
+        if modality.name not in modalities:
+            raise ConfigError(f"{name} is not an input modality ({', '.join(modalities)})", key="--linear-to-db")
+        if not modality.in_decibels:
+            raise ConfigError(f"{modality.name} is not in dB ({modality.units}): only backscatter has a linear form",
+                              key="--linear-to-db")
+        chosen.append(modality.name)
+    return chosen
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -251,6 +270,9 @@ def build_model(args: argparse.Namespace, input_modalities: Sequence[str]) -> An
         kwargs.setdefault("pretrained", False)
     for modality in needs_tokenizer - set(tokenizer_kwargs):
         tokenizer_kwargs[modality] = {"pretrained": bool(args.pretrained)}
+    # --seed covers the weights too when they are random (and the tokenizers' lazily built parts): the same
+    # command gives the same outputs
+    torch.manual_seed(args.seed)
     with warnings.catch_warnings():
         if args.allow_random_weights:
             warnings.filterwarnings("ignore", message=".*random weights.*")
@@ -288,9 +310,12 @@ def output_bands(outputs: Sequence[str]) -> list[tuple[str, Modality, slice]]:
 # ------------------------------------------------------------------------------------------------- reading
 
 
-def read_scene(scene: dict[str, Path]) -> tuple[dict[str, torch.Tensor], np.ndarray, Path]:
-    """Standardised inputs ``{modality: [1, C, H, W]}``, the nodata mask ``[H, W]`` and the reference raster."""
-    from terramind_ft.data.raster import read_header, read_raster, same_georeference
+def read_scene(scene: dict[str, Path], linear_to_db: Sequence[str] = ()
+               ) -> tuple[dict[str, torch.Tensor], np.ndarray, Path]:
+    """Standardised inputs ``{modality: [1, C, H, W]}``, the nodata mask ``[H, W]`` and the reference raster;
+    ``linear_to_db`` modalities are read as dB. Values on another scale than the statistics get a notice."""
+    from terramind_ft.data.raster import read_header, read_raster, same_georeference, to_decibels
+    from terramind_ft.data.value_scale import ValueScaleNotice, scale_mismatch
 
     reference = next(iter(scene.values()))
     ref_header = read_header(reference, next(iter(scene)))
@@ -308,6 +333,14 @@ def read_scene(scene: dict[str, Path]) -> tuple[dict[str, torch.Tensor], np.ndar
             raise DataError(f"{path} (modality {name}) has {header.count} bands; TerraMind expects {expected} "
                             f"({', '.join(modality.bands) if not modality.is_categorical else 'class index'})")
         data, invalid = read_raster(path, name)
+        if name in linear_to_db:
+            to_decibels(data, invalid)
+        if not modality.is_categorical:
+            problem = scale_mismatch(data, invalid, modality.mean, modality.std, bands=modality.bands,
+                                     may_be_flat=modality.may_be_flat, decibels=modality.in_decibels)
+            if problem:
+                fix = f"pass --linear-to-db {name}" if problem.kind == "linear" else "rescale the file"
+                warnings.warn(f"{path} (modality {name}): {problem}; {fix}", ValueScaleNotice, stacklevel=2)
         mask = invalid.any(axis=0)
         nodata |= mask
         if modality.is_categorical:
@@ -501,7 +534,7 @@ def generate_scene(model: Any, args: argparse.Namespace, stem: str, scene: dict[
         if args.stream or pixels > args.stream_above:
             _generate_streaming(forward, args, scene, files, out_dir, stem, device)
         else:
-            inputs, nodata, _ = read_scene(scene)
+            inputs, nodata, _ = read_scene(scene, args.linear_to_db)
             inputs = {k: v.to(device) for k, v in inputs.items()}
             height, width = nodata.shape
             if height <= args.crop and width <= args.crop:
@@ -535,7 +568,7 @@ def _generate_streaming(forward: _Forward, args: argparse.Namespace, scene: dict
     try:
         predict_scene(forward, {m: str(p) for m, p in scene.items()}, stacked_path, crop=args.crop,
                       stride=args.stride, batch_size=args.batch_size, task="regression", layout="gtiff",
-                      overviews=False, device=device, verbose=True)
+                      overviews=False, device=device, verbose=True, linear_to_db=args.linear_to_db)
         with rasterio.open(stacked_path) as src:
             for row in range(0, src.height, STRIP_ROWS):
                 n = min(STRIP_ROWS, src.height - row)

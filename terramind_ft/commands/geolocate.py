@@ -89,7 +89,8 @@ def true_centre(reference: Path) -> tuple[float, float] | None:
     return float(lon[0]), float(lat[0])
 
 
-def geolocate_scene(model: Any, scene: dict[str, Path], crop: int, device: Any) -> Any:
+def geolocate_scene(model: Any, scene: dict[str, Path], crop: int, device: Any,
+                    linear_to_db: Sequence[str] = ()) -> Any:
     """The scene's LocationDistribution: the mean over its ``crop`` tiles, streamed from disk
     (:class:`~terramind_ft.inference.tiles.SceneTiles`, TerraMind's pretraining standardisation)."""
     import torch
@@ -97,7 +98,8 @@ def geolocate_scene(model: Any, scene: dict[str, Path], crop: int, device: Any) 
     from terramind_ft.inference.tiles import SceneTiles
     from terramind_ft.models.terramind.geolocation import LocationDistribution
 
-    tiles = SceneTiles(scene, crop, require_georeference=False)  # a location needs no georeference; truth does
+    # a location needs no georeference; truth does
+    tiles = SceneTiles(scene, crop, require_georeference=False, linear_to_db=linear_to_db)
     maps, masses = [], []
     for tile in tiles:
         if tile.invalid_share > MAX_NODATA_SHARE:
@@ -185,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             for stem, scene in tqdm(scenes.items(), desc="geolocate", unit="scene", disable=len(scenes) < 2):
                 with warnings.catch_warnings():  # a file without georeference is fine here: it has no truth
                     warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                    dist = geolocate_scene(model, scene, args.crop, device)
+                    dist = geolocate_scene(model, scene, args.crop, device, args.linear_to_db)
                     truth = true_centre(next(iter(scene.values())))
                 if truth is None:
                     print(f"note: {next(iter(scene.values()))} has no georeference: no true location to score "
