@@ -80,3 +80,35 @@ def test_print_config_round_trips(good, capsys, tmp_path):
     assert "class_path: terramind_ft.tasks.SemanticSegmentationTask" in printed
     (tmp_path / "printed.yaml").write_text(printed)
     assert main(["check", "--config", str(tmp_path / "printed.yaml"), "--skip-data"]) == 0
+
+
+REVERSED_S2L2A = ("[SWIR_2, SWIR_1, WATER_VAPOR, NIR_NARROW, NIR_BROAD, RED_EDGE_3, RED_EDGE_2, RED_EDGE_1, RED, "
+                  "GREEN, BLUE, COASTAL_AEROSOL]")
+
+
+def test_data_bands_in_another_order_than_the_backbone_takes_are_refused_before_training(tmp_path, capsys,
+                                                                                          monkeypatch):
+    """output_bands reorders the data's channels; the backbone's patch embedding has its own order
+    (backbone_bands, default the pretrained one). Without both, every channel is read as another band."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(repo)  # the quickstart's data paths are relative to the repository
+    quickstart = ["--config", "configs/quickstart.yaml", "--trainer.default_root_dir", str(tmp_path / "run")]
+    reordered = ["--data.init_args.output_bands", f"{{S2L2A: {REVERSED_S2L2A}}}"]
+    assert main(["check", *quickstart, "--skip-data", *reordered]) == 1
+    out = capsys.readouterr().out
+    assert "[bands] FAILED: config error at model.init_args.model_args.backbone_bands.S2L2A" in out
+    assert "the same bands in another order" in out and "Give backbone_bands.S2L2A and output_bands the same" in out
+
+    assert main(["fit", *quickstart, *reordered, "--trainer.max_epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "terramind-ft: config error: model.init_args.model_args.backbone_bands.S2L2A:" in err
+    assert not (tmp_path / "run" / "checkpoints").exists(), "refused before training"
+
+    swapped = ["--data.init_args.output_bands", "{S1RTC: [VH, VV]}"]
+    assert main(["check", *quickstart, "--skip-data", *swapped]) == 1
+    assert "the data gives S1RTC the bands ['VH', 'VV']" in capsys.readouterr().out
+    both = [*swapped, "--model.init_args.model_args.backbone_bands", "{S1RTC: [VH, VV]}"]
+    assert main(["check", *quickstart, "--skip-data", *both]) == 0
+    assert "[bands] S1RTC: 2 bands, the backbone's order" in capsys.readouterr().out

@@ -65,7 +65,7 @@ from terramind_ft.cli.keys import (
 from terramind_ft.cli.help import CKPT_PATH_HELP
 from terramind_ft.cli.custom_modules import custom_modules_from, import_custom_modules
 from terramind_ft.cli.metrics_file import TestMetricsWriter
-from terramind_ft.cli.preflight import check_monitors
+from terramind_ft.cli.preflight import check_band_agreement, check_monitors
 from terramind_ft.cli.report import Interrupted, StderrHandler
 from terramind_ft.cli.run_folder import RunFolderConfig, RunLock, claim_for_fit
 from terramind_ft.cli.signals import GracefulFitStop, stop_at_once
@@ -457,6 +457,7 @@ class TerraMindCLI(LightningCLI):
         if ckpt and self._ckpt_shapes is not None:
             check_weights_fit(ckpt, self._ckpt_shapes, self.model)
             self._ckpt_shapes = None
+        check_band_agreement(self)
         if subcommand == "fit":
             check_monitors(self)
         if subcommand == "predict" and isinstance(self.model, BaseTask):

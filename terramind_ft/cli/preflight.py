@@ -47,3 +47,43 @@ def check_monitors(cli: Any) -> list[str]:
                               f"Logged validation metrics: {', '.join(model.metric_names('val'))}", key=key)
         checked.append(f"{key} = {monitor}")
     return checked
+
+
+def check_band_agreement(cli: Any) -> list[str]:
+    """Raise :class:`ConfigError` when the data module gives a pixel modality other bands, or the same bands in
+    another order, than the backbone's input takes (``output_bands`` vs ``backbone_bands``): each channel would
+    be read as another band, silently. Returns one line per modality checked."""
+    from terramind_ft.errors import ModalityError
+    from terramind_ft.models.terramind.encoder import TerraMindEncoder
+    from terramind_ft.modalities import find_modality
+
+    data_bands = getattr(cli.datamodule, "bands", None) or {}
+    model = cli.model
+    backbone = model.backbone if hasattr(model, "backbone") else getattr(getattr(model, "model", None), "encoder",
+                                                                           None)
+    encoder = next((m for m in backbone.modules() if isinstance(m, TerraMindEncoder)), None) if backbone else None
+    if encoder is None:
+        return []
+    checked = []
+    for modality, bands in data_bands.items():
+        entry = find_modality(modality)
+        if not bands or entry is None or any(entry.band_index(str(b)) is None for b in bands):
+            continue  # no names to compare (a modality of one's own, TerraTorch's integer placeholders)
+        try:
+            expected = encoder.input_bands(modality)
+            name = encoder.spec_for(modality).name
+        except ModalityError:
+            continue  # not an input of this backbone
+        if expected is None:
+            continue
+        given = [entry.bands[entry.band_index(str(b))] for b in bands]
+        wanted = [entry.bands[entry.band_index(str(b))] for b in expected]
+        if given != wanted:
+            what = "the same bands in another order" if sorted(given) == sorted(wanted) else "other bands"
+            raise ConfigError(
+                f"the data gives {modality} the bands {list(bands)} (data.init_args.output_bands.{modality}; default "
+                f"the catalogue order) but the backbone's {name} input takes {list(expected)} (default: the "
+                f"pretrained order), {what}: each channel would be read as another band. Give backbone_bands.{name} "
+                "and output_bands the same list", key=f"model.init_args.model_args.backbone_bands.{name}")
+        checked.append(f"{modality}: {len(bands)} bands, the backbone's order")
+    return checked

@@ -22,7 +22,7 @@ import torch
 
 from terramind_ft.errors import ConfigError, DataError, TerraMindFTError
 
-STEPS = ("config", "monitors", "data", "values", "labels", "train batch", "val batch")
+STEPS = ("config", "bands", "monitors", "data", "values", "labels", "train batch", "val batch")
 
 
 def _say(step: str, message: str) -> None:
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check(args: argparse.Namespace, cli_args: list[str]) -> int:
     from terramind_ft.cli.app import build_cli
-    from terramind_ft.cli.preflight import check_monitors
+    from terramind_ft.cli.preflight import check_band_agreement, check_monitors
 
     step = "config"
     try:
@@ -127,6 +127,9 @@ def _check(args: argparse.Namespace, cli_args: list[str]) -> int:
         _say("config", f"model {type(cli.model).__name__} ({sum(p.numel() for p in cli.model.parameters()):,} "
              f"parameters), data {type(cli.datamodule).__name__}, precision {cli.trainer.precision}, run folder "
              f"{cli.trainer.default_root_dir}")
+        step = "bands"
+        for line in check_band_agreement(cli):
+            _say(step, line)
         step = "monitors"
         for line in check_monitors(cli):
             _say(step, line)

@@ -344,6 +344,14 @@ class TerraMindEncoder(nn.Module):
             result[spec.name] = dict(kwargs)
         return result
 
+    def input_bands(self, name: str) -> tuple[str, ...] | None:
+        """The bands the channels of pixel input ``name`` must hold, in order: its ``bands``, or the pretrained
+        order. None for a new modality (its bands have no names here) and for token or sequence inputs."""
+        spec = self.spec_for(name)
+        if spec.kind != "pixel" or spec.is_new:
+            return None
+        return tuple(self._bands.get(spec.name, spec.modality.bands))
+
     def _check_bands(self, bands: Mapping[str, Sequence[str]] | None) -> dict[str, list[int | None]]:
         """Validate ``bands``; returns {configured name: pretrained index per requested band (None = new)}."""
         result: dict[str, list[int | None]] = {}
