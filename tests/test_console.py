@@ -109,3 +109,24 @@ def test_other_runtime_errors_stay_unexpected_errors():
 
     assert format_error(RuntimeError("operator foo::bar does not exist")) == (
         "terramind-ft: unexpected error: RuntimeError: operator foo::bar does not exist", 1)
+
+
+def test_notices_are_said_by_rank_zero_only():
+    """Every DDP process sets its data up, so each would print every data notice again."""
+    import warnings
+
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    from terramind_ft.cli.app import _show_notices_plainly
+    from terramind_ft.data.value_scale import ValueScaleNotice
+
+    _show_notices_plainly()
+    before = rank_zero_only.rank
+    try:
+        rank_zero_only.rank = 0
+        assert warnings.formatwarning("x", ValueScaleNotice, "f.py", 1) == "notice: x\n"
+        rank_zero_only.rank = 1
+        assert warnings.formatwarning("x", ValueScaleNotice, "f.py", 1) == ""
+        assert "UserWarning: y" in warnings.formatwarning("y", UserWarning, "f.py", 1)  # others unchanged
+    finally:
+        rank_zero_only.rank = before

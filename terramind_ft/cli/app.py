@@ -118,7 +118,8 @@ def _show_notices_plainly() -> None:
 
     def formatwarning(message: Any, category: type, filename: str, lineno: int, line: Any = None) -> str:
         if issubclass(category, Notice):
-            return f"notice: {message}\n"
+            # each DDP process sets its data up and would say every notice again: rank 0 says it for all
+            return f"notice: {message}\n" if rank_zero_only.rank == 0 else ""
         return original(message, category, filename, lineno, line)
 
     formatwarning._terramind_ft = True  # type: ignore[attr-defined]
