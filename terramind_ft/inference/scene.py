@@ -311,10 +311,14 @@ def _note_value_scale(sources: Sequence[_Source]) -> None:
         window = centre_window(reader.height, reader.width, tuple(reader.block_shapes[0]))
         raw = reader.read(source.indexes, window=window)
         invalid = np.zeros(raw.shape, bool)
+        if source.alpha_index is not None:  # outside a warped source's footprint
+            invalid |= reader.read(source.alpha_index, window=window)[None] == 0
+        elif source.dataset_mask:
+            invalid |= reader.read_masks(source.indexes[0], window=window)[None] == 0
         for c in range(raw.shape[0]):
             band = source.invalid_band(raw, c)
             if band is not None:
-                invalid[c] = band
+                invalid[c] |= band
         values = raw.astype(np.float32)
         if source.linear_to_db:
             to_decibels(values, invalid)
