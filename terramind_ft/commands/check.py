@@ -3,11 +3,12 @@
 Stops at the first real problem and reports it with its config key (``model.init_args.model_args.
 decoder_channel: ... Did you mean 'decoder_channels'?``) instead of a page of jsonargparse union errors.
 Steps: read + translate the config (TerraTorch class paths), check every key, instantiate model / data /
-trainer, check that every ``monitor`` key (checkpoint, early stopping, LR scheduler) is a metric the task
-logs, run the datamodule's checks (file discovery, raster headers), compare each split's values with its
-statistics (0..1 reflectances against the pretraining statistics, ...: warnings), read every label (classes out of range,
-splits without a valid label pixel), then one training batch (forward, loss,
-backward) and one validation batch (metrics). Exit code 0 when all pass, 1 on a problem, 2 on bad usage.
+trainer, compare the bands the data gives each modality with those the backbone takes, check that every
+``monitor`` key (checkpoint, early stopping, LR scheduler) is a metric the task logs, run the datamodule's checks
+(file discovery, raster headers, band descriptions), compare each split's values with its statistics (0..1
+reflectances against the pretraining statistics, ...: warnings), read every label (classes out of range, splits
+without a valid label pixel), then one training batch (forward, loss, backward) and one validation batch
+(metrics). Exit code 0 when all pass, 1 on a problem, 2 on bad usage.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def _check_values(dm: Any) -> int:
     said = 0
     for split in splits:
         if split not in dm.value_scale_problems:
-            dataset = dm.datasets.get(split) or dm.make_dataset(split)
+            dataset = dm.datasets[split] if split in dm.datasets else dm.make_dataset(split)  # an empty one is falsy
             dm.value_scale_problems[split] = check_value_scale(dataset, split)
         for problem in dm.value_scale_problems[split]:
             _say("values", f"warning: {problem}")

@@ -504,9 +504,10 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                     continue
                 spec = self.split_specs(split)[m]
                 count = headers[m].count
+                # the key that says which bands these files hold
+                option = ("predict_dataset_bands" if split == "predict"
+                          and lookup(self.hparams.predict_dataset_bands, m) else "dataset_bands")
                 if spec.expected_bands is not None and count != spec.expected_bands:
-                    option = ("predict_dataset_bands" if split == "predict"
-                              and lookup(self.hparams.predict_dataset_bands, m) else "dataset_bands")
                     source = f"{option}.{m}" if lookup(self.hparams[option], m) else (
                         f"the {m} catalogue entry" if find_modality(m) else f"means.{m}")
                     mismatched.append(f"{path} (modality {m!r}) has {count} bands, expected {spec.expected_bands} "
@@ -515,8 +516,6 @@ class GenericMultiModalDataModule(L.LightningDataModule):
                     mismatched.append(f"{path} (modality {m!r}) has {count} bands; output_bands.{m} needs band "
                                       f"{max(spec.band_indices) + 1}")
                 else:
-                    option = ("predict_dataset_bands" if split == "predict"
-                              and lookup(self.hparams.predict_dataset_bands, m) else "dataset_bands")
                     problem = described_band_problem(path, m, headers[m].descriptions, spec,
                                                      lookup(self.hparams[option], m), option)
                     if problem:

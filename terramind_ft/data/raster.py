@@ -152,8 +152,9 @@ def to_decibels(values: np.ndarray, invalid: np.ndarray) -> None:
     products) have no logarithm and become invalid. ``values`` is float32, ``invalid`` its bool mask."""
     with np.errstate(invalid="ignore"):
         invalid |= ~(values > 0)  # NaN compares False as well
-    np.log10(values, out=values, where=~invalid)
-    values[~invalid] *= 10.0
+    valid = ~invalid
+    np.log10(values, out=values, where=valid)
+    values[valid] *= 10.0
 
 
 def read_text_label(path: str | Path) -> str:

@@ -69,16 +69,16 @@ def scale_mismatch(values: np.ndarray, invalid: np.ndarray, mean: Sequence[float
     if not judged:
         return None
     name = (lambda b: bands[b]) if bands else (lambda b: f"band {b + 1}")
-    middle = sorted(judged, key=lambda j: j[1])[len(judged) // 2]  # the band of median spread
-    b, spread, _, v = middle
+    b, _, _, v = sorted(judged, key=lambda j: j[1])[len(judged) // 2]  # the band of median spread
     example = (f"{name(b)}: values around {np.median(v):.4g}, statistics mean {mean[b]:.4g} std {std[b]:.4g}; "
                f"median over {len(judged)} band(s)")
     # how many times the statistics' magnitude exceeds the values' (a power of ten is what a user can act on)
     factor = 10 ** float(np.median([_log_ratio(max(abs(mean[j[0]]), std[j[0]]), max(abs(float(np.median(j[3]))),
                                                                                         float(j[3].std())))
                                     for j in judged]))
-    if np.median([j[2] for j in judged]) > LARGE_LEVEL:
-        return ScaleProblem("larger", f"its values lie {np.median([j[2] for j in judged]):.3g} standard deviations "
+    level = float(np.median([j[2] for j in judged]))
+    if level > LARGE_LEVEL:
+        return ScaleProblem("larger", f"its values lie {level:.3g} standard deviations "
                             f"from the statistics' mean ({example}): they are on a scale about "
                             f"{_power_of_ten(1 / factor)} times larger than the statistics, e.g. digital numbers "
                             "(reflectance x 10000) against statistics of 0..1 reflectances")

@@ -123,7 +123,14 @@ class _Source:
         """Raw values ``[C, len(rows), W]`` (file dtype) of the image rows ``rows`` (any order, repeats allowed)
         and a per-pixel bool ``[len(rows), W]``: True where the pixel is masked (alpha / dataset mask)."""
         lo, hi = int(rows.min()), int(rows.max()) + 1
-        window = Window(0, lo, self.reader.width, hi - lo)
+        raw, masked = self.read_window(Window(0, lo, self.reader.width, hi - lo), f"rows {lo}..{hi}")
+        if lo == int(rows[0]) and hi - lo == len(rows) and np.all(np.diff(rows) == 1):
+            return raw, masked
+        return raw[:, rows - lo], masked[rows - lo]
+
+    def read_window(self, window: Window, what: str) -> tuple[np.ndarray, np.ndarray]:
+        """Raw values ``[C, h, w]`` (file dtype) of ``window`` and a per-pixel bool ``[h, w]``: True where the
+        pixel is masked (alpha / dataset mask). ``what`` names the window in a read error."""
         try:
             raw = self.reader.read(self.indexes, window=window)
             if self.alpha_index is not None:
@@ -133,11 +140,9 @@ class _Source:
             else:
                 masked = np.zeros(raw.shape[1:], bool)
         except RasterioError as exc:
-            raise DataError(f"cannot read rows {lo}..{hi} of {self.path} (modality {self.modality!r}): {exc}. "
+            raise DataError(f"cannot read {what} of {self.path} (modality {self.modality!r}): {exc}. "
                             "The file may be truncated or corrupt.") from exc
-        if lo == int(rows[0]) and hi - lo == len(rows) and np.all(np.diff(rows) == 1):
-            return raw, masked
-        return raw[:, rows - lo], masked[rows - lo]
+        return raw, masked
 
     def invalid_band(self, raw: np.ndarray, c: int) -> np.ndarray | None:
         """Bool mask of band ``c`` of ``raw`` ``[C, ...]`` (declared nodata, NaN, inf or a fill value); None for an
@@ -309,12 +314,8 @@ def _note_value_scale(sources: Sequence[_Source]) -> None:
     for source in sources:
         reader = source.reader
         window = centre_window(reader.height, reader.width, tuple(reader.block_shapes[0]))
-        raw = reader.read(source.indexes, window=window)
-        invalid = np.zeros(raw.shape, bool)
-        if source.alpha_index is not None:  # outside a warped source's footprint
-            invalid |= reader.read(source.alpha_index, window=window)[None] == 0
-        elif source.dataset_mask:
-            invalid |= reader.read_masks(source.indexes[0], window=window)[None] == 0
+        raw, masked = source.read_window(window, "the centre window")  # masked: outside a warped footprint, ...
+        invalid = np.repeat(masked[None], raw.shape[0], axis=0)
         for c in range(raw.shape[0]):
             band = source.invalid_band(raw, c)
             if band is not None:
